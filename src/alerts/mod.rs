@@ -1,0 +1,226 @@
+//! Alerts: findings turned into OCSF Detection Findings, folded and delivered.
+//!
+//! An [`Alert`] is shaped after the OCSF Detection Finding class (class_uid 2004) so a SIEM
+//! can ingest it as is, with credwatch's own `rule`, `detector`, `credential`, `severity` and
+//! `evidence` at top level. Its id is derived from (rule, credential, triggering event id), so
+//! re-processing the same input after a restart yields the same alert, never a different one.
+//! [`Suppressor`] folds repeats per (rule, credential) within the rule's window; sinks write
+//! alerts out.
+
+mod sink;
+mod suppress;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use sink::{AlertSink, JsonLinesSink, TextSink};
+pub use suppress::Suppressor;
+
+use crate::decode::hex_prefix;
+use crate::detect::Finding;
+use crate::event::Event;
+use crate::rules::{Action, Rule, Severity};
+
+/// OCSF activity: a new finding, or the roll-up of repeats folded into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Activity {
+    Create,
+    Update,
+}
+
+impl Activity {
+    fn ocsf_id(self) -> u8 {
+        match self {
+            Activity::Create => 1,
+            Activity::Update => 2,
+        }
+    }
+}
+
+/// An alert as emitted (field order is the JSON field order).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// Deterministic: hash of rule, credential and triggering event id.
+    pub id: String,
+    pub rule: String,
+    pub detector: &'static str,
+    pub credential: String,
+    pub severity: Severity,
+    pub action: Action,
+    /// Occurrences this alert stands for (more than 1 on an `Update`).
+    pub count: u32,
+    pub summary: String,
+    #[serde(skip)]
+    pub activity: Activity,
+    // OCSF Detection Finding fields.
+    pub class_uid: u32,
+    pub class_name: &'static str,
+    pub category_uid: u32,
+    pub category_name: &'static str,
+    pub activity_id: u8,
+    pub activity_name: &'static str,
+    pub type_uid: u32,
+    pub severity_id: u8,
+    pub severity_caption: &'static str,
+    pub status_id: u8,
+    pub status: &'static str,
+    /// Event time of the triggering event, milliseconds since the epoch.
+    pub time: i64,
+    pub time_dt: String,
+    pub message: String,
+    pub finding_info: FindingInfo,
+    pub metadata: Metadata,
+    pub resources: Vec<Resource>,
+    pub evidence: Evidence,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FindingInfo {
+    pub uid: String,
+    pub title: String,
+    pub desc: String,
+    pub types: Vec<String>,
+    pub first_seen_time: i64,
+    pub last_seen_time: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Metadata {
+    pub version: &'static str,
+    pub product: Product,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Product {
+    pub name: &'static str,
+    pub vendor_name: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resource {
+    pub uid: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Owner {
+    pub name: String,
+}
+
+/// Why the alert fired: the rule, what the baseline expected, what was seen, and the event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evidence {
+    pub rule_title: String,
+    pub expected: serde_json::Value,
+    pub observed: serde_json::Value,
+    pub event: Event,
+}
+
+const OCSF_VERSION: &str = "1.3.0";
+const DETECTION_FINDING: u32 = 2004;
+
+impl Alert {
+    /// A new alert from a rule's finding on `event`.
+    pub fn new(rule: &Rule, event: &Event, owner: Option<String>, finding: Finding) -> Alert {
+        let id = alert_id(&rule.id, &event.credential, &event.event_id);
+        let time = event.ts.millis();
+        Alert {
+            id: id.clone(),
+            rule: rule.id.clone(),
+            detector: rule.kind.as_str(),
+            credential: event.credential.clone(),
+            severity: rule.severity,
+            action: rule.action,
+            count: 1,
+            message: format!("{}: {}", rule.title, finding.summary),
+            summary: finding.summary.clone(),
+            activity: Activity::Create,
+            class_uid: DETECTION_FINDING,
+            class_name: "Detection Finding",
+            category_uid: 2,
+            category_name: "Findings",
+            activity_id: Activity::Create.ocsf_id(),
+            activity_name: "Create",
+            type_uid: DETECTION_FINDING * 100 + Activity::Create.ocsf_id() as u32,
+            severity_id: rule.severity.ocsf_id(),
+            severity_caption: rule.severity.caption(),
+            status_id: 1,
+            status: "New",
+            time,
+            time_dt: event.ts.to_rfc3339(),
+            finding_info: FindingInfo {
+                uid: id,
+                title: rule.title.clone(),
+                desc: finding.summary,
+                types: vec![format!("credential-misuse/{}", rule.kind)],
+                first_seen_time: time,
+                last_seen_time: time,
+            },
+            metadata: Metadata {
+                version: OCSF_VERSION,
+                product: Product {
+                    name: "credwatch",
+                    vendor_name: "credwatch",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+            },
+            resources: vec![Resource {
+                uid: event.credential.clone(),
+                kind: "credential",
+                owner: owner.map(|name| Owner { name }),
+            }],
+            evidence: Evidence {
+                rule_title: rule.title.clone(),
+                expected: finding.expected,
+                observed: finding.observed,
+                event: event.clone(),
+            },
+        }
+    }
+
+    /// The roll-up of `count` occurrences folded into `self` up to `last_time` (ms).
+    pub fn update(&self, count: u32, last_time: i64) -> Alert {
+        let mut update = self.clone();
+        update.id = hex_prefix(&Sha256::digest(format!("{}\0update", self.id).as_bytes()), 16);
+        update.activity = Activity::Update;
+        update.activity_id = Activity::Update.ocsf_id();
+        update.activity_name = "Update";
+        update.type_uid = DETECTION_FINDING * 100 + Activity::Update.ocsf_id() as u32;
+        update.count = count;
+        update.finding_info.last_seen_time = last_time;
+        update.summary = format!("{} occurrences folded into alert {}; first: {}", count, self.id, self.summary);
+        update.message = format!("{} ({} occurrences)", self.message, count);
+        update
+    }
+
+    /// The JSON line written by `--output json` (no trailing newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"serialization_error\":\"{e}\"}}"))
+    }
+}
+
+/// Deterministic alert id: the first 128 bits of SHA-256 over rule, credential and event id.
+pub fn alert_id(rule: &str, credential: &str, event_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [rule, credential, event_id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex_prefix(&hasher.finalize(), 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_separate_their_parts() {
+        assert_eq!(alert_id("r", "k", "e"), alert_id("r", "k", "e"));
+        assert_ne!(alert_id("r", "k", "e"), alert_id("r", "ke", ""));
+        assert_eq!(alert_id("r", "k", "e").len(), 32);
+    }
+}

@@ -1,0 +1,67 @@
+//! Alert sinks: where alerts go. Console text for people, JSON lines for machines.
+
+use std::io::{self, Write};
+
+use super::{Activity, Alert};
+
+/// A destination for alerts.
+pub trait AlertSink {
+    fn emit(&mut self, alert: &Alert) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// One human line per alert:
+/// `2026-03-01T12:17:00Z HIGH     use-after-leak AKIA… used 17.0 minutes after …`.
+pub struct TextSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TextSink<W> {
+    pub fn new(out: W) -> Self {
+        TextSink { out }
+    }
+}
+
+impl<W: Write> AlertSink for TextSink<W> {
+    fn emit(&mut self, alert: &Alert) -> io::Result<()> {
+        let severity = alert.severity.as_str().to_ascii_uppercase();
+        match alert.activity {
+            Activity::Create => writeln!(
+                self.out,
+                "{} {:<8} {} {} {}",
+                alert.time_dt, severity, alert.rule, alert.credential, alert.summary
+            ),
+            Activity::Update => writeln!(
+                self.out,
+                "{} {:<8} {} {} repeated {} times in the suppression window (alert {})",
+                alert.time_dt, severity, alert.rule, alert.credential, alert.count, alert.finding_info.uid
+            ),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// One JSON object per line (NDJSON), as SIEMs ingest.
+pub struct JsonLinesSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLinesSink<W> {
+    pub fn new(out: W) -> Self {
+        JsonLinesSink { out }
+    }
+}
+
+impl<W: Write> AlertSink for JsonLinesSink<W> {
+    fn emit(&mut self, alert: &Alert) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, alert)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,413 @@
+//! Configuration: trust zones, issuer rules, learning period and state bounds.
+//!
+//! Two stages, as ripgrep does with its flags: [`RawConfig`] is what serde reads from TOML
+//! (unknown fields rejected, explicit defaults), and [`Config`] is the validated runtime form
+//! with compiled matchers and resolved zone ids. Nothing after start-up sees a raw value. Every
+//! error names the file, line and field.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use globset::{Glob, GlobMatcher};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::diagnostic::FileError;
+use crate::time::Period;
+use crate::zones::{ZoneSet, ZoneSpec, ZoneTable};
+
+/// The built-in defaults, used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    learning: RawLearning,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    zones: Vec<RawZone>,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLearning {
+    #[serde(default = "default_min_events")]
+    min_events: u32,
+    #[serde(default = "default_min_age")]
+    min_age: Period,
+}
+
+impl Default for RawLearning {
+    fn default() -> Self {
+        RawLearning {
+            min_events: default_min_events(),
+            min_age: default_min_age(),
+        }
+    }
+}
+
+fn default_min_events() -> u32 {
+    50
+}
+
+fn default_min_age() -> Period {
+    Period::from_minutes(24 * 60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_max_networks")]
+    max_networks: Spanned<u8>,
+    #[serde(default = "default_max_endpoints")]
+    max_endpoints: Spanned<u8>,
+    #[serde(default = "default_rate_alpha")]
+    rate_alpha: Spanned<f64>,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            max_networks: default_max_networks(),
+            max_endpoints: default_max_endpoints(),
+            rate_alpha: default_rate_alpha(),
+        }
+    }
+}
+
+fn default_max_networks() -> Spanned<u8> {
+    Spanned::new(0..0, 4)
+}
+
+fn default_max_endpoints() -> Spanned<u8> {
+    Spanned::new(0..0, 8)
+}
+
+fn default_rate_alpha() -> Spanned<f64> {
+    Spanned::new(0..0, 0.1)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: Spanned<String>,
+    #[serde(default)]
+    cidrs: Vec<Cidr>,
+    #[serde(default)]
+    environments: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    principal: Spanned<String>,
+    zones: Spanned<Vec<String>>,
+}
+
+/// A network in CIDR notation; a bare address means the single host.
+#[derive(Debug, Clone, Copy)]
+struct Cidr(IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(Cidr(net));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(ip)));
+        }
+        Err(serde::de::Error::custom(format!(
+            "invalid network `{text}`: expected CIDR notation such as `10.0.0.0/16` or `2001:db8::/48`"
+        )))
+    }
+}
+
+/// When a credential's baseline is trusted enough for novelty detectors to fire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learning {
+    pub min_events: u32,
+    pub min_age: Period,
+}
+
+/// Per-credential memory bounds and baseline smoothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateBounds {
+    pub max_networks: usize,
+    pub max_endpoints: usize,
+    pub rate_alpha: f64,
+}
+
+/// Credentials issued by (or, when their issuance was never seen, used by) a principal that
+/// matches `pattern` may be used only from `zones`.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub pattern: String,
+    matcher: GlobMatcher,
+    pub zones: ZoneSet,
+}
+
+impl Issuer {
+    pub fn matches(&self, principal: &str) -> bool {
+        self.matcher.is_match(principal)
+    }
+}
+
+/// Validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a path, or `built-in defaults`.
+    pub origin: String,
+    pub zones: ZoneTable,
+    pub issuers: Vec<Issuer>,
+    pub learning: Learning,
+    pub bounds: StateBounds,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, FileError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError::whole_file(&name, format!("cannot read config: {e}")))?;
+        Config::parse(&name, &text)
+    }
+
+    /// The built-in defaults.
+    pub fn builtin() -> Config {
+        match Config::parse("built-in defaults", DEFAULT_CONFIG) {
+            Ok(config) => config,
+            Err(error) => unreachable!("the built-in config is checked by tests: {error}"),
+        }
+    }
+
+    /// Validates config text; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, FileError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| FileError::from_toml(origin, text, &e))?;
+
+        let specs: Vec<ZoneSpec> = raw
+            .zones
+            .iter()
+            .map(|zone| ZoneSpec {
+                name: zone.name.get_ref().clone(),
+                cidrs: zone.cidrs.iter().map(|c| c.0).collect(),
+                environments: zone.environments.clone(),
+            })
+            .collect();
+        let zones = ZoneTable::new(&specs).map_err(|error| {
+            // Point at the zone the error is about: the last one named in the message.
+            let span = raw
+                .zones
+                .iter()
+                .rev()
+                .find(|z| error.to_string().contains(&format!("`{}`", z.name.get_ref())))
+                .map_or(0..0, |z| z.name.span());
+            FileError::at(origin, text, span, format!("[[zones]]: {error}"))
+        })?;
+
+        let mut issuers = Vec::with_capacity(raw.issuers.len());
+        for issuer in &raw.issuers {
+            let pattern = issuer.principal.get_ref();
+            let matcher = Glob::new(pattern)
+                .map_err(|e| {
+                    FileError::at(
+                        origin,
+                        text,
+                        issuer.principal.span(),
+                        format!("[[issuers]] principal: invalid pattern `{pattern}`: {e}"),
+                    )
+                })?
+                .compile_matcher();
+            let mut set = ZoneSet::EMPTY;
+            for zone_name in issuer.zones.get_ref() {
+                let zone = zones.id(zone_name).ok_or_else(|| {
+                    FileError::at(
+                        origin,
+                        text,
+                        issuer.zones.span(),
+                        format!(
+                            "[[issuers]] zones: unknown zone `{zone_name}` (defined: {})",
+                            zones.names().join(", ")
+                        ),
+                    )
+                })?;
+                set.insert(zone);
+            }
+            if set.is_empty() {
+                return Err(FileError::at(
+                    origin,
+                    text,
+                    issuer.zones.span(),
+                    "[[issuers]] zones: list at least one zone",
+                ));
+            }
+            issuers.push(Issuer {
+                pattern: pattern.clone(),
+                matcher,
+                zones: set,
+            });
+        }
+
+        let bound = |value: &Spanned<u8>, field: &str| -> Result<usize, FileError> {
+            match *value.get_ref() {
+                n @ 1..=64 => Ok(n as usize),
+                n => Err(FileError::at(
+                    origin,
+                    text,
+                    value.span(),
+                    format!("[state] {field}: {n} is out of range 1..=64"),
+                )),
+            }
+        };
+        let alpha = *raw.state.rate_alpha.get_ref();
+        if !(alpha > 0.0 && alpha <= 1.0) {
+            return Err(FileError::at(
+                origin,
+                text,
+                raw.state.rate_alpha.span(),
+                format!("[state] rate_alpha: {alpha} is out of range (0, 1]"),
+            ));
+        }
+        Ok(Config {
+            origin: origin.to_owned(),
+            zones,
+            issuers,
+            learning: Learning {
+                min_events: raw.learning.min_events,
+                min_age: raw.learning.min_age,
+            },
+            bounds: StateBounds {
+                max_networks: bound(&raw.state.max_networks, "max_networks")?,
+                max_endpoints: bound(&raw.state.max_endpoints, "max_endpoints")?,
+                rate_alpha: alpha,
+            },
+        })
+    }
+
+    /// Zones that the first matching issuer rule grants to `principal`.
+    pub fn issuer_zones(&self, principal: &str) -> Option<ZoneSet> {
+        self.issuers
+            .iter()
+            .find(|issuer| issuer.matches(principal))
+            .map(|issuer| issuer.zones)
+    }
+
+    /// A human summary for `credwatch config check`.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut text = String::new();
+        let _ = writeln!(text, "config: {}", self.origin);
+        let _ = writeln!(
+            text,
+            "zones: {} configured (+ built-in unknown, internet)",
+            self.zones.names().len() - 2
+        );
+        for name in &self.zones.names()[2..] {
+            let _ = writeln!(text, "  - {name}");
+        }
+        let _ = writeln!(text, "issuers: {}", self.issuers.len());
+        for issuer in &self.issuers {
+            let _ = writeln!(
+                text,
+                "  - {} -> [{}]",
+                issuer.pattern,
+                self.zones.names_of(issuer.zones).join(", ")
+            );
+        }
+        let _ = writeln!(
+            text,
+            "learning: {} events and {} before novelty detectors arm",
+            self.learning.min_events, self.learning.min_age
+        );
+        let _ = writeln!(
+            text,
+            "state: up to {} networks and {} endpoints per credential, rate alpha {}",
+            self.bounds.max_networks, self.bounds.max_endpoints, self.bounds.rate_alpha
+        );
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zones::parse_ip;
+
+    #[test]
+    fn builtin_defaults_are_valid() {
+        let config = Config::builtin();
+        let zone = config.zones.classify(parse_ip("10.1.2.3"), None);
+        assert_eq!(config.zones.name(zone), "private");
+        assert_eq!(config.learning.min_events, 50);
+    }
+
+    #[test]
+    fn an_empty_file_gets_every_default() {
+        let config = Config::parse("empty.toml", "").unwrap();
+        assert_eq!(config.bounds.max_networks, 4);
+        assert_eq!(config.bounds.max_endpoints, 8);
+        assert_eq!(config.learning.min_age, Period::from_minutes(1440));
+    }
+
+    #[test]
+    fn issuers_match_globs_and_resolve_zones() {
+        let text = r#"
+[[zones]]
+name = "aws"
+cidrs = ["52.94.0.0/16"]
+
+[[issuers]]
+principal = "*.amazonaws.com"
+zones = ["aws"]
+"#;
+        let config = Config::parse("c.toml", text).unwrap();
+        let zones = config.issuer_zones("ec2.amazonaws.com").unwrap();
+        assert_eq!(config.zones.names_of(zones), vec!["aws"]);
+        assert!(config.issuer_zones("alice").is_none());
+    }
+
+    #[test]
+    fn unknown_fields_name_file_line_and_field() {
+        let text = "[learning]\nmin_events = 5\nmin_agee = \"1h\"\n";
+        let error = Config::parse("c.toml", text).unwrap_err().to_string();
+        assert!(error.starts_with("c.toml:3:"), "{error}");
+        assert!(error.contains("min_agee"), "{error}");
+    }
+
+    #[test]
+    fn bad_cidrs_and_durations_are_placed() {
+        let error = Config::parse("c.toml", "[[zones]]\nname = \"a\"\ncidrs = [\"10.0.0/8\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("c.toml:3:"), "{error}");
+        assert!(error.contains("10.0.0/8"), "{error}");
+        let error = Config::parse("c.toml", "[learning]\nmin_age = \"soon\"\n").unwrap_err().to_string();
+        assert!(error.starts_with("c.toml:2:"), "{error}");
+        assert!(error.contains("invalid duration"), "{error}");
+    }
+
+    #[test]
+    fn issuer_with_unknown_zone_is_an_error_on_its_line() {
+        let text = "[[zones]]\nname = \"prod\"\n\n[[issuers]]\nprincipal = \"svc\"\nzones = [\"prd\"]\n";
+        let error = Config::parse("c.toml", text).unwrap_err().to_string();
+        assert!(error.starts_with("c.toml:6:"), "{error}");
+        assert!(error.contains("unknown zone `prd`"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_zones_and_bad_bounds_are_errors() {
+        let text = "[[zones]]\nname = \"a\"\n[[zones]]\nname = \"a\"\n";
+        let error = Config::parse("c.toml", text).unwrap_err().to_string();
+        assert!(error.starts_with("c.toml:4:"), "{error}");
+        assert!(error.contains("defined twice"), "{error}");
+        let error = Config::parse("c.toml", "[state]\nmax_networks = 0\n").unwrap_err().to_string();
+        assert!(error.contains("max_networks"), "{error}");
+        let error = Config::parse("c.toml", "[state]\nrate_alpha = 1.5\n").unwrap_err().to_string();
+        assert!(error.contains("rate_alpha"), "{error}");
+    }
+}

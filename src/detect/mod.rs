@@ -1,0 +1,263 @@
+//! Detect: detectors judge one event against the credential's state before it.
+//!
+//! Each detector lives in its own file and implements [`Detector`]: given an [`Observation`]
+//! and the [`CredentialState`] before the event, push zero or more [`Finding`]s. Detectors are
+//! pure: no clock, no I/O, no state of their own; everything they know comes from the event and
+//! the baseline, which is what makes replays reproducible. Rules (see `rules`) instantiate a
+//! detector with parameters; [`DetectorKind::build`] validates those parameters.
+
+mod concurrent_zones;
+mod dormant_reuse;
+mod new_endpoint;
+mod new_network;
+mod rate_spike;
+mod unknown_credential;
+mod use_after_expiry;
+mod use_after_leak;
+mod use_after_revoke;
+mod zone_violation;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::state::{AllowedFrom, CredentialState, Interner, Observation};
+use crate::zones::ZoneSet;
+
+/// What a detector found: a one-line summary and the evidence behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// One line for an analyst: what happened and why it is unusual.
+    pub summary: String,
+    /// What the baseline expected (a JSON object).
+    pub expected: Value,
+    /// What was observed (a JSON object).
+    pub observed: Value,
+}
+
+/// Read-only context a detector may consult.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub endpoints: &'a Interner,
+    pub principals: &'a Interner,
+}
+
+/// A detector: judges one event against the credential's state before it.
+pub trait Detector: Send + Sync + fmt::Debug {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    );
+}
+
+macro_rules! detector_kinds {
+    ($($variant:ident => $name:literal, $module:ident::$type:ident;)*) => {
+        /// Every detector credwatch has.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum DetectorKind {
+            $($variant,)*
+        }
+
+        impl DetectorKind {
+            pub const ALL: &'static [DetectorKind] = &[$(DetectorKind::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(DetectorKind::$variant => $name,)*
+                }
+            }
+
+            /// Instantiates the detector with `params` from a rule file.
+            pub fn build(self, params: toml::Table) -> Result<Box<dyn Detector>, String> {
+                match self {
+                    $(DetectorKind::$variant => Ok(Box::new($module::$type::new(parse_params(params)?)?)),)*
+                }
+            }
+        }
+
+        impl FromStr for DetectorKind {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(DetectorKind::$variant),)*
+                    other => Err(format!(
+                        "unknown detector `{other}` (known: {})",
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+detector_kinds! {
+    ZoneViolation => "zone_violation", zone_violation::ZoneViolation;
+    ConcurrentZones => "concurrent_zones", concurrent_zones::ConcurrentZones;
+    UseAfterLeak => "use_after_leak", use_after_leak::UseAfterLeak;
+    UseAfterRevoke => "use_after_revoke", use_after_revoke::UseAfterRevoke;
+    UseAfterExpiry => "use_after_expiry", use_after_expiry::UseAfterExpiry;
+    NewNetwork => "new_network", new_network::NewNetwork;
+    NewEndpoint => "new_endpoint", new_endpoint::NewEndpoint;
+    RateSpike => "rate_spike", rate_spike::RateSpike;
+    DormantReuse => "dormant_reuse", dormant_reuse::DormantReuse;
+    UnknownCredential => "unknown_credential", unknown_credential::UnknownCredential;
+}
+
+impl fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn parse_params<T: DeserializeOwned>(params: toml::Table) -> Result<T, String> {
+    toml::Value::Table(params)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_owned())
+}
+
+/// The zones a credential may be used from at this event, and why; `None` when nothing is
+/// known yet (no issuance zones, no issuer rule, still learning).
+pub(crate) fn allowed_zones(
+    observation: &Observation<'_>,
+    before: &CredentialState,
+    context: &Context<'_>,
+    use_learned: bool,
+) -> Option<(ZoneSet, AllowedFrom)> {
+    match before.allowed_from {
+        AllowedFrom::Issuance | AllowedFrom::Issuer => Some((before.allowed, before.allowed_from)),
+        AllowedFrom::Learned => (use_learned && !before.is_learning(observation.event.ts, context.config))
+            .then_some((before.allowed, AllowedFrom::Learned)),
+        AllowedFrom::Nothing => observation
+            .event
+            .principal
+            .as_deref()
+            .and_then(|principal| context.config.issuer_zones(principal))
+            .map(|zones| (zones, AllowedFrom::Issuer)),
+    }
+}
+
+/// The observed side of an access, as evidence.
+pub(crate) fn observed_access(observation: &Observation<'_>, context: &Context<'_>) -> Value {
+    let event = observation.event;
+    json!({
+        "source_ip": event.source_ip,
+        "zone": context.config.zones.name(observation.zone),
+        "network": observation.network.map(|n| n.to_string()),
+        "endpoint": event.endpoint,
+        "principal": event.principal,
+        "user_agent": event.user_agent,
+        "outcome": event.outcome,
+        "time": event.ts,
+    })
+}
+
+/// The address of an access for a summary: `203.0.113.7`, or `no address`.
+pub(crate) fn address<'a>(observation: &Observation<'a>) -> &'a str {
+    observation.event.source_ip.as_deref().unwrap_or("no address")
+}
+
+pub(crate) fn zone_list(context: &Context<'_>, zones: ZoneSet) -> Vec<String> {
+    context.config.zones.names_of(zones).into_iter().map(str::to_owned).collect()
+}
+
+/// Minutes with one decimal for summaries, e.g. `17.0`.
+pub(crate) fn minutes(period: crate::time::Period) -> String {
+    format!("{:.1}", period.as_minutes_f64())
+}
+
+#[cfg(test)]
+pub(crate) mod testkit {
+    //! Feeds events through the zones and state stages and one detector, as the engine does.
+
+    use super::*;
+    use crate::event::{Event, Kind};
+    use crate::state::StateStore;
+    use crate::time::Timestamp;
+
+    pub const CONFIG: &str = r#"
+[learning]
+min_events = 3
+min_age = "10m"
+
+[[zones]]
+name = "prod"
+cidrs = ["10.0.0.0/16"]
+
+[[zones]]
+name = "ci"
+cidrs = ["10.2.0.0/16"]
+
+[[zones]]
+name = "corp"
+cidrs = ["192.168.0.0/16"]
+
+[[issuers]]
+principal = "runner-*"
+zones = ["ci"]
+"#;
+
+    pub struct Bench {
+        pub config: Config,
+        pub store: StateStore,
+        detector: Box<dyn Detector>,
+    }
+
+    impl Bench {
+        pub fn new(kind: DetectorKind, params: &str) -> Bench {
+            Bench {
+                config: Config::parse("test", CONFIG).unwrap(),
+                store: StateStore::new(),
+                detector: kind.build(toml::from_str(params).unwrap()).unwrap(),
+            }
+        }
+
+        /// Runs the detector on `event` and then applies it to state; returns the findings.
+        pub fn feed(&self, event: Event) -> Vec<Finding> {
+            let observation = self.store.locate(&event, &self.config);
+            let context = Context {
+                config: &self.config,
+                endpoints: &self.store.endpoints,
+                principals: &self.store.principals,
+            };
+            let mut findings = Vec::new();
+            self.store.with_credential(
+                &event.credential,
+                |before| self.detector.evaluate(&observation, before, &context, &mut findings),
+                |state| {
+                    state.apply(&observation, &self.config);
+                },
+            );
+            findings
+        }
+    }
+
+    /// Minute `m` after 2026-03-01T00:00:00Z, plus `s` seconds.
+    pub fn at(m: i64, s: i64) -> Timestamp {
+        Timestamp::from_secs(1_772_323_200 + m * 60 + s)
+    }
+
+    pub fn access(ts: Timestamp, credential: &str, ip: &str, endpoint: &str) -> Event {
+        let mut event = Event::new(ts, Kind::Access, credential);
+        event.source_ip = Some(ip.to_owned());
+        event.endpoint = Some(endpoint.to_owned());
+        event
+    }
+
+    pub fn issue(ts: Timestamp, credential: &str, zones: &[&str]) -> Event {
+        let mut event = Event::new(ts, Kind::Issue, credential);
+        event.allowed_zones = zones.iter().map(|z| z.to_string()).collect();
+        event
+    }
+
+    pub fn lifecycle(ts: Timestamp, kind: Kind, credential: &str) -> Event {
+        Event::new(ts, kind, credential)
+    }
+}

@@ -1,0 +1,81 @@
+//! new_network: a credential with an established baseline called from a network (/24 or /48)
+//! it has not used before.
+//!
+//! Armed only after the learning period, so a credential's first networks are learned rather
+//! than flagged. Networks are remembered up to `max_networks` per credential, least recently
+//! seen forgotten first.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{address, observed_access, Context, Detector, Finding};
+use crate::event::Kind;
+use crate::state::{CredentialState, Observation};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {}
+
+#[derive(Debug)]
+pub struct NewNetwork;
+
+impl NewNetwork {
+    pub fn new(_params: Params) -> Result<Self, String> {
+        Ok(NewNetwork)
+    }
+}
+
+impl Detector for NewNetwork {
+    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+        if observation.event.kind != Kind::Access {
+            return;
+        }
+        let Some(network) = observation.network else {
+            return;
+        };
+        if before.networks.is_empty() || before.is_learning(observation.event.ts, context.config) {
+            return;
+        }
+        if before.knows_network(network) {
+            return;
+        }
+        let known: Vec<String> = before.networks.iter().map(|seen| seen.key.to_string()).collect();
+        out.push(Finding {
+            summary: format!(
+                "called from new network {network} ({}, zone {}); known networks [{}]",
+                address(observation),
+                context.config.zones.name(observation.zone),
+                known.join(", ")
+            ),
+            expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
+            observed: observed_access(observation, context),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::detect::testkit::{access, at, Bench};
+    use crate::detect::DetectorKind;
+
+    #[test]
+    fn fires_on_a_new_network_after_learning() {
+        let bench = Bench::new(DetectorKind::NewNetwork, "");
+        for m in 0..12 {
+            assert!(bench.feed(access(at(m, 0), "k", "10.0.1.5", "a")).is_empty());
+        }
+        assert!(bench.feed(access(at(13, 0), "k", "10.0.1.99", "a")).is_empty(), "same /24");
+        let findings = bench.feed(access(at(14, 0), "k", "10.0.7.5", "a"));
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].summary.contains("new network 10.0.7.0/24"), "{}", findings[0].summary);
+        assert!(bench.feed(access(at(15, 0), "k", "10.0.7.6", "a")).is_empty(), "now known");
+    }
+
+    #[test]
+    fn quiet_while_learning() {
+        let bench = Bench::new(DetectorKind::NewNetwork, "");
+        bench.feed(access(at(0, 0), "k", "10.0.1.5", "a"));
+        assert!(bench.feed(access(at(1, 0), "k", "10.0.9.5", "a")).is_empty());
+        assert!(bench.feed(access(at(2, 0), "k", "10.0.8.5", "a")).is_empty());
+    }
+}

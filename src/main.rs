@@ -1,0 +1,269 @@
+//! The `credwatch` binary: argument parsing and wiring; all behaviour lives in the library.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use credwatch::alerts::{AlertSink, JsonLinesSink, TextSink};
+use credwatch::config::Config;
+use credwatch::decode::Format;
+use credwatch::demo::{self, DemoOptions};
+use credwatch::engine::Engine;
+use credwatch::replay::{DeadLetters, Replay};
+use credwatch::rules::{run_cases, CaseOutcome, RuleSet};
+
+#[derive(Parser)]
+#[command(
+    name = "credwatch",
+    version,
+    about = "Catch misuse of API credentials within seconds of the event that betrays it",
+    long_about = "credwatch reads access and credential-lifecycle logs (issue, revoke, leak), keeps a \
+behavioural baseline per credential and raises alerts on reuse across trust zones, use after a \
+leak report, use after revocation or expiry, new networks or endpoints, call-rate spikes, \
+dormant credentials waking up and credentials nobody issued.\n\n\
+Start with `credwatch demo`, then `credwatch replay events.jsonl`. \
+Logs go to stderr; set RUST_LOG=debug for more.",
+    after_help = "Examples:\n  credwatch demo\n  credwatch replay --config credwatch.toml access.jsonl lifecycle.jsonl\n  \
+cat events.jsonl | credwatch replay --output json - > alerts.jsonl\n  credwatch rules test --rules rules/\n  \
+credwatch config check --config credwatch.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay log files (or stdin) through the detectors; alerts on stdout, summary on stderr.
+    Replay(ReplayArgs),
+    /// Run a synthetic day of traffic with injected misuse and show what was caught.
+    Demo(DemoArgs),
+    /// Validate rule files or run their inline test cases.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Validate a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct Setup {
+    /// Configuration file (TOML: zones, issuers, learning, state). Default: built-in defaults.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of rule files (*.toml). Default: the rule set built into credwatch.
+    #[arg(long, short, value_name = "DIR")]
+    rules: Option<PathBuf>,
+}
+
+impl Setup {
+    fn config(&self) -> Result<Config> {
+        match &self.config {
+            Some(path) => Ok(Config::load(path)?),
+            None => Ok(Config::builtin()),
+        }
+    }
+
+    fn rules(&self, config: &Config) -> Result<RuleSet> {
+        match &self.rules {
+            Some(dir) => Ok(RuleSet::load_dir(dir, config)?),
+            None => Ok(RuleSet::builtin(config)?),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// One human line per alert.
+    Text,
+    /// One OCSF-shaped JSON object per line; identical bytes for identical input.
+    Json,
+    /// Print no alerts (the summary still goes to stderr).
+    None,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// How to print alerts on stdout.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: Output,
+    /// Write rejected records here, one JSON line each with the reason and origin.
+    #[arg(long, value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// Input format.
+    #[arg(long, short, default_value = "native")]
+    format: Format,
+    /// Input files, read in order; `-` reads stdin.
+    #[arg(value_name = "FILE", required = true)]
+    inputs: Vec<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Seed of the synthetic world; the same seed gives the same day and the same alerts.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// How many credentials the synthetic organisation has.
+    #[arg(long, default_value_t = 1000)]
+    credentials: usize,
+    /// Print the alerts raised (text), besides the summary table.
+    #[arg(long)]
+    alerts: bool,
+    /// Write the generated events to this file (native JSON lines) for `credwatch replay`.
+    #[arg(long, value_name = "FILE")]
+    write_events: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load and validate every rule (fields, detector parameters, test cases).
+    Check(Setup),
+    /// Run every rule's inline test cases; exit 1 when any fails.
+    Test(Setup),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and summarise it.
+    Check {
+        /// Configuration file (default: the built-in defaults).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay(args) => replay(args),
+        Command::Demo(args) => {
+            let options = DemoOptions {
+                seed: args.seed,
+                credentials: args.credentials,
+                write_events: args.write_events,
+            };
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            let mut sink = TextSink::new(&mut out);
+            let sink: Option<&mut dyn AlertSink> = if args.alerts { Some(&mut sink) } else { None };
+            let report = demo::run(&options, sink)?;
+            print!("{}", report.render());
+            Ok(if report.all_caught() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Rules(RulesCommand::Check(setup)) => {
+            let config = setup.config()?;
+            let rules = setup.rules(&config)?;
+            let cases: usize = rules.rules().iter().map(|r| r.tests.len()).sum();
+            println!("{} rules valid ({} test cases)", rules.len(), cases);
+            for rule in rules.rules() {
+                let firing = rule.tests.iter().filter(|c| c.fires()).count();
+                println!(
+                    "  {:<22} {:<18} {:<13} {:<6} {} firing / {} quiet cases{}",
+                    rule.id,
+                    rule.kind.as_str(),
+                    rule.severity.as_str(),
+                    format!("{:?}", rule.action).to_lowercase(),
+                    firing,
+                    rule.tests.len() - firing,
+                    if rule.enabled { "" } else { " (disabled)" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules(RulesCommand::Test(setup)) => {
+            let config = setup.config()?;
+            let rules = setup.rules(&config)?;
+            let reports = run_cases(&rules, &config);
+            let mut failed = 0;
+            for report in &reports {
+                match &report.outcome {
+                    CaseOutcome::Pass => println!("pass  {}: {}", report.rule, report.case),
+                    CaseOutcome::Fail(why) => {
+                        failed += 1;
+                        println!("FAIL  {}: {} ({})\n      {why}", report.rule, report.case, report.file);
+                    }
+                }
+            }
+            println!("rules test: {} passed, {} failed", reports.len() - failed, failed);
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Config(ConfigCommand::Check { config }) => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::builtin(),
+            };
+            print!("{}", config.describe());
+            println!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let config = args.setup.config()?;
+    let rules = args.setup.rules(&config)?;
+    let mut engine = Engine::new(config, rules);
+    let dead_letters = match args.dead_letter {
+        Some(path) => DeadLetters::to_file(path)?,
+        None => DeadLetters::Discard,
+    };
+    let stdout = io::stdout();
+    let out = io::BufWriter::new(stdout.lock());
+    let mut text;
+    let mut json;
+    let mut none = NoSink;
+    let sink: &mut dyn AlertSink = match args.output {
+        Output::Text => {
+            text = TextSink::new(out);
+            &mut text
+        }
+        Output::Json => {
+            json = JsonLinesSink::new(out);
+            &mut json
+        }
+        Output::None => &mut none,
+    };
+    let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format);
+    for input in &args.inputs {
+        replay.input(input).with_context(|| format!("replaying {input}"))?;
+    }
+    let summary = replay.finish()?;
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_all(summary.render().as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--output none`: alerts are only counted.
+struct NoSink;
+
+impl AlertSink for NoSink {
+    fn emit(&mut self, _alert: &credwatch::alerts::Alert) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! One credential's record: lifecycle times, zones, recent networks and endpoints, call rate.
+//!
+//! Bounded by construction: at most `max_networks` networks and `max_endpoints` endpoints are
+//! kept, the least recently seen replaced first, and strings are interned symbols. Detectors
+//! read the record as it was *before* the event; [`CredentialState::apply`] then folds the
+//! event in, in event time.
+
+use crate::config::Config;
+use crate::event::Kind;
+use crate::state::rate::RateBaseline;
+use crate::state::{Observation, Symbol};
+use crate::time::Timestamp;
+use crate::zones::{Network, ZoneId, ZoneSet};
+
+/// Where a credential's allowed zones come from, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AllowedFrom {
+    /// Nothing known yet.
+    #[default]
+    Nothing,
+    /// The issuance event listed them.
+    Issuance,
+    /// An `[[issuers]]` rule in config matched the issuing (or using) principal.
+    Issuer,
+    /// Learned from the zones seen during the learning period.
+    Learned,
+}
+
+impl AllowedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowedFrom::Nothing => "none",
+            AllowedFrom::Issuance => "issuance",
+            AllowedFrom::Issuer => "issuer rule",
+            AllowedFrom::Learned => "learned",
+        }
+    }
+
+    /// Declared by someone (issuance or config), as opposed to learned or unknown.
+    pub fn is_declared(self) -> bool {
+        matches!(self, AllowedFrom::Issuance | AllowedFrom::Issuer)
+    }
+}
+
+/// Something seen repeatedly: how often and when last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen<T> {
+    pub key: T,
+    pub count: u32,
+    pub last_seen: Timestamp,
+}
+
+/// The leak report a credential got (the earliest one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leak {
+    pub at: Timestamp,
+    pub source: Option<String>,
+    pub url: Option<String>,
+}
+
+/// What credwatch knows about one credential.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CredentialState {
+    /// Access events seen (saturating).
+    pub accesses: u32,
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    /// Boxed: few credentials ever have one, and the record stays small.
+    pub leak: Option<Box<Leak>>,
+    /// The owner from issuance, else the principal last seen using it.
+    pub owner: Option<Symbol>,
+    pub allowed: ZoneSet,
+    pub allowed_from: AllowedFrom,
+    pub seen_zones: ZoneSet,
+    /// Zone of the latest access and its time, for `concurrent_zones`.
+    pub last_zone: Option<(ZoneId, Timestamp)>,
+    pub networks: Vec<Seen<Network>>,
+    pub endpoints: Vec<Seen<Symbol>>,
+    pub rate: RateBaseline,
+}
+
+impl CredentialState {
+    /// Still in its learning period at `now`: too few events, or too young.
+    pub fn is_learning(&self, now: Timestamp, config: &Config) -> bool {
+        let learning = &config.learning;
+        match self.first_seen {
+            None => true,
+            Some(first) => self.accesses < learning.min_events || now.since(first) < learning.min_age,
+        }
+    }
+
+    /// Never seen in any event before.
+    pub fn is_new(&self) -> bool {
+        self.accesses == 0 && self.issued_at.is_none() && self.revoked_at.is_none() && self.leak.is_none()
+    }
+
+    pub fn knows_network(&self, network: Network) -> bool {
+        self.networks.iter().any(|seen| seen.key == network)
+    }
+
+    pub fn knows_endpoint(&self, endpoint: Symbol) -> bool {
+        self.endpoints.iter().any(|seen| seen.key == endpoint)
+    }
+
+    /// Folds one event in. Returns false when the event was late for the rate baseline.
+    pub fn apply(&mut self, observation: &Observation<'_>, config: &Config) -> bool {
+        let event = observation.event;
+        let ts = event.ts;
+        match event.kind {
+            Kind::Issue => {
+                self.issued_at = Some(self.issued_at.map_or(ts, |at| at.max(ts)));
+                if event.expires_at.is_some() {
+                    self.expires_at = event.expires_at;
+                }
+                if let Some(owner) = observation.owner {
+                    self.owner = Some(owner);
+                }
+                if !observation.declared_zones.is_empty() {
+                    self.allowed = observation.declared_zones;
+                    self.allowed_from = AllowedFrom::Issuance;
+                } else if let Some(zones) = event.principal.as_deref().and_then(|p| config.issuer_zones(p)) {
+                    self.allowed = zones;
+                    self.allowed_from = AllowedFrom::Issuer;
+                }
+                true
+            }
+            Kind::Revoke => {
+                self.revoked_at = Some(self.revoked_at.map_or(ts, |at| at.min(ts)));
+                true
+            }
+            Kind::Leak => {
+                if self.leak.as_ref().is_none_or(|leak| ts < leak.at) {
+                    self.leak = Some(Box::new(Leak {
+                        at: ts,
+                        source: event.leak_source.clone(),
+                        url: event.leak_url.clone(),
+                    }));
+                }
+                true
+            }
+            Kind::Access => self.apply_access(observation, config),
+        }
+    }
+
+    fn apply_access(&mut self, observation: &Observation<'_>, config: &Config) -> bool {
+        let ts = observation.event.ts;
+        let zone = observation.zone;
+        let learning = self.is_learning(ts, config);
+
+        if self.allowed_from == AllowedFrom::Nothing {
+            if let Some(zones) = observation.event.principal.as_deref().and_then(|p| config.issuer_zones(p)) {
+                self.allowed = zones;
+                self.allowed_from = AllowedFrom::Issuer;
+            }
+        }
+        if learning && zone != ZoneId::UNKNOWN && matches!(self.allowed_from, AllowedFrom::Nothing | AllowedFrom::Learned) {
+            self.allowed.insert(zone);
+            self.allowed_from = AllowedFrom::Learned;
+        }
+        if self.owner.is_none() {
+            self.owner = observation.principal;
+        }
+
+        self.accesses = self.accesses.saturating_add(1);
+        self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
+        self.last_seen = Some(self.last_seen.map_or(ts, |last| last.max(ts)));
+        if zone != ZoneId::UNKNOWN {
+            self.seen_zones.insert(zone);
+            if self.last_zone.is_none_or(|(_, at)| ts >= at) {
+                self.last_zone = Some((zone, ts));
+            }
+        }
+        if let Some(network) = observation.network {
+            remember(&mut self.networks, network, ts, config.bounds.max_networks);
+        }
+        if let Some(endpoint) = observation.endpoint {
+            remember(&mut self.endpoints, endpoint, ts, config.bounds.max_endpoints);
+        }
+        self.rate.record(ts.minute(), config.bounds.rate_alpha)
+    }
+}
+
+/// Counts `key` in a bounded list, replacing the least recently seen entry when full.
+fn remember<T: Copy + PartialEq>(list: &mut Vec<Seen<T>>, key: T, ts: Timestamp, max: usize) {
+    if let Some(seen) = list.iter_mut().find(|seen| seen.key == key) {
+        seen.count = seen.count.saturating_add(1);
+        seen.last_seen = seen.last_seen.max(ts);
+        return;
+    }
+    let entry = Seen {
+        key,
+        count: 1,
+        last_seen: ts,
+    };
+    if list.len() < max {
+        list.push(entry);
+    } else if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.last_seen, seen.count)) {
+        *oldest = entry;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_lists_forget_the_least_recently_seen() {
+        let mut list = Vec::new();
+        for (i, key) in [1, 2, 3].into_iter().enumerate() {
+            remember(&mut list, key, Timestamp::from_secs(i as i64), 2);
+        }
+        let keys: Vec<_> = list.iter().map(|s| s.key).collect();
+        assert_eq!(keys, vec![3, 2]);
+        remember(&mut list, 2, Timestamp::from_secs(10), 2);
+        assert_eq!(list.iter().find(|s| s.key == 2).unwrap().count, 2);
+        assert_eq!(list.len(), 2);
+    }
+}

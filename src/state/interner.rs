@@ -1,0 +1,67 @@
+//! Interned strings: endpoints and principals stored once, referred to by a 4-byte [`Symbol`].
+//!
+//! Per-credential state keeps symbols instead of strings so a credential with eight endpoints
+//! costs 8 × 4 bytes of ids, not eight heap strings. Ids depend on first-seen order, which is
+//! the input order and so deterministic; they never appear in output (names do).
+
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+
+/// An interned string's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Symbol(u32);
+
+/// A concurrent string interner.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: DashMap<Arc<str>, Symbol>,
+    names: RwLock<Vec<Arc<str>>>,
+}
+
+impl Interner {
+    pub fn intern(&self, name: &str) -> Symbol {
+        if let Some(symbol) = self.ids.get(name) {
+            return *symbol;
+        }
+        let mut names = self.names.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Another thread may have interned it while we waited for the lock.
+        if let Some(symbol) = self.ids.get(name) {
+            return *symbol;
+        }
+        let symbol = Symbol(names.len() as u32);
+        let shared: Arc<str> = Arc::from(name);
+        names.push(Arc::clone(&shared));
+        self.ids.insert(shared, symbol);
+        symbol
+    }
+
+    pub fn name(&self, symbol: Symbol) -> Arc<str> {
+        let names = self.names.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        names.get(symbol.0 as usize).cloned().unwrap_or_else(|| Arc::from("?"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_same_symbol() {
+        let interner = Interner::default();
+        let a = interner.intern("s3:GetObject");
+        let b = interner.intern("iam:CreateUser");
+        assert_ne!(a, b);
+        assert_eq!(interner.intern("s3:GetObject"), a);
+        assert_eq!(&*interner.name(b), "iam:CreateUser");
+        assert_eq!(interner.len(), 2);
+    }
+}

@@ -1,0 +1,111 @@
+//! State: the per-credential baseline, updated in event time.
+//!
+//! [`StateStore`] owns every [`CredentialState`] (a dashmap keyed by credential id) and the
+//! interners for endpoints and principals. The engine hands it one [`Observation`] at a time:
+//! detectors read the state as it was before the event, then [`StateStore::observe`] folds
+//! the event in, under the same map entry lock, so the two never interleave per credential.
+
+mod credential;
+mod interner;
+pub mod rate;
+
+use std::net::IpAddr;
+
+use dashmap::DashMap;
+
+pub use credential::{AllowedFrom, CredentialState, Leak, Seen};
+pub use interner::{Interner, Symbol};
+
+use crate::event::Event;
+use crate::zones::{Network, ZoneId, ZoneSet};
+
+/// An event placed in its zone, with its strings resolved to symbols: the input of state and
+/// detectors.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    pub event: &'a Event,
+    /// The parsed source address, if it parsed.
+    pub ip: Option<IpAddr>,
+    pub zone: ZoneId,
+    pub network: Option<Network>,
+    pub endpoint: Option<Symbol>,
+    pub principal: Option<Symbol>,
+    /// Issue events: the owner, else the principal.
+    pub owner: Option<Symbol>,
+    /// Issue events: `allowed_zones` resolved against the configured zones.
+    pub declared_zones: ZoneSet,
+}
+
+/// Every credential's state, plus the interned names they refer to.
+#[derive(Debug, Default)]
+pub struct StateStore {
+    credentials: DashMap<Box<str>, CredentialState>,
+    pub endpoints: Interner,
+    pub principals: Interner,
+}
+
+impl StateStore {
+    pub fn new() -> Self {
+        StateStore::default()
+    }
+
+    /// Runs `inspect` on the credential's state before the event, then applies `update`.
+    /// Both run under the entry's lock. Returns what `inspect` returned.
+    pub fn with_credential<R>(
+        &self,
+        credential: &str,
+        inspect: impl FnOnce(&CredentialState) -> R,
+        update: impl FnOnce(&mut CredentialState),
+    ) -> R {
+        let mut entry = match self.credentials.get_mut(credential) {
+            Some(entry) => entry,
+            None => self.credentials.entry(credential.into()).or_default(),
+        };
+        let result = inspect(&entry);
+        update(&mut entry);
+        result
+    }
+
+    /// A copy of one credential's state.
+    pub fn get(&self, credential: &str) -> Option<CredentialState> {
+        self.credentials.get(credential).map(|entry| entry.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.credentials.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.credentials.is_empty()
+    }
+}
+
+impl StateStore {
+    /// The zones stage: places an event in its zone and resolves its strings to symbols.
+    pub fn locate<'a>(&self, event: &'a Event, config: &crate::config::Config) -> Observation<'a> {
+        let ip = event.source_ip.as_deref().and_then(crate::zones::parse_ip);
+        let zone = config.zones.classify(ip, event.zone.as_deref());
+        let principal = event.principal.as_deref().map(|p| self.principals.intern(p));
+        let (owner, declared_zones) = if event.kind == crate::event::Kind::Issue {
+            let owner = event.owner.as_deref().map(|o| self.principals.intern(o)).or(principal);
+            let zones = event
+                .allowed_zones
+                .iter()
+                .filter_map(|name| config.zones.id(name))
+                .collect();
+            (owner, zones)
+        } else {
+            (None, ZoneSet::EMPTY)
+        };
+        Observation {
+            event,
+            ip,
+            zone,
+            network: ip.map(Network::of),
+            endpoint: event.endpoint.as_deref().map(|e| self.endpoints.intern(e)),
+            principal,
+            owner,
+            declared_zones,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Event time: the only clock the detection core knows.
+//!
+//! Every window, baseline and alert timestamp in credwatch is derived from the `ts` of events,
+//! never from the wall clock, so replaying the same input yields the same alerts byte for byte.
+//! Timestamps are microseconds since the Unix epoch (UTC); durations in configuration and rules
+//! are written the human way (`90s`, `5m`, `1h`, `30d`) and parsed into [`Period`].
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
+
+/// A point in event time: microseconds since the Unix epoch, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    pub const fn from_secs(secs: i64) -> Self {
+        Timestamp(secs.saturating_mul(MICROS_PER_SECOND))
+    }
+
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    pub const fn millis(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// The minute this instant falls in, counted from the epoch (floor, also before 1970).
+    pub const fn minute(self) -> i64 {
+        self.0.div_euclid(MICROS_PER_MINUTE)
+    }
+
+    /// Parses RFC 3339 (`2026-03-01T12:00:00Z`, `2026-03-01T13:00:00.250+01:00`).
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        let parsed = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| format!("invalid RFC 3339 timestamp `{text}`: {e}"))?;
+        Ok(Timestamp(parsed.timestamp_micros()))
+    }
+
+    /// RFC 3339 in UTC with as many fractional digits as needed: stable across runs.
+    pub fn to_rfc3339(self) -> String {
+        match DateTime::<Utc>::from_timestamp_micros(self.0) {
+            Some(dt) => dt.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            None => format!("@{}us", self.0),
+        }
+    }
+
+    pub fn saturating_add(self, period: Period) -> Self {
+        Timestamp(self.0.saturating_add(period.0))
+    }
+
+    /// `self - earlier`, saturating; negative when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Period {
+        Period(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A length of event time in microseconds, written in config as `30s`, `5m`, `2h`, `30d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Period(i64);
+
+impl Period {
+    pub const ZERO: Period = Period(0);
+
+    pub const fn from_micros(micros: i64) -> Self {
+        Period(micros)
+    }
+
+    pub const fn from_secs(secs: i64) -> Self {
+        Period(secs * MICROS_PER_SECOND)
+    }
+
+    pub const fn from_minutes(minutes: i64) -> Self {
+        Period(minutes * MICROS_PER_MINUTE)
+    }
+
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / MICROS_PER_SECOND as f64
+    }
+
+    pub fn as_minutes_f64(self) -> f64 {
+        self.0 as f64 / MICROS_PER_MINUTE as f64
+    }
+
+    /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`; `0` alone is allowed.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed == "0" {
+            return Ok(Period::ZERO);
+        }
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let hint = "expected a number and a unit: ms, s, m, h or d (for example `90s`, `5m`, `30d`)";
+        let value: i64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: {hint}"))?;
+        let unit_micros = match unit {
+            "ms" => 1_000,
+            "s" => MICROS_PER_SECOND,
+            "m" => MICROS_PER_MINUTE,
+            "h" => 60 * MICROS_PER_MINUTE,
+            "d" => 24 * 60 * MICROS_PER_MINUTE,
+            _ => return Err(format!("invalid duration `{text}`: {hint}")),
+        };
+        value
+            .checked_mul(unit_micros)
+            .map(Period)
+            .ok_or_else(|| format!("duration `{text}` is too large"))
+    }
+}
+
+impl fmt::Display for Period {
+    /// The largest whole unit that divides the period exactly, so `Display` round-trips.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [
+            ("d", 24 * 60 * MICROS_PER_MINUTE),
+            ("h", 60 * MICROS_PER_MINUTE),
+            ("m", MICROS_PER_MINUTE),
+            ("s", MICROS_PER_SECOND),
+            ("ms", 1_000),
+        ];
+        if self.0 == 0 {
+            return f.write_str("0s");
+        }
+        for (name, size) in units {
+            if self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, name);
+            }
+        }
+        write!(f, "{}us", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Period::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_in_utc() {
+        let ts = Timestamp::parse_rfc3339("2026-03-01T13:00:00.250+01:00").unwrap();
+        assert_eq!(ts.to_rfc3339(), "2026-03-01T12:00:00.250Z");
+        assert_eq!(Timestamp::parse_rfc3339(&ts.to_rfc3339()).unwrap(), ts);
+    }
+
+    #[test]
+    fn rejects_timestamps_without_offset() {
+        let err = Timestamp::parse_rfc3339("2026-03-01 12:00:00").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn minute_floors_before_the_epoch() {
+        assert_eq!(Timestamp::from_micros(-1).minute(), -1);
+        assert_eq!(Timestamp::from_secs(59).minute(), 0);
+        assert_eq!(Timestamp::from_secs(60).minute(), 1);
+    }
+
+    #[test]
+    fn periods_parse_and_display() {
+        for (text, secs) in [("90s", 90), ("5m", 300), ("2h", 7200), ("30d", 2_592_000)] {
+            let period = Period::parse(text).unwrap();
+            assert_eq!(period, Period::from_secs(secs));
+        }
+        assert_eq!(Period::parse("90s").unwrap().to_string(), "90s");
+        assert_eq!(Period::parse("120m").unwrap().to_string(), "2h");
+        assert_eq!(Period::parse("0").unwrap(), Period::ZERO);
+        assert!(Period::parse("5 minutes").is_err());
+        assert!(Period::parse("m").is_err());
+        assert!(Period::parse("99999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,448 @@
+//! Zones: where a call came from, as a named trust zone.
+//!
+//! Maps a source address (longest-prefix match over the configured CIDRs, IPv4 and IPv6) or,
+//! failing that, the event's declared environment to a [`ZoneId`]. Addresses that match no
+//! configured network are `internet` when publicly routable and `unknown` otherwise; a missing
+//! or unparsable address is `unknown`. Zone ids are small integers so a credential's zones fit
+//! in one 64-bit [`ZoneSet`].
+//!
+//! Also here: [`Network`], the /24 (IPv4) or /48 (IPv6) prefix a baseline remembers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// Index of a zone in the [`ZoneTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ZoneId(u8);
+
+impl ZoneId {
+    /// No address, or one we cannot place (unparsable, private but unconfigured).
+    pub const UNKNOWN: ZoneId = ZoneId(0);
+    /// A public address outside every configured zone.
+    pub const INTERNET: ZoneId = ZoneId(1);
+
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// At most this many zones, built-ins included, so a [`ZoneSet`] is one `u64`.
+pub const MAX_ZONES: usize = 64;
+
+/// A set of zones as a bitset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ZoneSet(u64);
+
+impl ZoneSet {
+    pub const EMPTY: ZoneSet = ZoneSet(0);
+
+    pub fn insert(&mut self, zone: ZoneId) {
+        self.0 |= 1 << zone.0;
+    }
+
+    pub fn contains(self, zone: ZoneId) -> bool {
+        self.0 & (1 << zone.0) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u64) -> Self {
+        ZoneSet(bits)
+    }
+
+    /// Zones in id order.
+    pub fn iter(self) -> impl Iterator<Item = ZoneId> {
+        (0..MAX_ZONES as u8).filter(move |i| self.0 & (1 << i) != 0).map(ZoneId)
+    }
+}
+
+impl FromIterator<ZoneId> for ZoneSet {
+    fn from_iter<T: IntoIterator<Item = ZoneId>>(iter: T) -> Self {
+        let mut set = ZoneSet::EMPTY;
+        for zone in iter {
+            set.insert(zone);
+        }
+        set
+    }
+}
+
+/// The network a baseline remembers for an address: its /24 (IPv4) or /48 (IPv6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Network {
+    V4(u32),
+    V6(u64),
+}
+
+impl Network {
+    pub fn of(ip: IpAddr) -> Network {
+        match canonical(ip) {
+            IpAddr::V4(v4) => Network::V4(u32::from(v4) & 0xFFFF_FF00),
+            IpAddr::V6(v6) => Network::V6((u128::from(v6) >> 80) as u64),
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Network::V4(prefix) => write!(f, "{}/24", Ipv4Addr::from(prefix)),
+            Network::V6(prefix) => write!(f, "{}/48", Ipv6Addr::from((prefix as u128) << 80)),
+        }
+    }
+}
+
+/// Parses an address as logs write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
+pub fn parse_ip(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return Some(canonical(socket.ip()));
+    }
+    text.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<IpAddr>().ok())
+        .map(canonical)
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Whether an address is routable on the public internet. Documentation ranges
+/// (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) count as public because
+/// examples and tests use them as stand-ins for public addresses.
+pub fn is_public(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// A zone as configured.
+#[derive(Clone, Debug)]
+pub struct ZoneSpec {
+    pub name: String,
+    pub cidrs: Vec<IpNet>,
+    pub environments: Vec<String>,
+}
+
+/// Resolves addresses and declared environments to zones.
+#[derive(Clone, Debug)]
+pub struct ZoneTable {
+    names: Vec<String>,
+    by_name: HashMap<String, ZoneId>,
+    environments: HashMap<String, ZoneId>,
+    v4: PrefixTable<u32>,
+    v6: PrefixTable<u128>,
+}
+
+/// Why a zone table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZoneError {
+    #[error("zone name `{0}` is reserved (built-in zones: unknown, internet)")]
+    Reserved(String),
+    #[error("zone `{0}` is defined twice")]
+    Duplicate(String),
+    #[error("zone name must be non-empty letters, digits, `-`, `_` or `.`; got `{0}`")]
+    BadName(String),
+    #[error("network {cidr} is in both zone `{first}` and zone `{second}`")]
+    SameNetwork {
+        cidr: IpNet,
+        first: String,
+        second: String,
+    },
+    #[error("environment `{environment}` maps to both zone `{first}` and zone `{second}`")]
+    SameEnvironment {
+        environment: String,
+        first: String,
+        second: String,
+    },
+    #[error("too many zones: at most {} can be configured", MAX_ZONES - 2)]
+    TooMany,
+}
+
+impl ZoneTable {
+    pub fn new(specs: &[ZoneSpec]) -> Result<ZoneTable, ZoneError> {
+        let mut table = ZoneTable {
+            names: vec!["unknown".to_owned(), "internet".to_owned()],
+            by_name: HashMap::new(),
+            environments: HashMap::new(),
+            v4: PrefixTable::default(),
+            v6: PrefixTable::default(),
+        };
+        table.by_name.insert("unknown".into(), ZoneId::UNKNOWN);
+        table.by_name.insert("internet".into(), ZoneId::INTERNET);
+        if specs.len() > MAX_ZONES - 2 {
+            return Err(ZoneError::TooMany);
+        }
+        for spec in specs {
+            let valid = !spec.name.is_empty()
+                && spec
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(ZoneError::BadName(spec.name.clone()));
+            }
+            if spec.name == "unknown" || spec.name == "internet" {
+                return Err(ZoneError::Reserved(spec.name.clone()));
+            }
+            if table.by_name.contains_key(&spec.name) {
+                return Err(ZoneError::Duplicate(spec.name.clone()));
+            }
+            let id = ZoneId(table.names.len() as u8);
+            table.names.push(spec.name.clone());
+            table.by_name.insert(spec.name.clone(), id);
+            for cidr in &spec.cidrs {
+                let previous = match cidr.trunc() {
+                    IpNet::V4(net) => table.v4.insert(u32::from(net.addr()), net.prefix_len(), id),
+                    IpNet::V6(net) => table.v6.insert(u128::from(net.addr()), net.prefix_len(), id),
+                };
+                if let Some(other) = previous {
+                    return Err(ZoneError::SameNetwork {
+                        cidr: *cidr,
+                        first: table.names[other.index()].clone(),
+                        second: spec.name.clone(),
+                    });
+                }
+            }
+            for environment in &spec.environments {
+                if let Some(other) = table.environments.insert(environment.clone(), id) {
+                    return Err(ZoneError::SameEnvironment {
+                        environment: environment.clone(),
+                        first: table.names[other.index()].clone(),
+                        second: spec.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// The zone of a call: the configured network containing `ip` (longest prefix wins), else
+    /// the zone of the declared environment, else `internet` for public and `unknown` for
+    /// other or missing addresses.
+    pub fn classify(&self, ip: Option<IpAddr>, declared: Option<&str>) -> ZoneId {
+        if let Some(ip) = ip {
+            let hit = match ip {
+                IpAddr::V4(v4) => self.v4.lookup(u32::from(v4)),
+                IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
+            };
+            if let Some(zone) = hit {
+                return zone;
+            }
+        }
+        if let Some(zone) = declared.and_then(|name| self.environments.get(name)) {
+            return *zone;
+        }
+        match ip {
+            Some(ip) if is_public(ip) => ZoneId::INTERNET,
+            _ => ZoneId::UNKNOWN,
+        }
+    }
+
+    pub fn name(&self, zone: ZoneId) -> &str {
+        self.names.get(zone.index()).map_or("unknown", String::as_str)
+    }
+
+    pub fn id(&self, name: &str) -> Option<ZoneId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Zone names of a set, in id order.
+    pub fn names_of(&self, set: ZoneSet) -> Vec<&str> {
+        set.iter().map(|zone| self.name(zone)).collect()
+    }
+
+    /// All zone names, built-ins first.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Exact-match maps per prefix length, probed from the longest length present.
+#[derive(Clone, Debug, Default)]
+struct PrefixTable<A> {
+    /// Prefix lengths in use, longest first.
+    lengths: Vec<u8>,
+    entries: HashMap<(u8, A), ZoneId>,
+}
+
+trait Address: Copy + Eq + std::hash::Hash {
+    const BITS: u8;
+    fn mask(self, len: u8) -> Self;
+}
+
+impl Address for u32 {
+    const BITS: u8 = 32;
+    fn mask(self, len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            self & (u32::MAX << (32 - len as u32))
+        }
+    }
+}
+
+impl Address for u128 {
+    const BITS: u8 = 128;
+    fn mask(self, len: u8) -> Self {
+        if len == 0 {
+            0
+        } else {
+            self & (u128::MAX << (128 - len as u32))
+        }
+    }
+}
+
+impl<A: Address> PrefixTable<A> {
+    /// Returns the zone already holding exactly this prefix, if any.
+    fn insert(&mut self, addr: A, len: u8, zone: ZoneId) -> Option<ZoneId> {
+        let len = len.min(A::BITS);
+        let key = (len, addr.mask(len));
+        if let Some(existing) = self.entries.get(&key) {
+            return (*existing != zone).then_some(*existing);
+        }
+        self.entries.insert(key, zone);
+        if !self.lengths.contains(&len) {
+            self.lengths.push(len);
+            self.lengths.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        None
+    }
+
+    fn lookup(&self, addr: A) -> Option<ZoneId> {
+        self.lengths
+            .iter()
+            .find_map(|&len| self.entries.get(&(len, addr.mask(len))).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, cidrs: &[&str], environments: &[&str]) -> ZoneSpec {
+        ZoneSpec {
+            name: name.into(),
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            environments: environments.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn table() -> ZoneTable {
+        ZoneTable::new(&[
+            spec("prod", &["10.0.0.0/16", "2001:db8:1::/48"], &["production"]),
+            spec("bastion", &["10.0.9.0/24"], &[]),
+            spec("ci", &["10.2.0.0/16"], &["ci"]),
+        ])
+        .unwrap()
+    }
+
+    fn zone(table: &ZoneTable, ip: &str, declared: Option<&str>) -> String {
+        table.name(table.classify(parse_ip(ip), declared)).to_owned()
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = table();
+        assert_eq!(zone(&t, "10.0.1.5", None), "prod");
+        assert_eq!(zone(&t, "10.0.9.5", None), "bastion");
+        assert_eq!(zone(&t, "2001:db8:1:ff::1", None), "prod");
+    }
+
+    #[test]
+    fn unmatched_addresses_are_internet_or_unknown() {
+        let t = table();
+        assert_eq!(zone(&t, "203.0.113.7", None), "internet");
+        assert_eq!(zone(&t, "2a00:1450::1", None), "internet");
+        assert_eq!(zone(&t, "192.168.1.1", None), "unknown");
+        assert_eq!(zone(&t, "fd00::1", None), "unknown");
+        assert_eq!(zone(&t, "08.1.250.216", None), "unknown");
+        assert_eq!(zone(&t, "", None), "unknown");
+    }
+
+    #[test]
+    fn declared_environment_applies_when_the_address_does_not_match() {
+        let t = table();
+        assert_eq!(zone(&t, "", Some("production")), "prod");
+        assert_eq!(zone(&t, "203.0.113.7", Some("ci")), "ci");
+        assert_eq!(zone(&t, "10.0.1.5", Some("ci")), "prod", "a configured network beats the declaration");
+    }
+
+    #[test]
+    fn addresses_with_ports_and_mapped_v4_parse() {
+        assert_eq!(parse_ip("10.0.1.5:443"), Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(parse_ip("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_ip("::ffff:10.0.1.5"), Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(parse_ip("ec2.amazonaws.com"), None);
+    }
+
+    #[test]
+    fn networks_are_24_and_48_prefixes() {
+        assert_eq!(Network::of("10.0.1.77".parse().unwrap()).to_string(), "10.0.1.0/24");
+        assert_eq!(Network::of("2001:db8:1:2::9".parse().unwrap()).to_string(), "2001:db8:1::/48");
+    }
+
+    #[test]
+    fn rejects_reserved_duplicate_and_conflicting_zones() {
+        assert!(matches!(ZoneTable::new(&[spec("internet", &[], &[])]), Err(ZoneError::Reserved(_))));
+        assert!(matches!(
+            ZoneTable::new(&[spec("a", &[], &[]), spec("a", &[], &[])]),
+            Err(ZoneError::Duplicate(_))
+        ));
+        assert!(matches!(
+            ZoneTable::new(&[spec("a", &["10.0.0.0/8"], &[]), spec("b", &["10.0.0.0/8"], &[])]),
+            Err(ZoneError::SameNetwork { .. })
+        ));
+        assert!(matches!(ZoneTable::new(&[spec("bad name", &[], &[])]), Err(ZoneError::BadName(_))));
+    }
+
+    #[test]
+    fn zone_sets_iterate_in_id_order() {
+        let t = table();
+        let set: ZoneSet = [t.id("ci").unwrap(), t.id("prod").unwrap()].into_iter().collect();
+        assert_eq!(t.names_of(set), vec!["prod", "ci"]);
+        assert_eq!(set.len(), 2);
+    }
+}
