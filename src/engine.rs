@@ -153,3 +153,66 @@ fn distinct(names: &[String]) -> usize {
     sorted.dedup();
     sorted.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoder, NativeDecoder};
+
+    const CONFIG: &str = "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n";
+
+    fn run(lines: &[&str]) -> (Vec<Alert>, EngineStats) {
+        let config = Config::parse("test", CONFIG).unwrap();
+        let rules = RuleSet::builtin(&config).unwrap();
+        let mut engine = Engine::new(config, rules);
+        let mut alerts = Vec::new();
+        let mut events = Vec::new();
+        for line in lines {
+            NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+        }
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+        engine.finish(&mut alerts);
+        (alerts, engine.stats().clone())
+    }
+
+    #[test]
+    fn one_event_can_raise_alerts_from_several_rules_in_rule_order() {
+        let (alerts, stats) = run(&[
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"k","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:01:00Z","kind":"leak","credential":"k"}"#,
+            r#"{"ts":"2026-03-01T00:02:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
+        ]);
+        let rules: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(rules, vec!["use-after-leak", "zone-violation"]);
+        assert_eq!(alerts[0].severity_id, 5);
+        assert_eq!(alerts[0].class_uid, 2004);
+        assert_eq!(alerts[1].resources[0].uid, "k");
+        assert_eq!(stats.by_kind, [1, 1, 0, 1]);
+        assert_eq!(stats.rules["zone-violation"].alerts, 1);
+    }
+
+    #[test]
+    fn counts_unknown_zone_names_and_late_events() {
+        let (_, stats) = run(&[
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"k","allowed_zones":["prod","nowhere"]}"#,
+            r#"{"ts":"2026-03-01T00:05:00Z","kind":"access","credential":"k","source_ip":"10.0.0.1"}"#,
+            r#"{"ts":"2026-03-01T00:01:00Z","kind":"access","credential":"k","source_ip":"10.0.0.1"}"#,
+        ]);
+        assert_eq!(stats.unknown_zone_names, 1);
+        assert_eq!(stats.late_events, 1);
+    }
+
+    #[test]
+    fn the_same_input_gives_the_same_alert_ids() {
+        let lines = [
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"k","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:02:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
+        ];
+        let (first, _) = run(&lines);
+        let (second, _) = run(&lines);
+        assert_eq!(first, second);
+        assert!(!first.is_empty());
+    }
+}

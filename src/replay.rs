@@ -61,8 +61,13 @@ impl ReplaySummary {
             rate
         );
         let _ = writeln!(text, "malformed records: {}", self.malformed);
-        for (reason, count) in &self.malformed_reasons {
+        let mut reasons: Vec<(&String, &u64)> = self.malformed_reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (reason, count) in reasons.iter().take(10) {
             let _ = writeln!(text, "  {count:>8}  {reason}");
+        }
+        if reasons.len() > 10 {
+            let _ = writeln!(text, "  ({} more kinds of reason; see the dead-letter file)", reasons.len() - 10);
         }
         if self.engine.late_events > 0 || self.engine.unknown_zone_names > 0 {
             let _ = writeln!(
@@ -260,17 +265,19 @@ fn emit(sink: &mut dyn AlertSink, alerts: &[Alert], summary: &mut ReplaySummary)
     Ok(())
 }
 
-/// Groups reasons for the summary: for native JSON errors the first words of serde's
-/// message (so "expected value" and "unknown field" stay apart), else the text before `: `.
+/// Groups reasons for the summary: the reason without serde's position and list of
+/// expected fields, so one kind of mistake is one line however often it occurs.
 fn reason_class(reason: &str) -> String {
     if reason.starts_with("record of ") {
         return "record too large".to_owned();
     }
-    if let Some(rest) = reason.strip_prefix("invalid native event: ") {
-        let detail: Vec<&str> = rest.split([' ', '`']).filter(|w| !w.is_empty()).take(2).collect();
-        return format!("invalid native event: {}", detail.join(" "));
+    let mut class = reason;
+    for cut in [" at line ", ", expected one of"] {
+        if let Some(i) = class.find(cut) {
+            class = &class[..i];
+        }
     }
-    reason.split(": ").next().unwrap_or(reason).to_owned()
+    class.to_owned()
 }
 
 #[cfg(test)]
@@ -282,6 +289,10 @@ mod tests {
         assert_eq!(
             reason_class("invalid native event: expected value at line 1 column 1"),
             "invalid native event: expected value"
+        );
+        assert_eq!(
+            reason_class("invalid native event: unknown field `x`, expected one of `ts` at line 1 column 5"),
+            "invalid native event: unknown field `x`"
         );
         assert_eq!(reason_class("record of 9 bytes exceeds the 4-byte limit"), "record too large");
     }

@@ -191,6 +191,8 @@ impl Alert {
         update.activity_name = "Update";
         update.type_uid = DETECTION_FINDING * 100 + Activity::Update.ocsf_id() as u32;
         update.count = count;
+        update.time = last_time;
+        update.time_dt = crate::time::Timestamp::from_micros(last_time.saturating_mul(1000)).to_rfc3339();
         update.finding_info.last_seen_time = last_time;
         update.summary = format!("{} occurrences folded into alert {}; first: {}", count, self.id, self.summary);
         update.message = format!("{} ({} occurrences)", self.message, count);

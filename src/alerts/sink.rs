@@ -33,8 +33,14 @@ impl<W: Write> AlertSink for TextSink<W> {
             ),
             Activity::Update => writeln!(
                 self.out,
-                "{} {:<8} {} {} repeated {} times in the suppression window (alert {})",
-                alert.time_dt, severity, alert.rule, alert.credential, alert.count, alert.finding_info.uid
+                "{} {:<8} {} {} repeated {} times since {} (alert {})",
+                alert.time_dt,
+                severity,
+                alert.rule,
+                alert.credential,
+                alert.count,
+                alert.evidence.event.ts,
+                alert.finding_info.uid
             ),
         }
     }

@@ -101,3 +101,82 @@ impl Suppressor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::Activity;
+    use crate::config::Config;
+    use crate::detect::Finding;
+    use crate::event::{Event, Kind};
+    use crate::rules::{RuleSet, RuleSource};
+
+    fn alert(credential: &str, secs: i64) -> Alert {
+        let text = "id = \"r\"\ntitle = \"T\"\ndescription = \"D\"\ndetector = \"zone_violation\"\nseverity = \"high\"\n";
+        let rules = RuleSet::from_sources(
+            vec![RuleSource {
+                name: "r.toml".into(),
+                text: text.into(),
+                dir: None,
+            }],
+            &Config::builtin(),
+        )
+        .unwrap();
+        let mut event = Event::new(Timestamp::from_secs(secs), Kind::Access, credential);
+        event.event_id = format!("e{secs}");
+        let finding = Finding {
+            summary: "s".into(),
+            expected: serde_json::json!({}),
+            observed: serde_json::json!({}),
+        };
+        Alert::new(&rules.rules()[0], &event, None, finding)
+    }
+
+    fn offer(s: &mut Suppressor, credential: &str, secs: i64, out: &mut Vec<Alert>) {
+        s.advance(Timestamp::from_secs(secs), out);
+        s.offer(alert(credential, secs), Timestamp::from_secs(secs), Period::from_secs(60), out);
+    }
+
+    #[test]
+    fn repeats_fold_into_one_update_when_the_window_closes() {
+        let mut s = Suppressor::new();
+        let mut out = Vec::new();
+        offer(&mut s, "k", 0, &mut out);
+        offer(&mut s, "k", 10, &mut out);
+        offer(&mut s, "k", 20, &mut out);
+        offer(&mut s, "other", 30, &mut out);
+        assert_eq!(out.len(), 2, "one alert per credential so far");
+        assert_eq!(s.suppressed(), 2);
+        out.clear();
+        s.advance(Timestamp::from_secs(61), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].activity, Activity::Update);
+        assert_eq!(out[0].count, 3);
+        assert_eq!(out[0].time, 20_000, "an update carries the last occurrence's time");
+        assert_eq!(out[0].finding_info.first_seen_time, 0);
+        out.clear();
+        s.finish(&mut out);
+        assert!(out.is_empty(), "a window with one alert needs no roll-up");
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_is_a_new_alert() {
+        let mut s = Suppressor::new();
+        let mut out = Vec::new();
+        offer(&mut s, "k", 0, &mut out);
+        offer(&mut s, "k", 90, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|a| a.activity == Activity::Create));
+        assert_ne!(out[0].id, out[1].id);
+    }
+
+    #[test]
+    fn a_zero_window_suppresses_nothing() {
+        let mut s = Suppressor::new();
+        let mut out = Vec::new();
+        for secs in 0..3 {
+            s.offer(alert("k", secs), Timestamp::from_secs(secs), Period::ZERO, &mut out);
+        }
+        assert_eq!(out.len(), 3);
+    }
+}

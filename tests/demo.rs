@@ -1,0 +1,42 @@
+//! `credwatch demo`: every injected scenario caught, few alerts on benign credentials, and the
+//! events it writes replay to the same alerts.
+
+use crate::util::{credwatch, success};
+
+#[test]
+fn demo_catches_every_scenario_with_at_most_one_percent_benign_alerts() {
+    let started = std::time::Instant::now();
+    let out = success(&credwatch().args(["demo"]).output().unwrap());
+    // Reported, not asserted: timing belongs in benchmarks, not tests.
+    println!("demo took {:.1}s", started.elapsed().as_secs_f64());
+    assert!(out.contains("caught 10 of 10 injected scenarios"), "{out}");
+    assert!(!out.contains("MISSED"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("benign credentials with alerts:")).expect(&out);
+    let numbers: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (alerted, total) = (numbers[0], numbers[1]);
+    assert!(total >= 1000.0, "{line}");
+    assert!(alerted / total <= 0.01, "{line}");
+}
+
+#[test]
+fn demo_events_replay_to_the_demo_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("day.jsonl");
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, credwatch::demo::DEMO_CONFIG).unwrap();
+    let demo_alerts = success(
+        &credwatch()
+            .args(["demo", "--credentials", "100", "--alerts", "--write-events"])
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let replayed = success(&credwatch().args(["replay", "--config"]).arg(&config).arg(&events).output().unwrap());
+    let demo_lines: Vec<&str> = demo_alerts.lines().take_while(|l| !l.starts_with("credwatch demo:")).collect();
+    let replay_lines: Vec<&str> = replayed.lines().collect();
+    assert!(!replay_lines.is_empty());
+    assert_eq!(demo_lines, replay_lines);
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one test binary, one module per area, driving the real `credwatch`
+//! binary the way a user does (arguments, stdin, files, exit codes) and comparing its output
+//! with golden files under tests/golden/ (regenerate with `UPDATE_GOLDEN=1`).
+
+mod util;
+
+mod config;
+mod demo;
+mod properties;
+mod replay;
+mod rules;
