@@ -28,7 +28,10 @@ fn corpus() -> Vec<Vec<u8>> {
     demo::run(&options, None).expect("demo run");
     let text = std::fs::read(&path).expect("read events");
     let _ = std::fs::remove_dir_all(&dir);
-    text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn stages(c: &mut Criterion) {
@@ -64,7 +67,9 @@ fn stages(c: &mut Criterion) {
                 let mut alerts = Vec::new();
                 for line in &lines {
                     events.clear();
-                    NativeDecoder.decode(line, &mut events).expect("valid event");
+                    NativeDecoder
+                        .decode(line, &mut events)
+                        .expect("valid event");
                     for event in &events {
                         engine.process(event, &mut alerts);
                     }

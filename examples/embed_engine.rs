@@ -11,14 +11,19 @@ use credwatch::engine::Engine;
 use credwatch::rules::RuleSet;
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "examples/events.jsonl".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "examples/events.jsonl".into());
     let config = Config::load(std::path::Path::new("examples/credwatch.toml"))?;
     let rules = RuleSet::builtin(&config)?;
     let mut engine = Engine::new(config, rules);
 
     let mut events = Vec::new();
     let mut alerts = Vec::new();
-    for (number, line) in std::io::BufReader::new(std::fs::File::open(&path)?).lines().enumerate() {
+    for (number, line) in std::io::BufReader::new(std::fs::File::open(&path)?)
+        .lines()
+        .enumerate()
+    {
         events.clear();
         if let Err(error) = NativeDecoder.decode(line?.as_bytes(), &mut events) {
             eprintln!("{path}:{}: {error}", number + 1);
@@ -30,7 +35,10 @@ fn main() -> anyhow::Result<()> {
     }
     engine.finish(&mut alerts);
     for alert in &alerts {
-        println!("[{}] {} {}: {}", alert.severity, alert.rule, alert.credential, alert.summary);
+        println!(
+            "[{}] {} {}: {}",
+            alert.severity, alert.rule, alert.credential, alert.summary
+        );
     }
     println!("{} events, {} alerts", engine.stats().events, alerts.len());
     Ok(())

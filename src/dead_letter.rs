@@ -39,7 +39,13 @@ impl<W: Write> DeadLetterWriter<W> {
 
     /// Records `record` from `origin`, rejected for `reason`. `full_len` is the record's real
     /// length when `record` holds only its first bytes.
-    pub fn write(&mut self, origin: &Origin, reason: &str, record: &[u8], full_len: Option<u64>) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        origin: &Origin,
+        reason: &str,
+        record: &[u8],
+        full_len: Option<u64>,
+    ) -> io::Result<()> {
         let text = std::str::from_utf8(record).ok();
         let letter = Letter {
             input: &origin.input,
@@ -81,9 +87,14 @@ mod tests {
             offset: 40,
         };
         writer.write(&origin, "bad json", b"{nope", None).unwrap();
-        writer.write(&origin, "not utf-8", &[0xff, 0x00], Some(9)).unwrap();
+        writer
+            .write(&origin, "not utf-8", &[0xff, 0x00], Some(9))
+            .unwrap();
         let text = String::from_utf8(writer.out).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["record"], "{nope");
         assert_eq!(lines[0]["line"], 3);
         assert_eq!(lines[1]["record_base64"], "/wA=");

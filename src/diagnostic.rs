@@ -25,7 +25,12 @@ impl FileError {
     }
 
     /// An error at byte offset `span.start` of `text`.
-    pub fn at(file: impl Into<String>, text: &str, span: Range<usize>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: impl Into<String>,
+        text: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         FileError {
             file: file.into(),
             position: Some(line_column(text, span.start)),
@@ -46,7 +51,9 @@ impl FileError {
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, column)) => write!(f, "{}:{}:{}: {}", self.file, line, column, self.message),
+            Some((line, column)) => {
+                write!(f, "{}:{}:{}: {}", self.file, line, column, self.message)
+            }
             None => write!(f, "{}: {}", self.file, self.message),
         }
     }
@@ -59,8 +66,14 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, column)
 }
 

@@ -51,7 +51,11 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: impl Into<Arc<Config>>, rules: RuleSet) -> Engine {
         let stats = EngineStats {
-            rules: rules.rules().iter().map(|r| (r.id.clone(), RuleCounts::default())).collect(),
+            rules: rules
+                .rules()
+                .iter()
+                .map(|r| (r.id.clone(), RuleCounts::default()))
+                .collect(),
             ..EngineStats::default()
         };
         Engine {
@@ -75,7 +79,9 @@ impl Engine {
 
         let config = &*self.config;
         let observation = self.store.locate(event, config);
-        if event.kind == Kind::Issue && observation.declared_zones.len() < distinct(&event.allowed_zones) {
+        if event.kind == Kind::Issue
+            && observation.declared_zones.len() < distinct(&event.allowed_zones)
+        {
             self.stats.unknown_zone_names += 1;
         }
         let context = Context {
@@ -96,7 +102,8 @@ impl Engine {
                         continue;
                     }
                     scratch.clear();
-                    rule.detector.evaluate(&observation, before, &context, scratch);
+                    rule.detector
+                        .evaluate(&observation, before, &context, scratch);
                     fired.extend(scratch.drain(..).map(|finding| (index, finding)));
                 }
                 before.owner.or(observation.owner).or(observation.principal)
@@ -114,9 +121,14 @@ impl Engine {
             let rule = &rules[index];
             let alert = Alert::new(rule, event, owner.clone(), finding);
             self.created.clear();
-            self.suppressor.offer(alert, event.ts, rule.suppress, &mut self.created);
+            self.suppressor
+                .offer(alert, event.ts, rule.suppress, &mut self.created);
             let counts = self.stats.rules.entry(rule.id.clone()).or_default();
-            let new = self.created.iter().filter(|a| a.rule == rule.id && a.count == 1).count();
+            let new = self
+                .created
+                .iter()
+                .filter(|a| a.rule == rule.id && a.count == 1)
+                .count();
             counts.alerts += new as u64;
             if new == 0 {
                 counts.suppressed += 1;

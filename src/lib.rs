@@ -5,18 +5,18 @@
 //! detectors and `engine` wiring the stages), driven by `replay` for files and stdin and by
 //! `demo` for the embedded synthetic day. See DESIGN.md in the shared folder and the README.
 
+pub mod alerts;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
+pub mod demo;
 pub mod detect;
 pub mod diagnostic;
+pub mod engine;
 pub mod event;
+pub mod replay;
+pub mod rules;
+pub mod source;
 pub mod state;
 pub mod time;
 pub mod zones;
-pub mod alerts;
-pub mod engine;
-pub mod rules;
-pub mod dead_letter;
-pub mod replay;
-pub mod source;
-pub mod demo;

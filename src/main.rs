@@ -140,7 +140,8 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
@@ -170,7 +171,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let sink: Option<&mut dyn AlertSink> = if args.alerts { Some(&mut sink) } else { None };
             let report = demo::run(&options, sink)?;
             print!("{}", report.render());
-            Ok(if report.all_caught() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.all_caught() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Rules(RulesCommand::Check(setup)) => {
             let config = setup.config()?;
@@ -202,12 +207,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     CaseOutcome::Pass => println!("pass  {}: {}", report.rule, report.case),
                     CaseOutcome::Fail(why) => {
                         failed += 1;
-                        println!("FAIL  {}: {} ({})\n      {why}", report.rule, report.case, report.file);
+                        println!(
+                            "FAIL  {}: {} ({})\n      {why}",
+                            report.rule, report.case, report.file
+                        );
                     }
                 }
             }
-            println!("rules test: {} passed, {} failed", reports.len() - failed, failed);
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            println!(
+                "rules test: {} passed, {} failed",
+                reports.len() - failed,
+                failed
+            );
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Config(ConfigCommand::Check { config }) => {
             let config = match config {
@@ -247,7 +263,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     };
     let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format);
     for input in &args.inputs {
-        replay.input(input).with_context(|| format!("replaying {input}"))?;
+        replay
+            .input(input)
+            .with_context(|| format!("replaying {input}"))?;
     }
     let summary = replay.finish()?;
     let mut stderr = io::stderr().lock();

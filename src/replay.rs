@@ -47,7 +47,11 @@ impl ReplaySummary {
         use std::fmt::Write as _;
         let mut text = String::new();
         let secs = self.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 { self.engine.events as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            self.engine.events as f64 / secs
+        } else {
+            0.0
+        };
         let _ = writeln!(
             text,
             "credwatch replay: {} records, {} events ({} access, {} issue, {} revoke, {} leak) in {:.2}s ({:.0} events/s)",
@@ -67,7 +71,11 @@ impl ReplaySummary {
             let _ = writeln!(text, "  {count:>8}  {reason}");
         }
         if reasons.len() > 10 {
-            let _ = writeln!(text, "  ({} more kinds of reason; see the dead-letter file)", reasons.len() - 10);
+            let _ = writeln!(
+                text,
+                "  ({} more kinds of reason; see the dead-letter file)",
+                reasons.len() - 10
+            );
         }
         if self.engine.late_events > 0 || self.engine.unknown_zone_names > 0 {
             let _ = writeln!(
@@ -76,11 +84,30 @@ impl ReplaySummary {
                 self.engine.late_events, self.engine.unknown_zone_names
             );
         }
-        let _ = writeln!(text, "alerts: {} (+{} roll-ups of suppressed repeats)", self.alerts, self.updates);
-        let width = self.engine.rules.keys().map(String::len).max().unwrap_or(4).max(4);
-        let _ = writeln!(text, "  {:<width$}  {:>8}  {:>10}", "rule", "alerts", "suppressed");
+        let _ = writeln!(
+            text,
+            "alerts: {} (+{} roll-ups of suppressed repeats)",
+            self.alerts, self.updates
+        );
+        let width = self
+            .engine
+            .rules
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            text,
+            "  {:<width$}  {:>8}  {:>10}",
+            "rule", "alerts", "suppressed"
+        );
         for (rule, counts) in &self.engine.rules {
-            let _ = writeln!(text, "  {rule:<width$}  {:>8}  {:>10}", counts.alerts, counts.suppressed);
+            let _ = writeln!(
+                text,
+                "  {rule:<width$}  {:>8}  {:>10}",
+                counts.alerts, counts.suppressed
+            );
         }
         text
     }
@@ -90,7 +117,10 @@ impl ReplaySummary {
 pub enum DeadLetters {
     /// Counted only.
     Discard,
-    File { path: PathBuf, writer: DeadLetterWriter<io::BufWriter<File>> },
+    File {
+        path: PathBuf,
+        writer: DeadLetterWriter<io::BufWriter<File>>,
+    },
 }
 
 impl DeadLetters {
@@ -105,27 +135,33 @@ impl DeadLetters {
         })
     }
 
-    fn write(&mut self, origin: &Origin, reason: &str, record: &[u8], full_len: Option<u64>) -> Result<(), ReplayError> {
+    fn write(
+        &mut self,
+        origin: &Origin,
+        reason: &str,
+        record: &[u8],
+        full_len: Option<u64>,
+    ) -> Result<(), ReplayError> {
         match self {
             DeadLetters::Discard => Ok(()),
-            DeadLetters::File { path, writer } => {
-                writer
-                    .write(origin, reason, record, full_len)
-                    .map_err(|source| ReplayError::DeadLetter {
-                        path: path.display().to_string(),
-                        source,
-                    })
-            }
+            DeadLetters::File { path, writer } => writer
+                .write(origin, reason, record, full_len)
+                .map_err(|source| ReplayError::DeadLetter {
+                    path: path.display().to_string(),
+                    source,
+                }),
         }
     }
 
     fn flush(&mut self) -> Result<(), ReplayError> {
         match self {
             DeadLetters::Discard => Ok(()),
-            DeadLetters::File { path, writer } => writer.flush().map_err(|source| ReplayError::DeadLetter {
-                path: path.display().to_string(),
-                source,
-            }),
+            DeadLetters::File { path, writer } => {
+                writer.flush().map_err(|source| ReplayError::DeadLetter {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -143,7 +179,12 @@ pub struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
-    pub fn new(engine: &'a mut Engine, sink: &'a mut dyn AlertSink, dead_letters: DeadLetters, format: Format) -> Self {
+    pub fn new(
+        engine: &'a mut Engine,
+        sink: &'a mut dyn AlertSink,
+        dead_letters: DeadLetters,
+        format: Format,
+    ) -> Self {
         Replay {
             engine,
             sink,
@@ -196,7 +237,8 @@ impl<'a> Replay<'a> {
                 ReadOutcome::End => break Ok(()),
                 ReadOutcome::TooLong { len } => {
                     self.summary.records += 1;
-                    let reason = format!("record of {len} bytes exceeds the {MAX_RECORD_BYTES}-byte limit");
+                    let reason =
+                        format!("record of {len} bytes exceeds the {MAX_RECORD_BYTES}-byte limit");
                     if let Err(e) = self.reject(&origin(), &reason, &record, Some(len)) {
                         break Err(e);
                     }
@@ -224,9 +266,19 @@ impl<'a> Replay<'a> {
         result
     }
 
-    fn reject(&mut self, origin: &Origin, reason: &str, record: &[u8], full_len: Option<u64>) -> Result<(), ReplayError> {
+    fn reject(
+        &mut self,
+        origin: &Origin,
+        reason: &str,
+        record: &[u8],
+        full_len: Option<u64>,
+    ) -> Result<(), ReplayError> {
         self.summary.malformed += 1;
-        *self.summary.malformed_reasons.entry(reason_class(reason)).or_default() += 1;
+        *self
+            .summary
+            .malformed_reasons
+            .entry(reason_class(reason))
+            .or_default() += 1;
         tracing::debug!(%origin, reason, "Record rejected.");
         self.dead_letters.write(origin, reason, record, full_len)
     }
@@ -254,7 +306,11 @@ impl<'a> Replay<'a> {
     }
 }
 
-fn emit(sink: &mut dyn AlertSink, alerts: &[Alert], summary: &mut ReplaySummary) -> Result<(), ReplayError> {
+fn emit(
+    sink: &mut dyn AlertSink,
+    alerts: &[Alert],
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
     for alert in alerts {
         match alert.activity {
             Activity::Create => summary.alerts += 1,
@@ -291,9 +347,14 @@ mod tests {
             "invalid native event: expected value"
         );
         assert_eq!(
-            reason_class("invalid native event: unknown field `x`, expected one of `ts` at line 1 column 5"),
+            reason_class(
+                "invalid native event: unknown field `x`, expected one of `ts` at line 1 column 5"
+            ),
             "invalid native event: unknown field `x`"
         );
-        assert_eq!(reason_class("record of 9 bytes exceeds the 4-byte limit"), "record too large");
+        assert_eq!(
+            reason_class("record of 9 bytes exceeds the 4-byte limit"),
+            "record too large"
+        );
     }
 }

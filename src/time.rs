@@ -124,7 +124,8 @@ impl Period {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(trimmed.len());
         let (number, unit) = trimmed.split_at(split);
-        let hint = "expected a number and a unit: ms, s, m, h or d (for example `90s`, `5m`, `30d`)";
+        let hint =
+            "expected a number and a unit: ms, s, m, h or d (for example `90s`, `5m`, `30d`)";
         let value: i64 = number
             .parse()
             .map_err(|_| format!("invalid duration `{text}`: {hint}"))?;

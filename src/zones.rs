@@ -65,7 +65,9 @@ impl ZoneSet {
 
     /// Zones in id order.
     pub fn iter(self) -> impl Iterator<Item = ZoneId> {
-        (0..MAX_ZONES as u8).filter(move |i| self.0 & (1 << i) != 0).map(ZoneId)
+        (0..MAX_ZONES as u8)
+            .filter(move |i| self.0 & (1 << i) != 0)
+            .map(ZoneId)
     }
 }
 
@@ -236,7 +238,9 @@ impl ZoneTable {
             for cidr in &spec.cidrs {
                 let previous = match cidr.trunc() {
                     IpNet::V4(net) => table.v4.insert(u32::from(net.addr()), net.prefix_len(), id),
-                    IpNet::V6(net) => table.v6.insert(u128::from(net.addr()), net.prefix_len(), id),
+                    IpNet::V6(net) => table
+                        .v6
+                        .insert(u128::from(net.addr()), net.prefix_len(), id),
                 };
                 if let Some(other) = previous {
                     return Err(ZoneError::SameNetwork {
@@ -282,7 +286,9 @@ impl ZoneTable {
     }
 
     pub fn name(&self, zone: ZoneId) -> &str {
-        self.names.get(zone.index()).map_or("unknown", String::as_str)
+        self.names
+            .get(zone.index())
+            .map_or("unknown", String::as_str)
     }
 
     pub fn id(&self, name: &str) -> Option<ZoneId> {
@@ -380,7 +386,9 @@ mod tests {
     }
 
     fn zone(table: &ZoneTable, ip: &str, declared: Option<&str>) -> String {
-        table.name(table.classify(parse_ip(ip), declared)).to_owned()
+        table
+            .name(table.classify(parse_ip(ip), declared))
+            .to_owned()
     }
 
     #[test]
@@ -407,41 +415,68 @@ mod tests {
         let t = table();
         assert_eq!(zone(&t, "", Some("production")), "prod");
         assert_eq!(zone(&t, "203.0.113.7", Some("ci")), "ci");
-        assert_eq!(zone(&t, "10.0.1.5", Some("ci")), "prod", "a configured network beats the declaration");
+        assert_eq!(
+            zone(&t, "10.0.1.5", Some("ci")),
+            "prod",
+            "a configured network beats the declaration"
+        );
     }
 
     #[test]
     fn addresses_with_ports_and_mapped_v4_parse() {
         assert_eq!(parse_ip("10.0.1.5:443"), Some("10.0.1.5".parse().unwrap()));
-        assert_eq!(parse_ip("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
-        assert_eq!(parse_ip("::ffff:10.0.1.5"), Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(
+            parse_ip("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip("::ffff:10.0.1.5"),
+            Some("10.0.1.5".parse().unwrap())
+        );
         assert_eq!(parse_ip("ec2.amazonaws.com"), None);
     }
 
     #[test]
     fn networks_are_24_and_48_prefixes() {
-        assert_eq!(Network::of("10.0.1.77".parse().unwrap()).to_string(), "10.0.1.0/24");
-        assert_eq!(Network::of("2001:db8:1:2::9".parse().unwrap()).to_string(), "2001:db8:1::/48");
+        assert_eq!(
+            Network::of("10.0.1.77".parse().unwrap()).to_string(),
+            "10.0.1.0/24"
+        );
+        assert_eq!(
+            Network::of("2001:db8:1:2::9".parse().unwrap()).to_string(),
+            "2001:db8:1::/48"
+        );
     }
 
     #[test]
     fn rejects_reserved_duplicate_and_conflicting_zones() {
-        assert!(matches!(ZoneTable::new(&[spec("internet", &[], &[])]), Err(ZoneError::Reserved(_))));
+        assert!(matches!(
+            ZoneTable::new(&[spec("internet", &[], &[])]),
+            Err(ZoneError::Reserved(_))
+        ));
         assert!(matches!(
             ZoneTable::new(&[spec("a", &[], &[]), spec("a", &[], &[])]),
             Err(ZoneError::Duplicate(_))
         ));
         assert!(matches!(
-            ZoneTable::new(&[spec("a", &["10.0.0.0/8"], &[]), spec("b", &["10.0.0.0/8"], &[])]),
+            ZoneTable::new(&[
+                spec("a", &["10.0.0.0/8"], &[]),
+                spec("b", &["10.0.0.0/8"], &[])
+            ]),
             Err(ZoneError::SameNetwork { .. })
         ));
-        assert!(matches!(ZoneTable::new(&[spec("bad name", &[], &[])]), Err(ZoneError::BadName(_))));
+        assert!(matches!(
+            ZoneTable::new(&[spec("bad name", &[], &[])]),
+            Err(ZoneError::BadName(_))
+        ));
     }
 
     #[test]
     fn zone_sets_iterate_in_id_order() {
         let t = table();
-        let set: ZoneSet = [t.id("ci").unwrap(), t.id("prod").unwrap()].into_iter().collect();
+        let set: ZoneSet = [t.id("ci").unwrap(), t.id("prod").unwrap()]
+            .into_iter()
+            .collect();
         assert_eq!(t.names_of(set), vec!["prod", "ci"]);
         assert_eq!(set.len(), 2);
     }

@@ -6,8 +6,18 @@ use crate::util::{credwatch, repo, stderr, success};
 fn shipped_configs_are_valid() {
     let out = success(&credwatch().args(["config", "check"]).output().unwrap());
     assert!(out.contains("zones: 1 configured"), "{out}");
-    for path in ["examples/credwatch.toml", "tests/data/scenario.toml", "rules/testdata/zones.toml"] {
-        let out = success(&credwatch().args(["config", "check", "--config"]).arg(repo(path)).output().unwrap());
+    for path in [
+        "examples/credwatch.toml",
+        "tests/data/scenario.toml",
+        "rules/testdata/zones.toml",
+    ] {
+        let out = success(
+            &credwatch()
+                .args(["config", "check", "--config"])
+                .arg(repo(path))
+                .output()
+                .unwrap(),
+        );
         assert!(out.ends_with("ok\n"), "{path}: {out}");
     }
 }
@@ -16,8 +26,16 @@ fn shipped_configs_are_valid() {
 fn errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/33\"]\n").unwrap();
-    let output = credwatch().args(["config", "check", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/33\"]\n",
+    )
+    .unwrap();
+    let output = credwatch()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("bad.toml:3:"), "{err}");

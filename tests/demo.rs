@@ -11,7 +11,10 @@ fn demo_catches_every_scenario_with_at_most_one_percent_benign_alerts() {
     println!("demo took {:.1}s", started.elapsed().as_secs_f64());
     assert!(out.contains("caught 10 of 10 injected scenarios"), "{out}");
     assert!(!out.contains("MISSED"), "{out}");
-    let line = out.lines().find(|l| l.starts_with("benign credentials with alerts:")).expect(&out);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("benign credentials with alerts:"))
+        .expect(&out);
     let numbers: Vec<f64> = line
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .filter_map(|w| w.parse().ok())
@@ -34,8 +37,18 @@ fn demo_events_replay_to_the_demo_alerts() {
             .output()
             .unwrap(),
     );
-    let replayed = success(&credwatch().args(["replay", "--config"]).arg(&config).arg(&events).output().unwrap());
-    let demo_lines: Vec<&str> = demo_alerts.lines().take_while(|l| !l.starts_with("credwatch demo:")).collect();
+    let replayed = success(
+        &credwatch()
+            .args(["replay", "--config"])
+            .arg(&config)
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let demo_lines: Vec<&str> = demo_alerts
+        .lines()
+        .take_while(|l| !l.starts_with("credwatch demo:"))
+        .collect();
     let replay_lines: Vec<&str> = replayed.lines().collect();
     assert!(!replay_lines.is_empty());
     assert_eq!(demo_lines, replay_lines);

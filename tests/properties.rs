@@ -26,11 +26,35 @@ name = "ci"
 cidrs = ["10.2.0.0/16"]
 "#;
 
-const IPS: &[&str] = &["10.0.1.5", "10.0.2.5", "10.0.3.5", "10.2.0.1", "203.0.113.9", "2001:db8::1", "08.1.250.216", ""];
-const ENDPOINTS: &[&str] = &["s3:GetObject", "s3:PutObject", "iam:ListUsers", "kms:Decrypt", "GET /v1/x"];
-const KINDS: &[&str] = &["access", "access", "access", "access", "issue", "revoke", "leak"];
+const IPS: &[&str] = &[
+    "10.0.1.5",
+    "10.0.2.5",
+    "10.0.3.5",
+    "10.2.0.1",
+    "203.0.113.9",
+    "2001:db8::1",
+    "08.1.250.216",
+    "",
+];
+const ENDPOINTS: &[&str] = &[
+    "s3:GetObject",
+    "s3:PutObject",
+    "iam:ListUsers",
+    "kms:Decrypt",
+    "GET /v1/x",
+];
+const KINDS: &[&str] = &[
+    "access", "access", "access", "access", "issue", "revoke", "leak",
+];
 
-fn line(seconds: i64, kind: usize, credential: usize, ip: usize, endpoint: usize, zones: bool) -> String {
+fn line(
+    seconds: i64,
+    kind: usize,
+    credential: usize,
+    ip: usize,
+    endpoint: usize,
+    zones: bool,
+) -> String {
     let ts = credwatch::time::Timestamp::from_secs(1_772_323_200 + seconds).to_rfc3339();
     let kind = KINDS[kind];
     let mut fields = vec![
@@ -46,7 +70,8 @@ fn line(seconds: i64, kind: usize, credential: usize, ip: usize, endpoint: usize
             fields.push(format!("\"endpoint\":\"{}\"", ENDPOINTS[endpoint]));
         }
         "issue" => {
-            let expires = credwatch::time::Timestamp::from_secs(1_772_323_200 + seconds + 600).to_rfc3339();
+            let expires =
+                credwatch::time::Timestamp::from_secs(1_772_323_200 + seconds + 600).to_rfc3339();
             fields.push(format!("\"expires_at\":\"{expires}\""));
             if zones {
                 fields.push("\"allowed_zones\":[\"prod\",\"nowhere\"]".into());
@@ -83,7 +108,14 @@ fn run(lines: &[String]) -> (String, Engine) {
 fn stream() -> impl Strategy<Value = Vec<String>> {
     // Mostly increasing time with some going backwards (out-of-order input).
     prop::collection::vec(
-        (-120i64..600, 0..KINDS.len(), 0usize..6, 0..IPS.len(), 0..ENDPOINTS.len(), any::<bool>()),
+        (
+            -120i64..600,
+            0..KINDS.len(),
+            0usize..6,
+            0..IPS.len(),
+            0..ENDPOINTS.len(),
+            any::<bool>(),
+        ),
         1..300,
     )
     .prop_map(|steps| {

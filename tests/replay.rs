@@ -29,7 +29,10 @@ fn json_output_is_byte_identical_across_runs() {
 #[test]
 fn alerts_are_ocsf_detection_findings_with_evidence() {
     let out = success(&scenario("json"));
-    let alerts: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let alerts: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     let leak = alerts
         .iter()
         .find(|a| a["rule"] == "use-after-leak" && a["activity_id"] == 1)
@@ -40,7 +43,10 @@ fn alerts_are_ocsf_detection_findings_with_evidence() {
     assert_eq!(leak["credential"], "AKIAREPORTS000000001");
     assert_eq!(leak["resources"][0]["owner"]["name"], "reports-svc");
     assert_eq!(leak["evidence"]["observed"]["minutes_after_leak"], 17.0);
-    assert_eq!(leak["evidence"]["expected"]["leak_source"], "github-secret-scanning");
+    assert_eq!(
+        leak["evidence"]["expected"]["leak_source"],
+        "github-secret-scanning"
+    );
     assert_eq!(leak["evidence"]["event"]["source_ip"], "198.51.100.9");
     assert_eq!(leak["id"], leak["finding_info"]["uid"]);
 }
@@ -58,16 +64,26 @@ fn malformed_lines_go_to_the_dead_letter_file_with_reasons() {
         .output()
         .unwrap();
     success(&output);
-    assert!(stderr(&output).contains("malformed records: 3"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("malformed records: 3"),
+        "{}",
+        stderr(&output)
+    );
     let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let lines: Vec<u64> = letters.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = letters
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, vec![17, 22, 26]);
     assert_eq!(letters[0]["record"], "this line is not JSON");
-    assert!(letters[2]["reason"].as_str().unwrap().contains("unknown field `credentail`"));
+    assert!(letters[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `credentail`"));
 }
 
 #[test]
@@ -114,14 +130,28 @@ fn random_bytes_on_stdin_are_counted_as_malformed_and_never_crash() {
             .find_map(|l| l.strip_prefix("malformed records: "))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("no malformed count in: {err}"));
-        assert!(malformed > 1000, "1 MB of noise has thousands of lines; got {malformed}");
-        assert!(stdout(&output).is_empty(), "noise raised alerts: {}", stdout(&output));
+        assert!(
+            malformed > 1000,
+            "1 MB of noise has thousands of lines; got {malformed}"
+        );
+        assert!(
+            stdout(&output).is_empty(),
+            "noise raised alerts: {}",
+            stdout(&output)
+        );
     }
 }
 
 #[test]
 fn a_missing_input_file_is_a_clear_error() {
-    let output = credwatch().args(["replay", "/nonexistent/events.jsonl"]).output().unwrap();
+    let output = credwatch()
+        .args(["replay", "/nonexistent/events.jsonl"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("/nonexistent/events.jsonl"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/nonexistent/events.jsonl"),
+        "{}",
+        stderr(&output)
+    );
 }

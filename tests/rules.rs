@@ -7,7 +7,13 @@ fn shipped_rules_pass_their_own_cases() {
     let out = success(&credwatch().args(["rules", "test"]).output().unwrap());
     assert!(out.contains("rules test: 40 passed, 0 failed"), "{out}");
     // The same rules from the directory (not the embedded copy) behave the same.
-    let out = success(&credwatch().args(["rules", "test", "--rules"]).arg(repo("rules")).output().unwrap());
+    let out = success(
+        &credwatch()
+            .args(["rules", "test", "--rules"])
+            .arg(repo("rules"))
+            .output()
+            .unwrap(),
+    );
     assert!(out.contains(", 0 failed"), "{out}");
 }
 
@@ -21,7 +27,10 @@ fn every_shipped_rule_has_two_firing_and_two_quiet_cases() {
             .split_whitespace()
             .filter_map(|w| w.parse().ok())
             .collect();
-        assert!(numbers.len() == 2 && numbers[0] >= 2 && numbers[1] >= 2, "{row}");
+        assert!(
+            numbers.len() == 2 && numbers[0] >= 2 && numbers[1] >= 2,
+            "{row}"
+        );
     }
 }
 
@@ -50,10 +59,17 @@ fn a_wrong_case_fails_and_is_named() {
     );
     assert_ne!(text, broken);
     std::fs::write(&file, broken).unwrap();
-    let output = credwatch().args(["rules", "test", "--rules"]).arg(dir.path()).output().unwrap();
+    let output = credwatch()
+        .args(["rules", "test", "--rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
-    assert!(out.contains("FAIL  zone-violation: prod key used from the internet"), "{out}");
+    assert!(
+        out.contains("FAIL  zone-violation: prod key used from the internet"),
+        "{out}"
+    );
     assert!(out.contains("expected an alert at event 2"), "{out}");
     assert!(out.contains("unexpected alert at event 3"), "{out}");
     assert!(out.contains("39 passed, 1 failed"), "{out}");
@@ -66,13 +82,21 @@ fn a_bad_rule_file_names_file_line_and_field() {
     let file = dir.path().join("rate-spike.toml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replacen("sigmas = 6.0", "sigma = 6.0", 1)).unwrap();
-    let output = credwatch().args(["rules", "check", "--rules"]).arg(dir.path()).output().unwrap();
+    let output = credwatch()
+        .args(["rules", "check", "--rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("rate-spike.toml:"), "{err}");
     assert!(err.contains("unknown field `sigma`"), "{err}");
     let after_name = err.split("rate-spike.toml:").nth(1).unwrap_or("");
-    let line: usize = after_name.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let line: usize = after_name
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(line > 0, "the error names a line: {err}");
 }
 
@@ -82,8 +106,16 @@ fn a_bad_event_in_a_case_names_its_line() {
     copy_rules(dir.path());
     let file = dir.path().join("use-after-leak.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replacen("\"kind\":\"leak\"", "\"kind\":\"leek\"", 1)).unwrap();
-    let output = credwatch().args(["rules", "check", "--rules"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        &file,
+        text.replacen("\"kind\":\"leak\"", "\"kind\":\"leek\"", 1),
+    )
+    .unwrap();
+    let output = credwatch()
+        .args(["rules", "check", "--rules"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("use-after-leak.toml:"), "{err}");

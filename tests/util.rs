@@ -59,8 +59,12 @@ pub fn assert_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {} ({e}); run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} ({e}); run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     if expected == actual {
         return;
     }
@@ -70,9 +74,17 @@ pub fn assert_golden(name: &str, actual: &str) {
         match (old.get(i), new.get(i)) {
             (Some(a), Some(b)) if a == b => {}
             (a, b) => {
-                diff.push_str(&format!("line {}:\n  - {}\n  + {}\n", i + 1, a.unwrap_or(&"<none>"), b.unwrap_or(&"<none>")));
+                diff.push_str(&format!(
+                    "line {}:\n  - {}\n  + {}\n",
+                    i + 1,
+                    a.unwrap_or(&"<none>"),
+                    b.unwrap_or(&"<none>")
+                ));
             }
         }
     }
-    panic!("output differs from {} (UPDATE_GOLDEN=1 to accept):\n{diff}", path.display());
+    panic!(
+        "output differs from {} (UPDATE_GOLDEN=1 to accept):\n{diff}",
+        path.display()
+    );
 }

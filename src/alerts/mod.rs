@@ -185,23 +185,31 @@ impl Alert {
     /// The roll-up of `count` occurrences folded into `self` up to `last_time` (ms).
     pub fn update(&self, count: u32, last_time: i64) -> Alert {
         let mut update = self.clone();
-        update.id = hex_prefix(&Sha256::digest(format!("{}\0update", self.id).as_bytes()), 16);
+        update.id = hex_prefix(
+            &Sha256::digest(format!("{}\0update", self.id).as_bytes()),
+            16,
+        );
         update.activity = Activity::Update;
         update.activity_id = Activity::Update.ocsf_id();
         update.activity_name = "Update";
         update.type_uid = DETECTION_FINDING * 100 + Activity::Update.ocsf_id() as u32;
         update.count = count;
         update.time = last_time;
-        update.time_dt = crate::time::Timestamp::from_micros(last_time.saturating_mul(1000)).to_rfc3339();
+        update.time_dt =
+            crate::time::Timestamp::from_micros(last_time.saturating_mul(1000)).to_rfc3339();
         update.finding_info.last_seen_time = last_time;
-        update.summary = format!("{} occurrences folded into alert {}; first: {}", count, self.id, self.summary);
+        update.summary = format!(
+            "{} occurrences folded into alert {}; first: {}",
+            count, self.id, self.summary
+        );
         update.message = format!("{} ({} occurrences)", self.message, count);
         update
     }
 
     /// The JSON line written by `--output json` (no trailing newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"serialization_error\":\"{e}\"}}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"serialization_error\":\"{e}\"}}"))
     }
 }
 

@@ -63,7 +63,8 @@ impl Suppressor {
         let end = ts.saturating_add(window);
         if let Some(previous) = self.open.remove(&key) {
             // Out-of-order input can reopen a window before the watermark closed it.
-            self.closing.remove(&(previous.end, key.0.clone(), key.1.clone()));
+            self.closing
+                .remove(&(previous.end, key.0.clone(), key.1.clone()));
             if previous.count > 1 {
                 out.push(previous.first.update(previous.count, previous.last_time));
             }
@@ -134,7 +135,12 @@ mod tests {
 
     fn offer(s: &mut Suppressor, credential: &str, secs: i64, out: &mut Vec<Alert>) {
         s.advance(Timestamp::from_secs(secs), out);
-        s.offer(alert(credential, secs), Timestamp::from_secs(secs), Period::from_secs(60), out);
+        s.offer(
+            alert(credential, secs),
+            Timestamp::from_secs(secs),
+            Period::from_secs(60),
+            out,
+        );
     }
 
     #[test]
@@ -152,7 +158,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].activity, Activity::Update);
         assert_eq!(out[0].count, 3);
-        assert_eq!(out[0].time, 20_000, "an update carries the last occurrence's time");
+        assert_eq!(
+            out[0].time, 20_000,
+            "an update carries the last occurrence's time"
+        );
         assert_eq!(out[0].finding_info.first_seen_time, 0);
         out.clear();
         s.finish(&mut out);
@@ -175,7 +184,12 @@ mod tests {
         let mut s = Suppressor::new();
         let mut out = Vec::new();
         for secs in 0..3 {
-            s.offer(alert("k", secs), Timestamp::from_secs(secs), Period::ZERO, &mut out);
+            s.offer(
+                alert("k", secs),
+                Timestamp::from_secs(secs),
+                Period::ZERO,
+                &mut out,
+            );
         }
         assert_eq!(out.len(), 3);
     }

@@ -188,7 +188,8 @@ impl Config {
 
     /// Validates config text; `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Config, FileError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| FileError::from_toml(origin, text, &e))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| FileError::from_toml(origin, text, &e))?;
 
         let specs: Vec<ZoneSpec> = raw
             .zones
@@ -205,7 +206,11 @@ impl Config {
                 .zones
                 .iter()
                 .rev()
-                .find(|z| error.to_string().contains(&format!("`{}`", z.name.get_ref())))
+                .find(|z| {
+                    error
+                        .to_string()
+                        .contains(&format!("`{}`", z.name.get_ref()))
+                })
                 .map_or(0..0, |z| z.name.span());
             FileError::at(origin, text, span, format!("[[zones]]: {error}"))
         })?;
@@ -381,19 +386,25 @@ zones = ["aws"]
 
     #[test]
     fn bad_cidrs_and_durations_are_placed() {
-        let error = Config::parse("c.toml", "[[zones]]\nname = \"a\"\ncidrs = [\"10.0.0/8\"]\n")
-            .unwrap_err()
-            .to_string();
+        let error = Config::parse(
+            "c.toml",
+            "[[zones]]\nname = \"a\"\ncidrs = [\"10.0.0/8\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.starts_with("c.toml:3:"), "{error}");
         assert!(error.contains("10.0.0/8"), "{error}");
-        let error = Config::parse("c.toml", "[learning]\nmin_age = \"soon\"\n").unwrap_err().to_string();
+        let error = Config::parse("c.toml", "[learning]\nmin_age = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("c.toml:2:"), "{error}");
         assert!(error.contains("invalid duration"), "{error}");
     }
 
     #[test]
     fn issuer_with_unknown_zone_is_an_error_on_its_line() {
-        let text = "[[zones]]\nname = \"prod\"\n\n[[issuers]]\nprincipal = \"svc\"\nzones = [\"prd\"]\n";
+        let text =
+            "[[zones]]\nname = \"prod\"\n\n[[issuers]]\nprincipal = \"svc\"\nzones = [\"prd\"]\n";
         let error = Config::parse("c.toml", text).unwrap_err().to_string();
         assert!(error.starts_with("c.toml:6:"), "{error}");
         assert!(error.contains("unknown zone `prd`"), "{error}");
@@ -405,9 +416,13 @@ zones = ["aws"]
         let error = Config::parse("c.toml", text).unwrap_err().to_string();
         assert!(error.starts_with("c.toml:4:"), "{error}");
         assert!(error.contains("defined twice"), "{error}");
-        let error = Config::parse("c.toml", "[state]\nmax_networks = 0\n").unwrap_err().to_string();
+        let error = Config::parse("c.toml", "[state]\nmax_networks = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("max_networks"), "{error}");
-        let error = Config::parse("c.toml", "[state]\nrate_alpha = 1.5\n").unwrap_err().to_string();
+        let error = Config::parse("c.toml", "[state]\nrate_alpha = 1.5\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("rate_alpha"), "{error}");
     }
 }

@@ -14,9 +14,13 @@ impl Decoder for NativeDecoder {
         let mut event: Event = serde_json::from_slice(record)
             .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))?;
         if event.credential.trim().is_empty() {
-            return Err(DecodeError::new("invalid native event: `credential` is empty"));
+            return Err(DecodeError::new(
+                "invalid native event: `credential` is empty",
+            ));
         }
-        if event.kind != Kind::Issue && (event.expires_at.is_some() || !event.allowed_zones.is_empty()) {
+        if event.kind != Kind::Issue
+            && (event.expires_at.is_some() || !event.allowed_zones.is_empty())
+        {
             return Err(DecodeError::new(format!(
                 "invalid native event: `expires_at` and `allowed_zones` belong to `issue` events, not `{}`",
                 event.kind.as_str()
@@ -51,12 +55,16 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].credential, "AKIA1");
         assert_eq!(first[0].event_id.len(), 32);
-        assert_eq!(first[0].event_id, again[0].event_id, "surrounding whitespace must not change the id");
+        assert_eq!(
+            first[0].event_id, again[0].event_id,
+            "surrounding whitespace must not change the id"
+        );
     }
 
     #[test]
     fn keeps_an_explicit_event_id() {
-        let line = r#"{"ts":"2026-03-01T12:00:00Z","kind":"revoke","credential":"k","event_id":"evt-9"}"#;
+        let line =
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"revoke","credential":"k","event_id":"evt-9"}"#;
         assert_eq!(decode(line).unwrap()[0].event_id, "evt-9");
     }
 
@@ -69,8 +77,11 @@ mod tests {
 
     #[test]
     fn rejects_empty_credentials_and_bad_kinds() {
-        assert!(decode(r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":" "}"#).is_err());
-        let err = decode(r#"{"ts":"2026-03-01T12:00:00Z","kind":"use","credential":"k"}"#).unwrap_err();
+        assert!(
+            decode(r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":" "}"#).is_err()
+        );
+        let err =
+            decode(r#"{"ts":"2026-03-01T12:00:00Z","kind":"use","credential":"k"}"#).unwrap_err();
         assert!(err.reason.contains("unknown variant"), "{err}");
     }
 

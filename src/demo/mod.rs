@@ -103,13 +103,23 @@ impl DemoReport {
                 result.scenario.name,
                 result.scenario.detector.as_str(),
                 result.scenario.credential,
-                if result.delay.is_some() { "yes" } else { "MISSED" },
-                result.delay.map_or("-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
+                if result.delay.is_some() {
+                    "yes"
+                } else {
+                    "MISSED"
+                },
+                result
+                    .delay
+                    .map_or("-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
                 result.rules.iter().cloned().collect::<Vec<_>>().join(", ")
             );
         }
         let caught = self.results.iter().filter(|r| r.delay.is_some()).count();
-        let _ = writeln!(text, "\ncaught {caught} of {} injected scenarios", self.results.len());
+        let _ = writeln!(
+            text,
+            "\ncaught {caught} of {} injected scenarios",
+            self.results.len()
+        );
         let _ = writeln!(
             text,
             "benign credentials with alerts: {} of {} ({:.2}%)",
@@ -137,9 +147,11 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
     world.sort();
 
     let mut events_out = match &options.write_events {
-        Some(path) => Some(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
+        Some(path) => {
+            Some(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create {}", path.display())
+            })?))
+        }
         None => None,
     };
     let mut decoder = NativeDecoder;
@@ -148,13 +160,20 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
     let mut alerts = Vec::new();
     // (credential, rule, detector, time) of every new alert.
     let mut raised: Vec<(String, String, &'static str, Timestamp)> = Vec::new();
-    let mut record = |alerts: &mut Vec<crate::alerts::Alert>, sink: &mut Option<&mut dyn AlertSink>| -> Result<()> {
+    let mut record = |alerts: &mut Vec<crate::alerts::Alert>,
+                      sink: &mut Option<&mut dyn AlertSink>|
+     -> Result<()> {
         for alert in alerts.drain(..) {
             if let Some(sink) = sink.as_deref_mut() {
                 sink.emit(&alert)?;
             }
             if alert.activity == Activity::Create {
-                raised.push((alert.credential, alert.rule, alert.detector, alert.evidence.event.ts));
+                raised.push((
+                    alert.credential,
+                    alert.rule,
+                    alert.detector,
+                    alert.evidence.event.ts,
+                ));
             }
         }
         Ok(())
@@ -168,9 +187,9 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
             out.write_all(b"\n")?;
         }
         decoded.clear();
-        decoder
-            .decode(&line, &mut decoded)
-            .map_err(|e| anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}"))?;
+        decoder.decode(&line, &mut decoded).map_err(|e| {
+            anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
+        })?;
         for event in &decoded {
             engine.process(event, &mut alerts);
             record(&mut alerts, &mut sink)?;
@@ -178,7 +197,7 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
     }
     engine.finish(&mut alerts);
     record(&mut alerts, &mut sink)?;
-    if let Some(sink) = sink.as_deref_mut() {
+    if let Some(sink) = sink {
         sink.flush()?;
     }
     if let Some(mut out) = events_out {
@@ -189,10 +208,13 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
     let results = scenarios
         .iter()
         .map(|scenario| {
-            let on_victim = raised
-                .iter()
-                .filter(|(credential, .., ts)| *credential == scenario.credential && *ts >= scenario.start);
-            let rules = on_victim.clone().map(|(_, rule, ..)| rule.clone()).collect();
+            let on_victim = raised.iter().filter(|(credential, .., ts)| {
+                *credential == scenario.credential && *ts >= scenario.start
+            });
+            let rules = on_victim
+                .clone()
+                .map(|(_, rule, ..)| rule.clone())
+                .collect();
             let delay = on_victim
                 .filter(|(_, _, detector, _)| *detector == scenario.detector.as_str())
                 .map(|(.., ts)| ts.since(scenario.start))

@@ -28,24 +28,45 @@ fn internet(last: u8) -> IpAddr {
 pub fn inject(world: &mut World) -> Vec<Scenario> {
     let mut victims = Victims::new(world);
     let mut scenarios = Vec::new();
-    let access = |world: &mut World, credential: u32, minute: f64, ip: IpAddr, endpoint: &'static str| {
-        let ts = world.at(minute);
-        world.push(ts, credential, Action::Access { ip, endpoint, failed: false });
-        ts
-    };
+    let access =
+        |world: &mut World, credential: u32, minute: f64, ip: IpAddr, endpoint: &'static str| {
+            let ts = world.at(minute);
+            world.push(
+                ts,
+                credential,
+                Action::Access {
+                    ip,
+                    endpoint,
+                    failed: false,
+                },
+            );
+            ts
+        };
 
     // A prod service key, declared for prod, called from the internet.
     let victim = victims.service(world, Some("prod"));
     let start = access(world, victim, 600.0, internet(10), "s3:GetObject");
     access(world, victim, 601.0, internet(10), "s3:ListBucket");
-    scenarios.push(scenario(world, "prod key used from the internet", DetectorKind::ZoneViolation, victim, start));
+    scenarios.push(scenario(
+        world,
+        "prod key used from the internet",
+        DetectorKind::ZoneViolation,
+        victim,
+        start,
+    ));
 
     // A developer's key used from corp and, ninety seconds later, from the internet.
     let victim = victims.next(world, Role::Developer);
     let corp = world.address(victim);
     access(world, victim, 900.0, corp, "GET /api/projects");
     let start = access(world, victim, 901.5, internet(20), "GET /api/projects");
-    scenarios.push(scenario(world, "developer key in two places at once", DetectorKind::ConcurrentZones, victim, start));
+    scenarios.push(scenario(
+        world,
+        "developer key in two places at once",
+        DetectorKind::ConcurrentZones,
+        victim,
+        start,
+    ));
 
     // A developer pushes their key to a public repository after work (developers stop by
     // 17:30); secret scanning reports it at 18:00 and an attacker tries it 17 minutes later.
@@ -54,30 +75,66 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
     world.push(leak, victim, Action::Leak);
     let start = access(world, victim, 1097.0, internet(66), "GET /api/projects");
     access(world, victim, 1098.0, internet(66), "POST /api/deploys");
-    scenarios.push(scenario(world, "leaked key tried 17 min after report", DetectorKind::UseAfterLeak, victim, start));
+    scenarios.push(scenario(
+        world,
+        "leaked key tried 17 min after report",
+        DetectorKind::UseAfterLeak,
+        victim,
+        start,
+    ));
 
     // A rotated key still used by a forgotten cron job 90 minutes after revocation.
     let (victim, revoked) = victims.revoked(world);
     let ip = world.address(victim);
     let start = access(world, victim, revoked + 90.0, ip, "s3:GetObject");
-    scenarios.push(scenario(world, "rotated key used after revocation", DetectorKind::UseAfterRevoke, victim, start));
+    scenarios.push(scenario(
+        world,
+        "rotated key used after revocation",
+        DetectorKind::UseAfterRevoke,
+        victim,
+        start,
+    ));
 
     // A CI job token replayed half an hour after it expired.
     let (victim, expired) = victims.expiring(world);
     let ip = world.address(victim);
     let start = access(world, victim, expired + 30.0, ip, "ecr:PutImage");
-    scenarios.push(scenario(world, "CI token used after expiry", DetectorKind::UseAfterExpiry, victim, start));
+    scenarios.push(scenario(
+        world,
+        "CI token used after expiry",
+        DetectorKind::UseAfterExpiry,
+        victim,
+        start,
+    ));
 
     // A prod service key called from a prod subnet it never used (a compromised neighbour).
     let victim = victims.service(world, Some("prod"));
-    let start = access(world, victim, 720.0, IpAddr::V4(Ipv4Addr::new(10, 10, 251, 9)), world_endpoint(world, victim));
-    scenarios.push(scenario(world, "service key from a new prod subnet", DetectorKind::NewNetwork, victim, start));
+    let start = access(
+        world,
+        victim,
+        720.0,
+        IpAddr::V4(Ipv4Addr::new(10, 10, 251, 9)),
+        world_endpoint(world, victim),
+    );
+    scenarios.push(scenario(
+        world,
+        "service key from a new prod subnet",
+        DetectorKind::NewNetwork,
+        victim,
+        start,
+    ));
 
     // A service key creating IAM access keys from its usual network.
     let victim = victims.service(world, Some("prod"));
     let ip = world.address(victim);
     let start = access(world, victim, 780.0, ip, "iam:CreateAccessKey");
-    scenarios.push(scenario(world, "service key creates IAM keys", DetectorKind::NewEndpoint, victim, start));
+    scenarios.push(scenario(
+        world,
+        "service key creates IAM keys",
+        DetectorKind::NewEndpoint,
+        victim,
+        start,
+    ));
 
     // A steady service key suddenly making 400 calls in a minute from its usual network.
     let victim = victims.service(world, Some("prod"));
@@ -89,7 +146,13 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         start.get_or_insert(ts);
     }
     let start = start.unwrap_or(world.at(840.0));
-    scenarios.push(scenario(world, "call-rate spike (400 calls/min)", DetectorKind::RateSpike, victim, start));
+    scenarios.push(scenario(
+        world,
+        "call-rate spike (400 calls/min)",
+        DetectorKind::RateSpike,
+        victim,
+        start,
+    ));
 
     // A key last used six weeks ago wakes up.
     let victim = world.add(Credential {
@@ -109,7 +172,13 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         world.usual_access(victim, ts);
     }
     let start = access(world, victim, 540.0, internet(30), "s3:GetObject");
-    scenarios.push(scenario(world, "six-week-old key wakes up", DetectorKind::DormantReuse, victim, start));
+    scenarios.push(scenario(
+        world,
+        "six-week-old key wakes up",
+        DetectorKind::DormantReuse,
+        victim,
+        start,
+    ));
 
     // A key nobody issued.
     let victim = world.add(Credential {
@@ -123,12 +192,24 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         user_agent: "python-requests/2.31",
     });
     let start = access(world, victim, 960.0, internet(40), "sts:GetCallerIdentity");
-    scenarios.push(scenario(world, "key that was never issued", DetectorKind::UnknownCredential, victim, start));
+    scenarios.push(scenario(
+        world,
+        "key that was never issued",
+        DetectorKind::UnknownCredential,
+        victim,
+        start,
+    ));
 
     scenarios
 }
 
-fn scenario(world: &World, name: &'static str, detector: DetectorKind, victim: u32, start: Timestamp) -> Scenario {
+fn scenario(
+    world: &World,
+    name: &'static str,
+    detector: DetectorKind,
+    victim: u32,
+    start: Timestamp,
+) -> Scenario {
     Scenario {
         name,
         detector,
@@ -157,8 +238,9 @@ impl Victims {
     }
 
     fn candidates<'w>(&'w self, world: &'w World, role: Role) -> impl Iterator<Item = u32> + 'w {
-        (0..world.credentials.len() as u32)
-            .filter(move |&c| world.credentials[c as usize].role == role && !self.taken.contains(&c))
+        (0..world.credentials.len() as u32).filter(move |&c| {
+            world.credentials[c as usize].role == role && !self.taken.contains(&c)
+        })
     }
 
     fn next(&mut self, world: &World, role: Role) -> u32 {
@@ -203,7 +285,9 @@ impl Victims {
             .plan
             .iter()
             .filter_map(|p| match p.action {
-                Action::Issue { expires: Some(expires) } if !self.taken.contains(&p.credential) => {
+                Action::Issue {
+                    expires: Some(expires),
+                } if !self.taken.contains(&p.credential) => {
                     Some((p.credential, minute_of(world, expires)))
                 }
                 _ => None,

@@ -29,9 +29,24 @@ const SERVICE_ENDPOINTS: &[&str] = &[
     "lambda:InvokeFunction",
     "sns:Publish",
 ];
-const CI_ENDPOINTS: &[&str] = &["ecr:GetAuthorizationToken", "ecr:PutImage", "ecr:BatchGetImage", "s3:PutObject"];
-const VENDOR_ENDPOINTS: &[&str] = &["GET /v1/orders", "POST /v1/invoices", "GET /v1/customers", "GET /v1/catalog"];
-const DEV_ENDPOINTS: &[&str] = &["GET /api/projects", "GET /api/builds", "POST /api/deploys", "GET /api/logs"];
+const CI_ENDPOINTS: &[&str] = &[
+    "ecr:GetAuthorizationToken",
+    "ecr:PutImage",
+    "ecr:BatchGetImage",
+    "s3:PutObject",
+];
+const VENDOR_ENDPOINTS: &[&str] = &[
+    "GET /v1/orders",
+    "POST /v1/invoices",
+    "GET /v1/customers",
+    "GET /v1/catalog",
+];
+const DEV_ENDPOINTS: &[&str] = &[
+    "GET /api/projects",
+    "GET /api/builds",
+    "POST /api/deploys",
+    "GET /api/logs",
+];
 
 /// What kind of workload a credential belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +84,16 @@ pub struct Planned {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Action {
-    Issue { expires: Option<Timestamp> },
+    Issue {
+        expires: Option<Timestamp>,
+    },
     Revoke,
     Leak,
-    Access { ip: IpAddr, endpoint: &'static str, failed: bool },
+    Access {
+        ip: IpAddr,
+        endpoint: &'static str,
+        failed: bool,
+    },
 }
 
 /// The generated world: credentials and a time-ordered plan of events.
@@ -129,7 +150,11 @@ impl World {
     }
 
     pub fn push(&mut self, ts: Timestamp, credential: u32, action: Action) {
-        self.plan.push(Planned { ts, credential, action });
+        self.plan.push(Planned {
+            ts,
+            credential,
+            action,
+        });
     }
 
     /// An address in one of the credential's networks.
@@ -144,7 +169,15 @@ impl World {
         let ip = self.address(credential);
         let endpoints = &self.credentials[credential as usize].endpoints;
         let endpoint = endpoints[self.rng.random_range(0..endpoints.len())];
-        self.push(ts, credential, Action::Access { ip, endpoint, failed: false });
+        self.push(
+            ts,
+            credential,
+            Action::Access {
+                ip,
+                endpoint,
+                failed: false,
+            },
+        );
     }
 
     /// Poisson-timed usual calls at `per_minute` from `from` to `to` (minutes of the day).
@@ -167,7 +200,12 @@ impl World {
         }
     }
 
-    fn pick_endpoints(&mut self, pool: &'static [&'static str], min: usize, max: usize) -> Vec<&'static str> {
+    fn pick_endpoints(
+        &mut self,
+        pool: &'static [&'static str],
+        min: usize,
+        max: usize,
+    ) -> Vec<&'static str> {
         let count = self.rng.random_range(min..=max).min(pool.len());
         let mut chosen: Vec<&'static str> = Vec::with_capacity(count);
         while chosen.len() < count {
@@ -284,9 +322,21 @@ impl World {
         let credential = self.add(Credential {
             id: format!("vnd-{}-{i:03}", if acme { "acme" } else { "globex" }),
             role: Role::Vendor,
-            owner: if acme { "acme-portal".into() } else { "globex-sync".into() },
-            issuer: if acme { "acme-portal".into() } else { "partner-admin".into() },
-            declared_zones: if acme { Vec::new() } else { vec!["vendor-globex"] },
+            owner: if acme {
+                "acme-portal".into()
+            } else {
+                "globex-sync".into()
+            },
+            issuer: if acme {
+                "acme-portal".into()
+            } else {
+                "partner-admin".into()
+            },
+            declared_zones: if acme {
+                Vec::new()
+            } else {
+                vec!["vendor-globex"]
+            },
             networks: vec![if acme { [198, 51, 100] } else { [192, 0, 2] }],
             endpoints,
             user_agent: "python-requests/2.31",
@@ -330,7 +380,10 @@ impl World {
             let new = self.add(new);
             self.issue(new, self.at(switch - 5.0), None);
             for planned in self.plan.iter_mut() {
-                if planned.credential == old && planned.ts >= switch_ts && matches!(planned.action, Action::Access { .. }) {
+                if planned.credential == old
+                    && planned.ts >= switch_ts
+                    && matches!(planned.action, Action::Access { .. })
+                {
                     planned.credential = new;
                 }
             }
@@ -359,19 +412,32 @@ impl World {
                 event.principal = Some(credential.issuer.clone());
                 event.owner = Some(credential.owner.clone());
                 event.expires_at = expires;
-                event.allowed_zones = credential.declared_zones.iter().map(|z| z.to_string()).collect();
+                event.allowed_zones = credential
+                    .declared_zones
+                    .iter()
+                    .map(|z| z.to_string())
+                    .collect();
             }
             Action::Revoke => event.principal = Some("iam-pipeline".into()),
             Action::Leak => {
                 event.leak_source = Some("github-secret-scanning".into());
-                event.leak_url = Some("https://github.com/example-org/payments/blob/main/.env".into());
+                event.leak_url =
+                    Some("https://github.com/example-org/payments/blob/main/.env".into());
             }
-            Action::Access { ip, endpoint, failed } => {
+            Action::Access {
+                ip,
+                endpoint,
+                failed,
+            } => {
                 event.principal = Some(credential.owner.clone());
                 event.source_ip = Some(ip.to_string());
                 event.endpoint = Some(endpoint.to_owned());
                 event.user_agent = Some(credential.user_agent.to_owned());
-                event.outcome = if failed { Outcome::Failure } else { Outcome::Success };
+                event.outcome = if failed {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
             }
         }
         event

@@ -40,7 +40,13 @@ impl ConcurrentZones {
 }
 
 impl Detector for ConcurrentZones {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access || observation.zone == ZoneId::UNKNOWN {
             return;
         }
@@ -89,18 +95,30 @@ mod tests {
     #[test]
     fn fires_on_two_zones_within_the_window() {
         let bench = Bench::new(DetectorKind::ConcurrentZones, "window = \"5m\"");
-        assert!(bench.feed(access(at(0, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(0, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
         let findings = bench.feed(access(at(2, 0), "k", "203.0.113.9", "a"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.contains("120s after a use from zone prod"), "{}", findings[0].summary);
+        assert!(
+            findings[0]
+                .summary
+                .contains("120s after a use from zone prod"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
     fn quiet_when_far_apart_or_same_zone() {
         let bench = Bench::new(DetectorKind::ConcurrentZones, "");
         bench.feed(access(at(0, 0), "k", "10.0.1.5", "a"));
-        assert!(bench.feed(access(at(1, 0), "k", "10.0.2.5", "a")).is_empty());
-        assert!(bench.feed(access(at(30, 0), "k", "203.0.113.9", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "10.0.2.5", "a"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(30, 0), "k", "203.0.113.9", "a"))
+            .is_empty());
     }
 
     #[test]
@@ -108,12 +126,19 @@ mod tests {
         let bench = Bench::new(DetectorKind::ConcurrentZones, "");
         bench.feed(issue(at(0, 0), "k", &["prod", "ci"]));
         bench.feed(access(at(1, 0), "k", "10.0.1.5", "a"));
-        assert!(bench.feed(access(at(1, 30), "k", "10.2.1.5", "a")).is_empty());
-        assert_eq!(bench.feed(access(at(2, 0), "k", "203.0.113.9", "a")).len(), 1);
+        assert!(bench
+            .feed(access(at(1, 30), "k", "10.2.1.5", "a"))
+            .is_empty());
+        assert_eq!(
+            bench.feed(access(at(2, 0), "k", "203.0.113.9", "a")).len(),
+            1
+        );
     }
 
     #[test]
     fn rejects_an_empty_window() {
-        assert!(DetectorKind::ConcurrentZones.build(toml::from_str("window = \"0\"").unwrap()).is_err());
+        assert!(DetectorKind::ConcurrentZones
+            .build(toml::from_str("window = \"0\"").unwrap())
+            .is_err());
     }
 }

@@ -45,7 +45,13 @@ impl DormantReuse {
 }
 
 impl Detector for DormantReuse {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access || before.accesses < self.params.min_history {
             return;
         }
@@ -84,16 +90,28 @@ mod tests {
         bench.feed(access(at(0, 0), "k", "10.0.1.5", "a"));
         let findings = bench.feed(access(at(10 * 24 * 60, 0), "k", "203.0.113.5", "a"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.starts_with("used again after 10.0 days idle"), "{}", findings[0].summary);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("used again after 10.0 days idle"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
     fn quiet_for_active_and_new_credentials() {
         let bench = Bench::new(DetectorKind::DormantReuse, "idle = \"7d\"");
-        assert!(bench.feed(access(at(0, 0), "k", "10.0.1.5", "a")).is_empty());
-        assert!(bench.feed(access(at(6 * 24 * 60, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(0, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(6 * 24 * 60, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
         let strict = Bench::new(DetectorKind::DormantReuse, "idle = \"7d\"\nmin_history = 2");
         strict.feed(access(at(0, 0), "k", "10.0.1.5", "a"));
-        assert!(strict.feed(access(at(8 * 24 * 60, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(strict
+            .feed(access(at(8 * 24 * 60, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
     }
 }

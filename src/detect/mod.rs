@@ -133,8 +133,9 @@ pub(crate) fn allowed_zones(
 ) -> Option<(ZoneSet, AllowedFrom)> {
     match before.allowed_from {
         AllowedFrom::Issuance | AllowedFrom::Issuer => Some((before.allowed, before.allowed_from)),
-        AllowedFrom::Learned => (use_learned && !before.is_learning(observation.event.ts, context.config))
-            .then_some((before.allowed, AllowedFrom::Learned)),
+        AllowedFrom::Learned => (use_learned
+            && !before.is_learning(observation.event.ts, context.config))
+        .then_some((before.allowed, AllowedFrom::Learned)),
         AllowedFrom::Nothing => observation
             .event
             .principal
@@ -161,11 +162,21 @@ pub(crate) fn observed_access(observation: &Observation<'_>, context: &Context<'
 
 /// The address of an access for a summary: `203.0.113.7`, or `no address`.
 pub(crate) fn address<'a>(observation: &Observation<'a>) -> &'a str {
-    observation.event.source_ip.as_deref().unwrap_or("no address")
+    observation
+        .event
+        .source_ip
+        .as_deref()
+        .unwrap_or("no address")
 }
 
 pub(crate) fn zone_list(context: &Context<'_>, zones: ZoneSet) -> Vec<String> {
-    context.config.zones.names_of(zones).into_iter().map(str::to_owned).collect()
+    context
+        .config
+        .zones
+        .names_of(zones)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Minutes with one decimal for summaries, e.g. `17.0`.
@@ -230,7 +241,10 @@ zones = ["ci"]
             let mut findings = Vec::new();
             self.store.with_credential(
                 &event.credential,
-                |before| self.detector.evaluate(&observation, before, &context, &mut findings),
+                |before| {
+                    self.detector
+                        .evaluate(&observation, before, &context, &mut findings)
+                },
                 |state| {
                     state.apply(&observation, &self.config);
                 },

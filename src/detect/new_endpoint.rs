@@ -25,11 +25,19 @@ impl NewEndpoint {
 }
 
 impl Detector for NewEndpoint {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
-        let (Some(endpoint), Some(name)) = (observation.endpoint, observation.event.endpoint.as_deref()) else {
+        let (Some(endpoint), Some(name)) =
+            (observation.endpoint, observation.event.endpoint.as_deref())
+        else {
             return;
         };
         if before.endpoints.is_empty() || before.is_learning(observation.event.ts, context.config) {
@@ -44,7 +52,10 @@ impl Detector for NewEndpoint {
             .map(|seen| context.endpoints.name(seen.key).to_string())
             .collect();
         out.push(Finding {
-            summary: format!("called new endpoint {name}; known endpoints [{}]", known.join(", ")),
+            summary: format!(
+                "called new endpoint {name}; known endpoints [{}]",
+                known.join(", ")
+            ),
             expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
             observed: observed_access(observation, context),
         });
@@ -60,8 +71,14 @@ mod tests {
     fn fires_on_a_new_endpoint_after_learning() {
         let bench = Bench::new(DetectorKind::NewEndpoint, "");
         for m in 0..12 {
-            let endpoint = if m % 2 == 0 { "s3:GetObject" } else { "s3:PutObject" };
-            assert!(bench.feed(access(at(m, 0), "k", "10.0.1.5", endpoint)).is_empty());
+            let endpoint = if m % 2 == 0 {
+                "s3:GetObject"
+            } else {
+                "s3:PutObject"
+            };
+            assert!(bench
+                .feed(access(at(m, 0), "k", "10.0.1.5", endpoint))
+                .is_empty());
         }
         let findings = bench.feed(access(at(13, 0), "k", "10.0.1.5", "iam:CreateAccessKey"));
         assert_eq!(findings.len(), 1);
@@ -75,9 +92,13 @@ mod tests {
     fn quiet_while_learning_and_for_known_endpoints() {
         let bench = Bench::new(DetectorKind::NewEndpoint, "");
         bench.feed(access(at(0, 0), "k", "10.0.1.5", "s3:GetObject"));
-        assert!(bench.feed(access(at(1, 0), "k", "10.0.1.5", "iam:ListUsers")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "10.0.1.5", "iam:ListUsers"))
+            .is_empty());
         for m in 2..15 {
-            assert!(bench.feed(access(at(m, 0), "k", "10.0.1.5", "s3:GetObject")).is_empty());
+            assert!(bench
+                .feed(access(at(m, 0), "k", "10.0.1.5", "s3:GetObject"))
+                .is_empty());
         }
     }
 }

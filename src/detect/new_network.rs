@@ -26,7 +26,13 @@ impl NewNetwork {
 }
 
 impl Detector for NewNetwork {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
@@ -39,7 +45,11 @@ impl Detector for NewNetwork {
         if before.knows_network(network) {
             return;
         }
-        let known: Vec<String> = before.networks.iter().map(|seen| seen.key.to_string()).collect();
+        let known: Vec<String> = before
+            .networks
+            .iter()
+            .map(|seen| seen.key.to_string())
+            .collect();
         out.push(Finding {
             summary: format!(
                 "called from new network {network} ({}, zone {}); known networks [{}]",
@@ -62,20 +72,40 @@ mod tests {
     fn fires_on_a_new_network_after_learning() {
         let bench = Bench::new(DetectorKind::NewNetwork, "");
         for m in 0..12 {
-            assert!(bench.feed(access(at(m, 0), "k", "10.0.1.5", "a")).is_empty());
+            assert!(bench
+                .feed(access(at(m, 0), "k", "10.0.1.5", "a"))
+                .is_empty());
         }
-        assert!(bench.feed(access(at(13, 0), "k", "10.0.1.99", "a")).is_empty(), "same /24");
+        assert!(
+            bench
+                .feed(access(at(13, 0), "k", "10.0.1.99", "a"))
+                .is_empty(),
+            "same /24"
+        );
         let findings = bench.feed(access(at(14, 0), "k", "10.0.7.5", "a"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.contains("new network 10.0.7.0/24"), "{}", findings[0].summary);
-        assert!(bench.feed(access(at(15, 0), "k", "10.0.7.6", "a")).is_empty(), "now known");
+        assert!(
+            findings[0].summary.contains("new network 10.0.7.0/24"),
+            "{}",
+            findings[0].summary
+        );
+        assert!(
+            bench
+                .feed(access(at(15, 0), "k", "10.0.7.6", "a"))
+                .is_empty(),
+            "now known"
+        );
     }
 
     #[test]
     fn quiet_while_learning() {
         let bench = Bench::new(DetectorKind::NewNetwork, "");
         bench.feed(access(at(0, 0), "k", "10.0.1.5", "a"));
-        assert!(bench.feed(access(at(1, 0), "k", "10.0.9.5", "a")).is_empty());
-        assert!(bench.feed(access(at(2, 0), "k", "10.0.8.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "10.0.9.5", "a"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(2, 0), "k", "10.0.8.5", "a"))
+            .is_empty());
     }
 }

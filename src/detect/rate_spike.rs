@@ -65,13 +65,20 @@ impl RateSpike {
 }
 
 impl Detector for RateSpike {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
-        let view = before
-            .rate
-            .view_at(observation.event.ts.minute(), context.config.bounds.rate_alpha);
+        let view = before.rate.view_at(
+            observation.event.ts.minute(),
+            context.config.bounds.rate_alpha,
+        );
         if view.minutes < self.params.min_minutes {
             return;
         }
@@ -112,7 +119,9 @@ mod tests {
     fn steady(bench: &Bench, minutes: i64, per_minute: i64) {
         for m in 0..minutes {
             for s in 0..per_minute {
-                assert!(bench.feed(access(at(m, s % 60), "k", "10.0.1.5", "a")).is_empty());
+                assert!(bench
+                    .feed(access(at(m, s % 60), "k", "10.0.1.5", "a"))
+                    .is_empty());
             }
         }
     }
@@ -131,7 +140,13 @@ mod tests {
         assert_eq!(fired.len(), 1, "one finding per spiking minute");
         let (index, findings) = &fired[0];
         assert_eq!(*index, 20, "the 21st call crosses max(20, 5 + 6*0, 3*5)");
-        assert!(findings[0].summary.starts_with("21 calls within one minute"), "{}", findings[0].summary);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("21 calls within one minute"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
@@ -139,19 +154,35 @@ mod tests {
         let bench = Bench::new(DetectorKind::RateSpike, "");
         steady(&bench, 5, 2);
         for i in 0..100 {
-            assert!(bench.feed(access(at(6, i % 60), "k", "10.0.1.5", "a")).is_empty(), "only 5 minutes of history");
+            assert!(
+                bench
+                    .feed(access(at(6, i % 60), "k", "10.0.1.5", "a"))
+                    .is_empty(),
+                "only 5 minutes of history"
+            );
         }
         let bench = Bench::new(DetectorKind::RateSpike, "");
         steady(&bench, 20, 2);
         for i in 0..50 {
-            assert!(bench.feed(access(at(21, i % 60), "k", "10.0.1.5", "a")).is_empty(), "below min_calls 60");
+            assert!(
+                bench
+                    .feed(access(at(21, i % 60), "k", "10.0.1.5", "a"))
+                    .is_empty(),
+                "below min_calls 60"
+            );
         }
     }
 
     #[test]
     fn rejects_nonsense_parameters() {
-        assert!(DetectorKind::RateSpike.build(toml::from_str("min_ratio = 0.5").unwrap()).is_err());
-        assert!(DetectorKind::RateSpike.build(toml::from_str("sigmas = -1.0").unwrap()).is_err());
-        assert!(DetectorKind::RateSpike.build(toml::from_str("sigma = 3.0").unwrap()).is_err());
+        assert!(DetectorKind::RateSpike
+            .build(toml::from_str("min_ratio = 0.5").unwrap())
+            .is_err());
+        assert!(DetectorKind::RateSpike
+            .build(toml::from_str("sigmas = -1.0").unwrap())
+            .is_err());
+        assert!(DetectorKind::RateSpike
+            .build(toml::from_str("sigma = 3.0").unwrap())
+            .is_err());
     }
 }

@@ -25,8 +25,17 @@ impl UnknownCredential {
 }
 
 impl Detector for UnknownCredential {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
-        if observation.event.kind != Kind::Access || before.issued_at.is_some() || before.accesses > 0 {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
+        if observation.event.kind != Kind::Access
+            || before.issued_at.is_some()
+            || before.accesses > 0
+        {
             return;
         }
         out.push(Finding {
@@ -49,14 +58,23 @@ mod tests {
     #[test]
     fn fires_once_for_a_credential_never_issued() {
         let bench = Bench::new(DetectorKind::UnknownCredential, "");
-        assert_eq!(bench.feed(access(at(0, 0), "ghost", "203.0.113.5", "a")).len(), 1);
-        assert!(bench.feed(access(at(1, 0), "ghost", "203.0.113.5", "a")).is_empty());
+        assert_eq!(
+            bench
+                .feed(access(at(0, 0), "ghost", "203.0.113.5", "a"))
+                .len(),
+            1
+        );
+        assert!(bench
+            .feed(access(at(1, 0), "ghost", "203.0.113.5", "a"))
+            .is_empty());
     }
 
     #[test]
     fn quiet_for_issued_credentials() {
         let bench = Bench::new(DetectorKind::UnknownCredential, "");
         bench.feed(issue(at(0, 0), "k", &[]));
-        assert!(bench.feed(access(at(1, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
     }
 }

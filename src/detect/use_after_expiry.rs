@@ -31,7 +31,13 @@ impl UseAfterExpiry {
 }
 
 impl Detector for UseAfterExpiry {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
@@ -66,17 +72,29 @@ mod tests {
         let mut event = issue(at(0, 0), "k", &[]);
         event.expires_at = Some(at(60, 0));
         bench.feed(event);
-        assert!(bench.feed(access(at(59, 0), "k", "10.0.1.5", "a")).is_empty());
-        assert!(bench.feed(access(at(60, 20), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(59, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(60, 20), "k", "10.0.1.5", "a"))
+            .is_empty());
         let findings = bench.feed(access(at(75, 0), "k", "10.0.1.5", "a"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.starts_with("used 15.0 minutes after it expired"), "{}", findings[0].summary);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("used 15.0 minutes after it expired"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
     fn credentials_without_expiry_never_fire() {
         let bench = Bench::new(DetectorKind::UseAfterExpiry, "");
         bench.feed(issue(at(0, 0), "k", &[]));
-        assert!(bench.feed(access(at(100_000, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(100_000, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
     }
 }

@@ -31,7 +31,13 @@ impl UseAfterLeak {
 }
 
 impl Detector for UseAfterLeak {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
@@ -48,7 +54,10 @@ impl Detector for UseAfterLeak {
             summary: format!(
                 "used {} minutes after it was reported leaked by {source}{}, from zone {} ({})",
                 minutes(after),
-                leak.url.as_deref().map(|url| format!(" ({url})")).unwrap_or_default(),
+                leak.url
+                    .as_deref()
+                    .map(|url| format!(" ({url})"))
+                    .unwrap_or_default(),
                 context.config.zones.name(observation.zone),
                 address(observation)
             ),
@@ -83,7 +92,9 @@ mod tests {
         let findings = bench.feed(access(at(27, 0), "k", "203.0.113.9", "a"));
         assert_eq!(findings.len(), 1);
         assert!(
-            findings[0].summary.starts_with("used 17.0 minutes after it was reported leaked by github-secret-scanning"),
+            findings[0].summary.starts_with(
+                "used 17.0 minutes after it was reported leaked by github-secret-scanning"
+            ),
             "{}",
             findings[0].summary
         );
@@ -93,9 +104,13 @@ mod tests {
     #[test]
     fn quiet_before_a_report_and_within_grace() {
         let bench = Bench::new(DetectorKind::UseAfterLeak, "grace = \"2m\"");
-        assert!(bench.feed(access(at(0, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(0, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
         bench.feed(lifecycle(at(10, 0), Kind::Leak, "k"));
-        assert!(bench.feed(access(at(11, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(11, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
         assert_eq!(bench.feed(access(at(13, 0), "k", "10.0.1.5", "a")).len(), 1);
     }
 }

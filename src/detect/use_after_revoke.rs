@@ -31,7 +31,13 @@ impl UseAfterRevoke {
 }
 
 impl Detector for UseAfterRevoke {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
@@ -68,19 +74,31 @@ mod tests {
     #[test]
     fn fires_after_revocation_only() {
         let bench = Bench::new(DetectorKind::UseAfterRevoke, "");
-        assert!(bench.feed(access(at(0, 0), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(0, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
         bench.feed(lifecycle(at(5, 0), Kind::Revoke, "k"));
         let findings = bench.feed(access(at(8, 0), "k", "10.0.1.5", "a"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.starts_with("used 3.0 minutes after it was revoked"), "{}", findings[0].summary);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("used 3.0 minutes after it was revoked"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
     fn grace_covers_propagation() {
         let bench = Bench::new(DetectorKind::UseAfterRevoke, "grace = \"1m\"");
         bench.feed(lifecycle(at(5, 0), Kind::Revoke, "k"));
-        assert!(bench.feed(access(at(5, 30), "k", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(5, 30), "k", "10.0.1.5", "a"))
+            .is_empty());
         assert_eq!(bench.feed(access(at(6, 30), "k", "10.0.1.5", "a")).len(), 1);
-        assert!(bench.feed(access(at(7, 0), "other", "10.0.1.5", "a")).is_empty());
+        assert!(bench
+            .feed(access(at(7, 0), "other", "10.0.1.5", "a"))
+            .is_empty());
     }
 }

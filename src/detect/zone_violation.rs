@@ -39,14 +39,22 @@ impl ZoneViolation {
 }
 
 impl Detector for ZoneViolation {
-    fn evaluate(&self, observation: &Observation<'_>, before: &CredentialState, context: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(
+        &self,
+        observation: &Observation<'_>,
+        before: &CredentialState,
+        context: &Context<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         if observation.event.kind != Kind::Access {
             return;
         }
         if observation.zone == ZoneId::UNKNOWN && self.params.ignore_unknown {
             return;
         }
-        let Some((allowed, from)) = allowed_zones(observation, before, context, self.params.learned) else {
+        let Some((allowed, from)) =
+            allowed_zones(observation, before, context, self.params.learned)
+        else {
             return;
         };
         if allowed.contains(observation.zone) {
@@ -54,7 +62,11 @@ impl Detector for ZoneViolation {
         }
         let zone = context.config.zones.name(observation.zone);
         let allowed = zone_list(context, allowed);
-        let networks: Vec<String> = before.networks.iter().map(|seen| seen.key.to_string()).collect();
+        let networks: Vec<String> = before
+            .networks
+            .iter()
+            .map(|seen| seen.key.to_string())
+            .collect();
         out.push(Finding {
             summary: format!(
                 "used from zone {zone} ({}); allowed zones [{}] ({})",
@@ -77,10 +89,16 @@ mod tests {
     fn fires_outside_issued_zones() {
         let bench = Bench::new(DetectorKind::ZoneViolation, "");
         bench.feed(issue(at(0, 0), "k", &["prod"]));
-        assert!(bench.feed(access(at(1, 0), "k", "10.0.1.5", "s3:Get")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "10.0.1.5", "s3:Get"))
+            .is_empty());
         let findings = bench.feed(access(at(2, 0), "k", "203.0.113.7", "s3:Get"));
         assert_eq!(findings.len(), 1);
-        assert!(findings[0].summary.contains("zone internet (203.0.113.7)"), "{}", findings[0].summary);
+        assert!(
+            findings[0].summary.contains("zone internet (203.0.113.7)"),
+            "{}",
+            findings[0].summary
+        );
         assert_eq!(findings[0].expected["allowed_zones"][0], "prod");
     }
 
@@ -98,22 +116,42 @@ mod tests {
     fn learned_zones_arm_after_learning() {
         let bench = Bench::new(DetectorKind::ZoneViolation, "");
         for m in 0..3 {
-            assert!(bench.feed(access(at(m, 0), "k", "10.0.1.5", "s3:Get")).is_empty());
+            assert!(bench
+                .feed(access(at(m, 0), "k", "10.0.1.5", "s3:Get"))
+                .is_empty());
         }
         // Still young (learning needs 10 minutes): a corp use is learned, not flagged.
-        assert!(bench.feed(access(at(4, 0), "k", "192.168.1.1", "s3:Get")).is_empty());
-        assert!(bench.feed(access(at(20, 0), "k", "192.168.1.1", "s3:Get")).is_empty());
-        assert_eq!(bench.feed(access(at(21, 0), "k", "10.2.0.9", "s3:Get")).len(), 1);
+        assert!(bench
+            .feed(access(at(4, 0), "k", "192.168.1.1", "s3:Get"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(20, 0), "k", "192.168.1.1", "s3:Get"))
+            .is_empty());
+        assert_eq!(
+            bench
+                .feed(access(at(21, 0), "k", "10.2.0.9", "s3:Get"))
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn unknown_zones_and_unknown_credentials_stay_quiet() {
         let bench = Bench::new(DetectorKind::ZoneViolation, "");
         bench.feed(issue(at(0, 0), "k", &["prod"]));
-        assert!(bench.feed(access(at(1, 0), "k", "not-an-ip", "s3:Get")).is_empty());
-        assert!(bench.feed(access(at(1, 0), "other", "203.0.113.7", "s3:Get")).is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "k", "not-an-ip", "s3:Get"))
+            .is_empty());
+        assert!(bench
+            .feed(access(at(1, 0), "other", "203.0.113.7", "s3:Get"))
+            .is_empty());
         let strict = Bench::new(DetectorKind::ZoneViolation, "ignore_unknown = false");
         strict.feed(issue(at(0, 0), "k", &["prod"]));
-        assert_eq!(strict.feed(access(at(1, 0), "k", "not-an-ip", "s3:Get")).len(), 1);
+        assert_eq!(
+            strict
+                .feed(access(at(1, 0), "k", "not-an-ip", "s3:Get"))
+                .len(),
+            1
+        );
     }
 }

@@ -6,17 +6,50 @@ use super::RuleSource;
 
 /// `(path relative to rules/, contents)` for every shipped rule and test-data file.
 pub const BUILTIN_FILES: &[(&str, &str)] = &[
-    ("concurrent-zones.toml", include_str!("../../rules/concurrent-zones.toml")),
-    ("dormant-reuse.toml", include_str!("../../rules/dormant-reuse.toml")),
-    ("new-endpoint.toml", include_str!("../../rules/new-endpoint.toml")),
-    ("new-network.toml", include_str!("../../rules/new-network.toml")),
-    ("rate-spike.toml", include_str!("../../rules/rate-spike.toml")),
-    ("unknown-credential.toml", include_str!("../../rules/unknown-credential.toml")),
-    ("use-after-expiry.toml", include_str!("../../rules/use-after-expiry.toml")),
-    ("use-after-leak.toml", include_str!("../../rules/use-after-leak.toml")),
-    ("use-after-revoke.toml", include_str!("../../rules/use-after-revoke.toml")),
-    ("zone-violation.toml", include_str!("../../rules/zone-violation.toml")),
-    ("testdata/zones.toml", include_str!("../../rules/testdata/zones.toml")),
+    (
+        "concurrent-zones.toml",
+        include_str!("../../rules/concurrent-zones.toml"),
+    ),
+    (
+        "dormant-reuse.toml",
+        include_str!("../../rules/dormant-reuse.toml"),
+    ),
+    (
+        "new-endpoint.toml",
+        include_str!("../../rules/new-endpoint.toml"),
+    ),
+    (
+        "new-network.toml",
+        include_str!("../../rules/new-network.toml"),
+    ),
+    (
+        "rate-spike.toml",
+        include_str!("../../rules/rate-spike.toml"),
+    ),
+    (
+        "unknown-credential.toml",
+        include_str!("../../rules/unknown-credential.toml"),
+    ),
+    (
+        "use-after-expiry.toml",
+        include_str!("../../rules/use-after-expiry.toml"),
+    ),
+    (
+        "use-after-leak.toml",
+        include_str!("../../rules/use-after-leak.toml"),
+    ),
+    (
+        "use-after-revoke.toml",
+        include_str!("../../rules/use-after-revoke.toml"),
+    ),
+    (
+        "zone-violation.toml",
+        include_str!("../../rules/zone-violation.toml"),
+    ),
+    (
+        "testdata/zones.toml",
+        include_str!("../../rules/testdata/zones.toml"),
+    ),
 ];
 
 /// The shipped rule files (test data excluded).
@@ -33,7 +66,10 @@ pub fn builtin_sources() -> Vec<RuleSource> {
 }
 
 pub(super) fn builtin_file(path: &str) -> Option<&'static str> {
-    BUILTIN_FILES.iter().find(|(name, _)| *name == path).map(|(_, text)| *text)
+    BUILTIN_FILES
+        .iter()
+        .find(|(name, _)| *name == path)
+        .map(|(_, text)| *text)
 }
 
 #[cfg(test)]
@@ -49,7 +85,11 @@ mod tests {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "toml") {
                     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                    on_disk.push(if sub.is_empty() { name } else { format!("{sub}/{name}") });
+                    on_disk.push(if sub.is_empty() {
+                        name
+                    } else {
+                        format!("{sub}/{name}")
+                    });
                 }
             }
         }

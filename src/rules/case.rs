@@ -66,7 +66,12 @@ impl TestCase {
             })?;
         }
         if events.is_empty() {
-            return Err(FileError::at(file, text, span, format!("test `{}`: no events", raw.name)));
+            return Err(FileError::at(
+                file,
+                text,
+                span,
+                format!("test `{}`: no events", raw.name),
+            ));
         }
         for expect in &raw.expect {
             if expect.event == 0 || expect.event > events.len() {
@@ -129,7 +134,11 @@ pub fn run_cases(rules: &RuleSet, default_config: &Config) -> Vec<CaseReport> {
 }
 
 fn run_case(rule: &Rule, case: &TestCase, default_config: &Config) -> CaseOutcome {
-    let config = rule.test_config.as_deref().cloned().unwrap_or_else(|| default_config.clone());
+    let config = rule
+        .test_config
+        .as_deref()
+        .cloned()
+        .unwrap_or_else(|| default_config.clone());
     let mut single = rule.clone();
     single.enabled = true;
     let mut engine = Engine::new(config, RuleSet::single(single));
@@ -155,7 +164,10 @@ fn run_case(rule: &Rule, case: &TestCase, default_config: &Config) -> CaseOutcom
         let position = unmatched.iter().position(|(index, cred, summary)| {
             *index == expect.event
                 && *cred == credential
-                && expect.contains.as_deref().is_none_or(|text| summary.contains(text))
+                && expect
+                    .contains
+                    .as_deref()
+                    .is_none_or(|text| summary.contains(text))
         });
         match position {
             Some(position) => {
@@ -168,18 +180,26 @@ fn run_case(rule: &Rule, case: &TestCase, default_config: &Config) -> CaseOutcom
                     .map(|(.., summary)| summary.as_str())
                     .collect();
                 problems.push(match (&expect.contains, got.is_empty()) {
-                    (_, true) => format!("expected an alert at event {} for {credential}, got none", expect.event),
+                    (_, true) => format!(
+                        "expected an alert at event {} for {credential}, got none",
+                        expect.event
+                    ),
                     (Some(text), false) => format!(
                         "expected an alert at event {} containing {text:?}, got {:?}",
                         expect.event, got
                     ),
-                    (None, false) => format!("expected an alert at event {} for {credential}, got {got:?}", expect.event),
+                    (None, false) => format!(
+                        "expected an alert at event {} for {credential}, got {got:?}",
+                        expect.event
+                    ),
                 });
             }
         }
     }
     for (index, credential, summary) in unmatched {
-        problems.push(format!("unexpected alert at event {index} for {credential}: {summary}"));
+        problems.push(format!(
+            "unexpected alert at event {index} for {credential}: {summary}"
+        ));
     }
     if problems.is_empty() {
         CaseOutcome::Pass

@@ -157,11 +157,26 @@ impl Scope {
     pub fn matches(&self, observation: &Observation<'_>, config: &Config) -> bool {
         let event = observation.event;
         let principal = event.principal.as_deref().unwrap_or("");
-        self.credentials.as_ref().is_none_or(|set| set.is_match(&event.credential))
-            && !self.exclude_credentials.as_ref().is_some_and(|set| set.is_match(&event.credential))
-            && self.principals.as_ref().is_none_or(|set| set.is_match(principal))
-            && !self.exclude_principals.as_ref().is_some_and(|set| set.is_match(principal))
-            && (self.zones.is_empty() || self.zones.iter().any(|z| z == config.zones.name(observation.zone)))
+        self.credentials
+            .as_ref()
+            .is_none_or(|set| set.is_match(&event.credential))
+            && !self
+                .exclude_credentials
+                .as_ref()
+                .is_some_and(|set| set.is_match(&event.credential))
+            && self
+                .principals
+                .as_ref()
+                .is_none_or(|set| set.is_match(principal))
+            && !self
+                .exclude_principals
+                .as_ref()
+                .is_some_and(|set| set.is_match(principal))
+            && (self.zones.is_empty()
+                || self
+                    .zones
+                    .iter()
+                    .any(|z| z == config.zones.name(observation.zone)))
     }
 }
 
@@ -226,11 +241,19 @@ impl RuleSet {
 
     /// Every `*.toml` file directly in `dir` (sub-directories hold test data and are skipped).
     pub fn load_dir(dir: &Path, config: &Config) -> Result<RuleSet, RuleErrors> {
-        let fail = |message: String| RuleErrors(vec![FileError::whole_file(dir.display().to_string(), message)]);
-        let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
+        let fail = |message: String| {
+            RuleErrors(vec![FileError::whole_file(
+                dir.display().to_string(),
+                message,
+            )])
+        };
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
         let mut paths = Vec::new();
         for entry in entries {
-            let path = entry.map_err(|e| fail(format!("cannot read rules directory: {e}")))?.path();
+            let path = entry
+                .map_err(|e| fail(format!("cannot read rules directory: {e}")))?
+                .path();
             if path.is_file() && path.extension().is_some_and(|ext| ext == "toml") {
                 paths.push(path);
             }
@@ -248,7 +271,10 @@ impl RuleSet {
                     text,
                     dir: Some(dir.to_path_buf()),
                 }),
-                Err(e) => errors.push(FileError::whole_file(path.display().to_string(), format!("cannot read: {e}"))),
+                Err(e) => errors.push(FileError::whole_file(
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                )),
             }
         }
         if !errors.is_empty() {
@@ -269,7 +295,10 @@ impl RuleSet {
         let mut seen = BTreeSet::new();
         for rule in &rules {
             if !seen.insert(rule.id.clone()) {
-                errors.push(FileError::whole_file(&rule.file, format!("rule id `{}` is used by another file too", rule.id)));
+                errors.push(FileError::whole_file(
+                    &rule.file,
+                    format!("rule id `{}` is used by another file too", rule.id),
+                ));
             }
         }
         if !errors.is_empty() {
@@ -305,13 +334,19 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
     let name = source.name.as_str();
     let text = source.text.as_str();
     let raw: RawRule = toml::from_str(text).map_err(|e| FileError::from_toml(name, text, &e))?;
-    let at = |span: std::ops::Range<usize>, message: String| FileError::at(name, text, span, message);
+    let at =
+        |span: std::ops::Range<usize>, message: String| FileError::at(name, text, span, message);
 
     let id = raw.id.get_ref();
     let id_ok = !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
     if !id_ok {
-        return Err(at(raw.id.span(), format!("id: `{id}` must be lower-case letters, digits, `-`, `_` or `.`")));
+        return Err(at(
+            raw.id.span(),
+            format!("id: `{id}` must be lower-case letters, digits, `-`, `_` or `.`"),
+        ));
     }
     let kind: DetectorKind = raw
         .detector
@@ -330,10 +365,13 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
         .map_err(|e| at(params_span, format!("[params] for detector {kind}: {e}")))?;
 
     let scope = Scope {
-        credentials: globs(&raw.scope.credentials).map_err(|e| FileError::whole_file(name, format!("[scope] credentials: {e}")))?,
-        exclude_credentials: globs(&raw.scope.exclude_credentials)
-            .map_err(|e| FileError::whole_file(name, format!("[scope] exclude_credentials: {e}")))?,
-        principals: globs(&raw.scope.principals).map_err(|e| FileError::whole_file(name, format!("[scope] principals: {e}")))?,
+        credentials: globs(&raw.scope.credentials)
+            .map_err(|e| FileError::whole_file(name, format!("[scope] credentials: {e}")))?,
+        exclude_credentials: globs(&raw.scope.exclude_credentials).map_err(|e| {
+            FileError::whole_file(name, format!("[scope] exclude_credentials: {e}"))
+        })?,
+        principals: globs(&raw.scope.principals)
+            .map_err(|e| FileError::whole_file(name, format!("[scope] principals: {e}")))?,
         exclude_principals: globs(&raw.scope.exclude_principals)
             .map_err(|e| FileError::whole_file(name, format!("[scope] exclude_principals: {e}")))?,
         zones: raw.scope.zones.get_ref().clone(),
@@ -341,17 +379,24 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
 
     let test_config = match &raw.test_config {
         None => None,
-        Some(path) => Some(Arc::new(load_test_config(source, path.get_ref()).map_err(|e| match e {
-            TestConfigError::Missing(message) => at(path.span(), format!("test_config: {message}")),
-            TestConfigError::Invalid(error) => error,
-        })?)),
+        Some(path) => Some(Arc::new(load_test_config(source, path.get_ref()).map_err(
+            |e| match e {
+                TestConfigError::Missing(message) => {
+                    at(path.span(), format!("test_config: {message}"))
+                }
+                TestConfigError::Invalid(error) => error,
+            },
+        )?)),
     };
     let zone_config = test_config.as_deref().unwrap_or(config);
     for zone in raw.scope.zones.get_ref() {
         if zone_config.zones.id(zone).is_none() {
             return Err(at(
                 raw.scope.zones.span(),
-                format!("[scope] zones: unknown zone `{zone}` (defined: {})", zone_config.zones.names().join(", ")),
+                format!(
+                    "[scope] zones: unknown zone `{zone}` (defined: {})",
+                    zone_config.zones.names().join(", ")
+                ),
             ));
         }
     }
@@ -399,8 +444,9 @@ fn load_test_config(source: &RuleSource, path: &str) -> Result<Config, TestConfi
     match &source.dir {
         Some(dir) => {
             let full = dir.join(path);
-            let text = std::fs::read_to_string(&full)
-                .map_err(|e| TestConfigError::Missing(format!("cannot read {}: {e}", full.display())))?;
+            let text = std::fs::read_to_string(&full).map_err(|e| {
+                TestConfigError::Missing(format!("cannot read {}: {e}", full.display()))
+            })?;
             Config::parse(&full.display().to_string(), &text).map_err(TestConfigError::Invalid)
         }
         None => {

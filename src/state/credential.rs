@@ -88,13 +88,18 @@ impl CredentialState {
         let learning = &config.learning;
         match self.first_seen {
             None => true,
-            Some(first) => self.accesses < learning.min_events || now.since(first) < learning.min_age,
+            Some(first) => {
+                self.accesses < learning.min_events || now.since(first) < learning.min_age
+            }
         }
     }
 
     /// Never seen in any event before.
     pub fn is_new(&self) -> bool {
-        self.accesses == 0 && self.issued_at.is_none() && self.revoked_at.is_none() && self.leak.is_none()
+        self.accesses == 0
+            && self.issued_at.is_none()
+            && self.revoked_at.is_none()
+            && self.leak.is_none()
     }
 
     pub fn knows_network(&self, network: Network) -> bool {
@@ -121,7 +126,11 @@ impl CredentialState {
                 if !observation.declared_zones.is_empty() {
                     self.allowed = observation.declared_zones;
                     self.allowed_from = AllowedFrom::Issuance;
-                } else if let Some(zones) = event.principal.as_deref().and_then(|p| config.issuer_zones(p)) {
+                } else if let Some(zones) = event
+                    .principal
+                    .as_deref()
+                    .and_then(|p| config.issuer_zones(p))
+                {
                     self.allowed = zones;
                     self.allowed_from = AllowedFrom::Issuer;
                 }
@@ -151,12 +160,23 @@ impl CredentialState {
         let learning = self.is_learning(ts, config);
 
         if self.allowed_from == AllowedFrom::Nothing {
-            if let Some(zones) = observation.event.principal.as_deref().and_then(|p| config.issuer_zones(p)) {
+            if let Some(zones) = observation
+                .event
+                .principal
+                .as_deref()
+                .and_then(|p| config.issuer_zones(p))
+            {
                 self.allowed = zones;
                 self.allowed_from = AllowedFrom::Issuer;
             }
         }
-        if learning && zone != ZoneId::UNKNOWN && matches!(self.allowed_from, AllowedFrom::Nothing | AllowedFrom::Learned) {
+        if learning
+            && zone != ZoneId::UNKNOWN
+            && matches!(
+                self.allowed_from,
+                AllowedFrom::Nothing | AllowedFrom::Learned
+            )
+        {
             self.allowed.insert(zone);
             self.allowed_from = AllowedFrom::Learned;
         }
@@ -177,7 +197,12 @@ impl CredentialState {
             remember(&mut self.networks, network, ts, config.bounds.max_networks);
         }
         if let Some(endpoint) = observation.endpoint {
-            remember(&mut self.endpoints, endpoint, ts, config.bounds.max_endpoints);
+            remember(
+                &mut self.endpoints,
+                endpoint,
+                ts,
+                config.bounds.max_endpoints,
+            );
         }
         self.rate.record(ts.minute(), config.bounds.rate_alpha)
     }
@@ -197,7 +222,10 @@ fn remember<T: Copy + PartialEq>(list: &mut Vec<Seen<T>>, key: T, ts: Timestamp,
     };
     if list.len() < max {
         list.push(entry);
-    } else if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.last_seen, seen.count)) {
+    } else if let Some(oldest) = list
+        .iter_mut()
+        .min_by_key(|seen| (seen.last_seen, seen.count))
+    {
         *oldest = entry;
     }
 }

@@ -24,7 +24,10 @@ impl Interner {
         if let Some(symbol) = self.ids.get(name) {
             return *symbol;
         }
-        let mut names = self.names.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut names = self
+            .names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Another thread may have interned it while we waited for the lock.
         if let Some(symbol) = self.ids.get(name) {
             return *symbol;
@@ -37,8 +40,14 @@ impl Interner {
     }
 
     pub fn name(&self, symbol: Symbol) -> Arc<str> {
-        let names = self.names.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        names.get(symbol.0 as usize).cloned().unwrap_or_else(|| Arc::from("?"))
+        let names = self
+            .names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        names
+            .get(symbol.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("?"))
     }
 
     pub fn len(&self) -> usize {

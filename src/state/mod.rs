@@ -85,9 +85,16 @@ impl StateStore {
     pub fn locate<'a>(&self, event: &'a Event, config: &crate::config::Config) -> Observation<'a> {
         let ip = event.source_ip.as_deref().and_then(crate::zones::parse_ip);
         let zone = config.zones.classify(ip, event.zone.as_deref());
-        let principal = event.principal.as_deref().map(|p| self.principals.intern(p));
+        let principal = event
+            .principal
+            .as_deref()
+            .map(|p| self.principals.intern(p));
         let (owner, declared_zones) = if event.kind == crate::event::Kind::Issue {
-            let owner = event.owner.as_deref().map(|o| self.principals.intern(o)).or(principal);
+            let owner = event
+                .owner
+                .as_deref()
+                .map(|o| self.principals.intern(o))
+                .or(principal);
             let zones = event
                 .allowed_zones
                 .iter()

@@ -88,7 +88,10 @@ impl RateBaseline {
             let mean = self.mean as f64;
             let diff = count - mean;
             let increment = alpha * diff;
-            (mean + increment, (1.0 - alpha) * (self.variance as f64 + diff * increment))
+            (
+                mean + increment,
+                (1.0 - alpha) * (self.variance as f64 + diff * increment),
+            )
         };
         RateBaseline {
             minute: self.minute,
