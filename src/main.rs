@@ -95,7 +95,9 @@ struct ReplayArgs {
     /// Write rejected records here, one JSON line each with the reason and origin.
     #[arg(long, value_name = "FILE")]
     dead_letter: Option<PathBuf>,
-    /// Input format.
+    /// Input format: native, cloudtrail, vault, k8s, github-secret-scanning, leak, or auto
+    /// (recognise each record). JSON lines and whole JSON documents (arrays, CloudTrail
+    /// `{"Records": [...]}` files, Kubernetes EventLists) are both accepted.
     #[arg(long, short, default_value = "native")]
     format: Format,
     /// Input files, read in order; `-` reads stdin.

@@ -6,16 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::alerts::{Activity, Alert, AlertSink};
 use crate::dead_letter::DeadLetterWriter;
-use crate::decode::Format;
+use crate::decode::{split_records, Decoder, Format};
 use crate::engine::{Engine, EngineStats};
 use crate::event::{Event, Kind};
-use crate::source::{LineReader, Origin, ReadOutcome, MAX_RECORD_BYTES};
+use crate::source::{
+    Framing, LineReader, Origin, ReadOutcome, MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES,
+};
 
 /// Why a replay stopped early (bad input never does; only I/O failures do).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default)]
 pub struct ReplaySummary {
     pub records: u64,
+    /// Valid records that carry no credential activity (a console login, a person's kubectl).
+    pub ignored: u64,
     pub malformed: u64,
     /// Malformed records per first word(s) of the reason, for the summary.
     pub malformed_reasons: BTreeMap<String, u64>,
@@ -64,6 +68,13 @@ impl ReplaySummary {
             secs,
             rate
         );
+        if self.ignored > 0 {
+            let _ = writeln!(
+                text,
+                "records without credential activity (ignored): {}",
+                self.ignored
+            );
+        }
         let _ = writeln!(text, "malformed records: {}", self.malformed);
         let mut reasons: Vec<(&String, &u64)> = self.malformed_reasons.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -166,6 +177,9 @@ impl DeadLetters {
     }
 }
 
+/// How much of an input is read to tell JSON lines from one JSON document.
+const PEEK_BYTES: usize = 64 * 1024;
+
 /// Drives inputs through an engine.
 pub struct Replay<'a> {
     engine: &'a mut Engine,
@@ -212,11 +226,38 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Replays line-delimited records from any reader; `name` labels it in dead letters.
-    pub fn reader(&mut self, name: &str, reader: impl BufRead) -> Result<(), ReplayError> {
+    /// Replays records from any reader; `name` labels it in dead letters. The framing is
+    /// detected from the first 64 KiB: JSON lines, or one JSON document (a pretty-printed
+    /// array or object, a CloudTrail file) whose elements are the records.
+    pub fn reader(&mut self, name: &str, mut reader: impl BufRead) -> Result<(), ReplayError> {
         let started = Instant::now();
-        let mut lines = LineReader::new(reader);
+        let input_error = |source| ReplayError::Input {
+            input: name.to_owned(),
+            source,
+        };
+        let mut head = Vec::with_capacity(PEEK_BYTES);
+        (&mut reader)
+            .take(PEEK_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(input_error)?;
+        let framing = Framing::detect(&head);
+        let input = io::Cursor::new(head).chain(reader);
         let mut decoder = self.format.decoder();
+        let result = match framing {
+            Framing::Lines => self.lines(name, input, &mut *decoder),
+            Framing::Document => self.document(name, input, &mut *decoder),
+        };
+        self.summary.elapsed += started.elapsed();
+        result
+    }
+
+    fn lines(
+        &mut self,
+        name: &str,
+        reader: impl BufRead,
+        decoder: &mut dyn Decoder,
+    ) -> Result<(), ReplayError> {
+        let mut lines = LineReader::new(reader);
         let mut record = std::mem::take(&mut self.record);
         let result = loop {
             let outcome = match lines.next_record(&mut record) {
@@ -228,42 +269,90 @@ impl<'a> Replay<'a> {
                     })
                 }
             };
-            let origin = || Origin {
+            let origin = Origin {
                 input: name.to_owned(),
                 line: lines.line(),
                 offset: lines.record_offset(),
             };
-            match outcome {
+            let step = match outcome {
                 ReadOutcome::End => break Ok(()),
                 ReadOutcome::TooLong { len } => {
                     self.summary.records += 1;
                     let reason =
                         format!("record of {len} bytes exceeds the {MAX_RECORD_BYTES}-byte limit");
-                    if let Err(e) = self.reject(&origin(), &reason, &record, Some(len)) {
-                        break Err(e);
-                    }
+                    self.reject(&origin, &reason, &record, Some(len))
                 }
-                ReadOutcome::Record => {
-                    if record.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    self.summary.records += 1;
-                    self.events.clear();
-                    if let Err(error) = decoder.decode(&record, &mut self.events) {
-                        if let Err(e) = self.reject(&origin(), &error.reason, &record, None) {
-                            break Err(e);
-                        }
-                        continue;
-                    }
-                    if let Err(e) = self.process_events() {
-                        break Err(e);
-                    }
-                }
+                ReadOutcome::Record if record.iter().all(u8::is_ascii_whitespace) => Ok(()),
+                ReadOutcome::Record => self.record(&origin, &record, decoder, false),
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
         };
         self.record = record;
-        self.summary.elapsed += started.elapsed();
         result
+    }
+
+    fn document(
+        &mut self,
+        name: &str,
+        reader: impl Read,
+        decoder: &mut dyn Decoder,
+    ) -> Result<(), ReplayError> {
+        let mut document = Vec::new();
+        reader
+            .take(MAX_DOCUMENT_BYTES as u64 + 1)
+            .read_to_end(&mut document)
+            .map_err(|source| ReplayError::Input {
+                input: name.to_owned(),
+                source,
+            })?;
+        let origin = Origin {
+            input: name.to_owned(),
+            line: 1,
+            offset: 0,
+        };
+        if document.len() > MAX_DOCUMENT_BYTES {
+            self.summary.records += 1;
+            let reason = format!("document exceeds the {MAX_DOCUMENT_BYTES}-byte limit");
+            let kept = &document[..MAX_RECORD_BYTES];
+            return self.reject(&origin, &reason, kept, Some(document.len() as u64));
+        }
+        self.record(&origin, &document, decoder, true)
+    }
+
+    /// Decodes one record (or each element of a container record) and runs its events.
+    fn record(
+        &mut self,
+        origin: &Origin,
+        record: &[u8],
+        decoder: &mut dyn Decoder,
+        document: bool,
+    ) -> Result<(), ReplayError> {
+        for element in split_records(record) {
+            self.summary.records += 1;
+            self.events.clear();
+            match decoder.decode(element, &mut self.events) {
+                Ok(()) if self.events.is_empty() => self.summary.ignored += 1,
+                Ok(()) => self.process_events()?,
+                Err(error) => {
+                    let offset = element.as_ptr() as usize - record.as_ptr() as usize;
+                    let line = if document {
+                        origin.line
+                            + record[..offset].iter().filter(|&&b| b == b'\n').count() as u64
+                    } else {
+                        origin.line
+                    };
+                    let element_origin = Origin {
+                        input: origin.input.clone(),
+                        line,
+                        offset: origin.offset + offset as u64,
+                    };
+                    self.reject(&element_origin, &error.reason, element, None)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn reject(

@@ -46,6 +46,27 @@ impl Timestamp {
         Ok(Timestamp(parsed.timestamp_micros()))
     }
 
+    /// Parses the time forms logs use: RFC 3339, else (taken as UTC) ISO 8601 without offset
+    /// (`2022-11-29 00:09:04.38`, `2024-07-30T21:31:21`) or AWS's console form
+    /// (`Jul 30, 2024, 9:46:15 PM`, `Aug 1, 2024 1:33:28 PM`).
+    pub fn parse_lenient(text: &str) -> Option<Self> {
+        if let Ok(ts) = Timestamp::parse_rfc3339(text) {
+            return Some(ts);
+        }
+        let text = text.trim();
+        let formats = [
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%b %d, %Y, %I:%M:%S %p",
+            "%b %d, %Y %I:%M:%S %p",
+        ];
+        formats.iter().find_map(|format| {
+            chrono::NaiveDateTime::parse_from_str(text, format)
+                .ok()
+                .map(|naive| Timestamp(naive.and_utc().timestamp_micros()))
+        })
+    }
+
     /// RFC 3339 in UTC with as many fractional digits as needed: stable across runs.
     pub fn to_rfc3339(self) -> String {
         match DateTime::<Utc>::from_timestamp_micros(self.0) {
@@ -194,6 +215,24 @@ mod tests {
     fn rejects_timestamps_without_offset() {
         let err = Timestamp::parse_rfc3339("2026-03-01 12:00:00").unwrap_err();
         assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn lenient_parsing_takes_offsetless_times_as_utc() {
+        let expected = Timestamp::parse_rfc3339("2022-11-29T00:09:04.380Z").unwrap();
+        assert_eq!(
+            Timestamp::parse_lenient("2022-11-29 00:09:04.38"),
+            Some(expected)
+        );
+        assert_eq!(
+            Timestamp::parse_lenient("2022-11-29T00:09:04.380"),
+            Some(expected)
+        );
+        assert_eq!(
+            Timestamp::parse_lenient("Nov 29, 2022, 12:09:04 AM"),
+            Some(Timestamp::from_secs(expected.micros() / 1_000_000))
+        );
+        assert_eq!(Timestamp::parse_lenient("redacted"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod util;
 
 mod config;
 mod demo;
+mod formats;
 mod properties;
 mod replay;
 mod rules;

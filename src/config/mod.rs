@@ -5,8 +5,12 @@
 //! with compiled matchers and resolved zone ids. Nothing after start-up sees a raw value. Every
 //! error names the file, line and field.
 
+mod aws_ip_ranges;
+
 use std::net::IpAddr;
 use std::path::Path;
+
+pub use aws_ip_ranges::AwsIpRanges;
 
 use globset::{Glob, GlobMatcher};
 use ipnet::IpNet;
@@ -100,6 +104,8 @@ struct RawZone {
     cidrs: Vec<Cidr>,
     #[serde(default)]
     environments: Vec<String>,
+    #[serde(default)]
+    aws_ip_ranges: Option<Spanned<AwsIpRanges>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,7 +181,7 @@ impl Config {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| FileError::whole_file(&name, format!("cannot read config: {e}")))?;
-        Config::parse(&name, &text)
+        Config::parse_in(&name, &text, path.parent())
     }
 
     /// The built-in defaults.
@@ -186,20 +192,37 @@ impl Config {
         }
     }
 
-    /// Validates config text; `origin` names it in errors.
+    /// Validates config text; `origin` names it in errors. Relative paths in it (AWS ip-ranges
+    /// files) are taken from the working directory.
     pub fn parse(origin: &str, text: &str) -> Result<Config, FileError> {
+        Config::parse_in(origin, text, None)
+    }
+
+    /// Validates config text whose relative paths are relative to `base`.
+    pub fn parse_in(origin: &str, text: &str, base: Option<&Path>) -> Result<Config, FileError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| FileError::from_toml(origin, text, &e))?;
 
-        let specs: Vec<ZoneSpec> = raw
-            .zones
-            .iter()
-            .map(|zone| ZoneSpec {
+        let mut specs: Vec<ZoneSpec> = Vec::with_capacity(raw.zones.len());
+        for zone in &raw.zones {
+            let mut cidrs: Vec<IpNet> = zone.cidrs.iter().map(|c| c.0).collect();
+            if let Some(ranges) = &zone.aws_ip_ranges {
+                let loaded = ranges.get_ref().load(base).map_err(|e| {
+                    FileError::at(
+                        origin,
+                        text,
+                        ranges.span(),
+                        format!("[[zones]] aws_ip_ranges: {e}"),
+                    )
+                })?;
+                cidrs.extend(loaded);
+            }
+            specs.push(ZoneSpec {
                 name: zone.name.get_ref().clone(),
-                cidrs: zone.cidrs.iter().map(|c| c.0).collect(),
+                cidrs,
                 environments: zone.environments.clone(),
-            })
-            .collect();
+            });
+        }
         let zones = ZoneTable::new(&specs).map_err(|error| {
             // Point at the zone the error is about: the last one named in the message.
             let span = raw
@@ -408,6 +431,28 @@ zones = ["aws"]
         let error = Config::parse("c.toml", text).unwrap_err().to_string();
         assert!(error.starts_with("c.toml:6:"), "{error}");
         assert!(error.contains("unknown zone `prd`"), "{error}");
+    }
+
+    #[test]
+    fn zones_load_from_aws_ip_ranges() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let text = "[[zones]]\nname = \"aws\"\naws_ip_ranges = { file = \"ip-ranges.json\", services = [\"EC2\"], regions = [\"eu-west-1\"] }\n";
+        let config = Config::parse_in("c.toml", text, Some(&dir)).unwrap();
+        let zone = |ip: &str| {
+            config
+                .zones
+                .name(config.zones.classify(parse_ip(ip), None))
+                .to_owned()
+        };
+        assert_eq!(zone("52.95.1.9"), "aws");
+        assert_eq!(zone("2a05:d018:1::1"), "aws");
+        assert_eq!(zone("3.5.140.9"), "internet", "another region");
+        let missing = "[[zones]]\nname = \"aws\"\naws_ip_ranges = { file = \"nope.json\" }\n";
+        let error = Config::parse_in("c.toml", missing, Some(&dir))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("c.toml:3:"), "{error}");
+        assert!(error.contains("nope.json"), "{error}");
     }
 
     #[test]

@@ -1,31 +1,72 @@
 //! Decode: raw records (bytes) into normalized [`Event`]s.
 //!
 //! One decoder per input format, each in its own file, all behind [`Decoder`]. A decoder never
-//! panics on input: a record either yields events or a [`DecodeError`] whose reason goes to the
-//! dead-letter sink with the record. One record may yield several events (a CloudTrail file
-//! with `Records`), so decoders push into a caller-owned buffer that is reused across records.
+//! panics on input: a record either yields events, yields nothing (a valid record that says
+//! nothing about credentials, such as a console login: counted as ignored), or fails with a
+//! [`DecodeError`] whose reason goes to the dead-letter sink with the record. One record may
+//! yield several events (an AssumeRole call is an access by the caller's key and the issuance
+//! of a new one), so decoders push into a caller-owned buffer reused across records.
+//!
+//! Containers (a JSON array, CloudTrail's `{"Records": [...]}`, a Kubernetes `EventList`) are
+//! split into their elements by [`split_records`] before decoding, so one bad element is one
+//! dead letter and the rest still decode.
 
+mod auto;
+mod cloudtrail;
+mod github;
+mod k8s;
+mod leak;
 mod native;
+mod vault;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::event::Event;
+pub use auto::AutoDecoder;
+pub use cloudtrail::{parse_aws_time, CloudTrailDecoder};
+pub use github::GithubSecretScanningDecoder;
+pub use k8s::K8sAuditDecoder;
+pub use leak::LeakReportDecoder;
 pub use native::NativeDecoder;
+pub use vault::VaultAuditDecoder;
 
 /// Input formats credwatch understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// credwatch's own JSON lines (see README, "Native format").
     #[default]
     Native,
+    /// AWS CloudTrail records (single, `{"Records": [...]}`, arrays, Logstash-shaped).
+    Cloudtrail,
+    /// HashiCorp Vault audit device (JSON).
+    Vault,
+    /// Kubernetes audit events (audit.k8s.io/v1).
+    K8s,
+    /// GitHub secret scanning alert webhook payloads.
+    GithubSecretScanning,
+    /// The generic leak report (see README).
+    Leak,
+    /// Detect the format of each record.
+    Auto,
 }
 
 impl Format {
+    pub const ALL: [Format; 7] = [
+        Format::Native,
+        Format::Cloudtrail,
+        Format::Vault,
+        Format::K8s,
+        Format::GithubSecretScanning,
+        Format::Leak,
+        Format::Auto,
+    ];
+
     pub fn is_native(&self) -> bool {
         *self == Format::Native
     }
@@ -33,12 +74,24 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Native => "native",
+            Format::Cloudtrail => "cloudtrail",
+            Format::Vault => "vault",
+            Format::K8s => "k8s",
+            Format::GithubSecretScanning => "github-secret-scanning",
+            Format::Leak => "leak",
+            Format::Auto => "auto",
         }
     }
 
     pub fn decoder(self) -> Box<dyn Decoder + Send> {
         match self {
             Format::Native => Box::new(NativeDecoder),
+            Format::Cloudtrail => Box::new(CloudTrailDecoder),
+            Format::Vault => Box::new(VaultAuditDecoder),
+            Format::K8s => Box::new(K8sAuditDecoder),
+            Format::GithubSecretScanning => Box::new(GithubSecretScanningDecoder),
+            Format::Leak => Box::new(LeakReportDecoder),
+            Format::Auto => Box::new(AutoDecoder),
         }
     }
 }
@@ -53,10 +106,13 @@ impl FromStr for Format {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "native" => Ok(Format::Native),
-            other => Err(format!("unknown format `{other}` (known: native)")),
-        }
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+                format!("unknown format `{s}` (known: {})", known.join(", "))
+            })
     }
 }
 
@@ -78,6 +134,7 @@ impl DecodeError {
 /// Turns one raw record into zero or more events.
 pub trait Decoder {
     /// Appends the events decoded from `record` to `out`; on error appends nothing.
+    /// Appending nothing and returning `Ok` means the record was valid but irrelevant.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError>;
 }
 
@@ -85,6 +142,14 @@ pub trait Decoder {
 pub fn record_hash_id(record: &[u8]) -> String {
     let digest = Sha256::digest(record);
     hex_prefix(&digest, 16)
+}
+
+/// The credential id credwatch uses for a raw secret: never the secret, only its SHA-256.
+pub fn secret_id(secret: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex_prefix(&Sha256::digest(secret.as_bytes()), 32)
+    )
 }
 
 /// Lower-case hex of the first `bytes` bytes of `data`.
@@ -95,4 +160,98 @@ pub fn hex_prefix(data: &[u8], bytes: usize) -> String {
         let _ = write!(text, "{byte:02x}");
     }
     text
+}
+
+#[derive(Deserialize)]
+struct CloudTrailFile<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventList<'a> {
+    kind: &'a str,
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+/// Splits a container record into its elements: a JSON array, CloudTrail's
+/// `{"Records": [...]}` or a Kubernetes `EventList`; anything else is one element. Elements are
+/// sub-slices of `record`, so their offsets can be recovered for dead letters.
+pub fn split_records(record: &[u8]) -> Vec<&[u8]> {
+    let trimmed = record.trim_ascii();
+    let first = trimmed.first().copied();
+    let elements: Option<Vec<&RawValue>> = if first == Some(b'[') {
+        serde_json::from_slice::<Vec<&RawValue>>(trimmed).ok()
+    } else if first == Some(b'{') && contains(trimmed, b"\"Records\"") {
+        serde_json::from_slice::<CloudTrailFile>(trimmed)
+            .ok()
+            .map(|file| file.records)
+    } else if first == Some(b'{') && contains(trimmed, b"\"EventList\"") {
+        serde_json::from_slice::<EventList>(trimmed)
+            .ok()
+            .filter(|list| list.kind == "EventList")
+            .map(|list| list.items)
+    } else {
+        None
+    };
+    match elements {
+        Some(elements) => elements
+            .into_iter()
+            .map(|raw| raw.get().as_bytes())
+            .collect(),
+        None => vec![record],
+    }
+}
+
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_arrays_and_wrappers_into_sub_slices() {
+        let array = br#"[{"a":1}, {"b":2}]"#;
+        let parts = split_records(array);
+        assert_eq!(parts, vec![&br#"{"a":1}"#[..], br#"{"b":2}"#]);
+        let offset = parts[1].as_ptr() as usize - array.as_ptr() as usize;
+        assert_eq!(offset, 10);
+        let records = br#"{"Records":[{"eventName":"A"},{"eventName":"B"}]}"#;
+        assert_eq!(split_records(records).len(), 2);
+        let list =
+            br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"verb":"get"}]}"#;
+        assert_eq!(split_records(list), vec![&br#"{"verb":"get"}"#[..]]);
+        let single = br#"{"eventName":"A"}"#;
+        assert_eq!(split_records(single), vec![&single[..]]);
+        let broken = br#"[{"a":1},"#;
+        assert_eq!(
+            split_records(broken),
+            vec![&broken[..]],
+            "a broken container is one bad record"
+        );
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        for format in Format::ALL {
+            assert_eq!(format.as_str().parse::<Format>().unwrap(), format);
+        }
+        assert!("syslog"
+            .parse::<Format>()
+            .unwrap_err()
+            .contains("known: native, cloudtrail"));
+    }
+
+    #[test]
+    fn secret_ids_never_contain_the_secret() {
+        let id = secret_id("ghp_abcdefghijklmnop");
+        assert!(id.starts_with("sha256:"));
+        assert!(!id.contains("abcdefghijklmnop"));
+        assert_eq!(id.len(), 7 + 64);
+    }
 }

@@ -41,7 +41,12 @@ impl Detector for UseAfterLeak {
         if observation.event.kind != Kind::Access {
             return;
         }
-        let Some(leak) = before.leak.as_deref() else {
+        // The credential's own report, else one naming its user as owner; the earlier counts.
+        let leak = match (before.leak.as_deref(), observation.owner_leak.as_ref()) {
+            (Some(own), Some(owner)) => Some(if owner.at < own.at { owner } else { own }),
+            (own, owner) => own.or(owner),
+        };
+        let Some(leak) = leak else {
             return;
         };
         let ts = observation.event.ts;
@@ -99,6 +104,20 @@ mod tests {
             findings[0].summary
         );
         assert_eq!(findings[0].observed["minutes_after_leak"], 17.0);
+    }
+
+    #[test]
+    fn a_report_naming_the_owner_covers_the_owners_keys() {
+        let bench = Bench::new(DetectorKind::UseAfterLeak, "");
+        let mut leak = lifecycle(at(10, 0), Kind::Leak, "aws-user:arn:aws:iam::1:user/bob");
+        leak.owner = Some("arn:aws:iam::1:user/bob".into());
+        bench.feed(leak);
+        let mut use_by_bob = access(at(12, 0), "AKIABOB", "10.0.1.5", "a");
+        use_by_bob.principal = Some("arn:aws:iam::1:user/bob".into());
+        assert_eq!(bench.feed(use_by_bob).len(), 1);
+        let mut use_by_alice = access(at(12, 0), "AKIAALICE", "10.0.1.5", "a");
+        use_by_alice.principal = Some("arn:aws:iam::1:user/alice".into());
+        assert!(bench.feed(use_by_alice).is_empty());
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! byte offset). Files and stdin are read as lines here; Kafka (later) yields one record per
 //! message. Sources never interpret bytes: that is `decode`'s job.
 
+mod framing;
 mod lines;
 
+pub use framing::{Framing, MAX_DOCUMENT_BYTES};
 pub use lines::{LineReader, ReadOutcome, MAX_RECORD_BYTES};
 
 use std::fmt;

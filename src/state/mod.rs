@@ -34,12 +34,17 @@ pub struct Observation<'a> {
     pub owner: Option<Symbol>,
     /// Issue events: `allowed_zones` resolved against the configured zones.
     pub declared_zones: ZoneSet,
+    /// Access events: a leak report naming the calling principal as owner (for example AWS's
+    /// quarantine policy attached to the user), which covers all of that principal's keys.
+    pub owner_leak: Option<Leak>,
 }
 
 /// Every credential's state, plus the interned names they refer to.
 #[derive(Debug, Default)]
 pub struct StateStore {
     credentials: DashMap<Box<str>, CredentialState>,
+    /// Leak reports that name an owner rather than one credential, by owner.
+    owner_leaks: DashMap<Symbol, Leak>,
     pub endpoints: Interner,
     pub principals: Interner,
 }
@@ -89,6 +94,29 @@ impl StateStore {
             .principal
             .as_deref()
             .map(|p| self.principals.intern(p));
+        let owner_leak = match (event.kind, principal) {
+            (crate::event::Kind::Access, Some(principal)) if !self.owner_leaks.is_empty() => {
+                self.owner_leaks.get(&principal).map(|leak| leak.clone())
+            }
+            _ => None,
+        };
+        if event.kind == crate::event::Kind::Leak {
+            if let Some(owner) = event.owner.as_deref().map(|o| self.principals.intern(o)) {
+                let report = Leak {
+                    at: event.ts,
+                    source: event.leak_source.clone(),
+                    url: event.leak_url.clone(),
+                };
+                self.owner_leaks
+                    .entry(owner)
+                    .and_modify(|leak| {
+                        if report.at < leak.at {
+                            *leak = report.clone();
+                        }
+                    })
+                    .or_insert(report);
+            }
+        }
         let (owner, declared_zones) = if event.kind == crate::event::Kind::Issue {
             let owner = event
                 .owner
@@ -113,6 +141,7 @@ impl StateStore {
             principal,
             owner,
             declared_zones,
+            owner_leak,
         }
     }
 }
