@@ -14,6 +14,7 @@ use crate::detect::{Context, Finding};
 use crate::event::{Event, Kind};
 use crate::rules::RuleSet;
 use crate::state::StateStore;
+use crate::time::{Period, Timestamp};
 
 /// Counters for one rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct EngineStats {
     pub by_kind: [u64; 4],
     /// Access events older than their credential's current rate minute.
     pub late_events: u64,
+    /// Events older than the watermark (newest event time minus the allowed lateness):
+    /// applied to state all the same, but suppression windows may already have closed.
+    pub out_of_order: u64,
     /// Names in `allowed_zones` of issue events that match no configured zone.
     pub unknown_zone_names: u64,
     pub rules: BTreeMap<String, RuleCounts>,
@@ -46,6 +50,8 @@ pub struct Engine {
     scratch: Vec<Finding>,
     fired: Vec<(usize, Finding)>,
     created: Vec<Alert>,
+    allowed_lateness: Period,
+    newest: Option<Timestamp>,
 }
 
 impl Engine {
@@ -67,7 +73,16 @@ impl Engine {
             scratch: Vec::new(),
             fired: Vec::new(),
             created: Vec::new(),
+            allowed_lateness: Period::ZERO,
+            newest: None,
         }
+    }
+
+    /// How far event time may run behind the newest event before suppression windows close
+    /// (for inputs merged from several partitions; a single ordered stream needs none).
+    pub fn with_allowed_lateness(mut self, lateness: Period) -> Engine {
+        self.allowed_lateness = lateness;
+        self
     }
 
     /// Runs one event through every stage; alerts (new ones and closed roll-ups) are appended
@@ -75,7 +90,17 @@ impl Engine {
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         self.stats.events += 1;
         self.stats.by_kind[event.kind.index()] += 1;
-        self.suppressor.advance(event.ts, out);
+        let newest = self.newest.map_or(event.ts, |newest| newest.max(event.ts));
+        self.newest = Some(newest);
+        let watermark = Timestamp::from_micros(
+            newest
+                .micros()
+                .saturating_sub(self.allowed_lateness.micros()),
+        );
+        if event.ts < watermark {
+            self.stats.out_of_order += 1;
+        }
+        self.suppressor.advance(watermark, out);
 
         let config = &*self.config;
         let observation = self.store.locate(event, config);

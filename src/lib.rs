@@ -16,6 +16,8 @@ pub mod engine;
 pub mod event;
 pub mod replay;
 pub mod rules;
+pub mod run;
+pub mod send;
 pub mod source;
 pub mod state;
 pub mod time;

@@ -39,6 +39,10 @@ struct Cli {
 enum Command {
     /// Replay log files (or stdin) through the detectors; alerts on stdout, summary on stderr.
     Replay(ReplayArgs),
+    /// Run as a Kafka stream processor: input topics in, alerts to a topic and/or console/file.
+    Run(RunArgs),
+    /// Publish log files into a Kafka topic, keyed by credential id (backfills, demos).
+    Send(SendArgs),
     /// Run a synthetic day of traffic with injected misuse and show what was caught.
     Demo(DemoArgs),
     /// Validate rule files or run their inline test cases.
@@ -106,13 +110,50 @@ struct ReplayArgs {
 }
 
 #[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// Override `[kafka] brokers` of the config (host:port,...).
+    #[arg(long, value_name = "BROKERS")]
+    brokers: Option<String>,
+    /// Also print alerts on stdout.
+    #[arg(long, value_enum, default_value = "none")]
+    console: Output,
+    /// Also append alerts to this NDJSON file.
+    #[arg(long, value_name = "FILE")]
+    alerts_file: Option<PathBuf>,
+    /// Stop cleanly after this long without input (`30s`, `5m`): for backfills.
+    #[arg(long, value_name = "DURATION")]
+    exit_when_idle: Option<credwatch::time::Period>,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(long, value_name = "BROKERS")]
+    brokers: String,
+    /// Topic to publish to.
+    #[arg(long, value_name = "TOPIC")]
+    topic: String,
+    /// Format of the files, used to find each record's credential id for the message key.
+    #[arg(long, short, default_value = "native")]
+    format: Format,
+    /// Create the topic with this many partitions if it does not exist.
+    #[arg(long, value_name = "N")]
+    partitions: Option<i32>,
+    /// Files to publish, in order; `-` reads stdin.
+    #[arg(value_name = "FILE", required = true)]
+    inputs: Vec<String>,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Seed of the synthetic world; the same seed gives the same day and the same alerts.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// How many credentials the synthetic organisation has.
-    #[arg(long, default_value_t = 1000)]
-    credentials: usize,
+    /// How many credentials the synthetic organisation has (at least 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..))]
+    credentials: u32,
     /// Print the alerts raised (text), besides the summary table.
     #[arg(long)]
     alerts: bool,
@@ -161,10 +202,32 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(args),
+        Command::Run(args) => run_kafka(args),
+        Command::Send(args) => {
+            let kafka = credwatch::config::KafkaConfig {
+                brokers: args.brokers,
+                group_id: "credwatch-send".into(),
+                inputs: Vec::new(),
+                alerts_topic: None,
+                dead_letter_topic: None,
+                commit_interval: credwatch::time::Period::from_secs(1),
+                allowed_lateness: credwatch::time::Period::ZERO,
+                properties: Default::default(),
+            };
+            if let Some(partitions) = args.partitions {
+                credwatch::send::ensure_topic(&kafka, &args.topic, partitions)?;
+            }
+            let summary = credwatch::send::send(&kafka, &args.topic, args.format, &args.inputs)?;
+            eprintln!(
+                "credwatch send: {} records to {} ({} without a credential key)",
+                summary.records, args.topic, summary.undecodable
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             let options = DemoOptions {
                 seed: args.seed,
-                credentials: args.credentials,
+                credentials: args.credentials as usize,
                 write_events: args.write_events,
             };
             let stdout = io::stdout();
@@ -272,6 +335,63 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let summary = replay.finish()?;
     let mut stderr = io::stderr().lock();
     let _ = stderr.write_all(summary.render().as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_kafka(args: RunArgs) -> Result<ExitCode> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let config = args.setup.config()?;
+    let mut kafka = config.kafka.clone().with_context(|| {
+        format!(
+            "{} has no [kafka] section: `credwatch run` needs one (see README, \"Kafka\")",
+            config.origin
+        )
+    })?;
+    if let Some(brokers) = args.brokers {
+        kafka.brokers = brokers;
+    }
+    let rules = args.setup.rules(&config)?;
+    let mut engine = Engine::new(config, rules).with_allowed_lateness(kafka.allowed_lateness);
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&shutdown))
+            .context("cannot install signal handlers")?;
+    }
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if let Some(topic) = &kafka.alerts_topic {
+        let producer = credwatch::alerts::Producer::connect(&kafka)
+            .context("cannot create the Kafka producer")?;
+        sinks.push(Box::new(credwatch::alerts::KafkaAlertSink::new(
+            producer,
+            topic.clone(),
+        )));
+    }
+    match args.console {
+        Output::Text => sinks.push(Box::new(TextSink::new(io::stdout()))),
+        Output::Json => sinks.push(Box::new(JsonLinesSink::new(io::stdout()))),
+        Output::None => {}
+    }
+    if let Some(path) = &args.alerts_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        sinks.push(Box::new(JsonLinesSink::new(io::BufWriter::new(file))));
+    }
+    if sinks.is_empty() {
+        anyhow::bail!("no alert destination: set [kafka] alerts_topic, --console or --alerts-file");
+    }
+    let options = credwatch::run::RunOptions {
+        exit_when_idle: args
+            .exit_when_idle
+            .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),
+    };
+    let summary = credwatch::run::run(&mut engine, &kafka, &mut sinks, &options, &shutdown)?;
+    eprint!("{}", summary.render());
     Ok(ExitCode::SUCCESS)
 }
 

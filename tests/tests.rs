@@ -7,6 +7,7 @@ mod util;
 mod config;
 mod demo;
 mod formats;
+mod kafka;
 mod properties;
 mod replay;
 mod rules;

@@ -7,12 +7,14 @@
 //! [`Suppressor`] folds repeats per (rule, credential) within the rule's window; sinks write
 //! alerts out.
 
+mod kafka_sink;
 mod sink;
 mod suppress;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use kafka_sink::{dead_letter_headers, KafkaAlertSink, Producer};
 pub use sink::{AlertSink, JsonLinesSink, TextSink};
 pub use suppress::Suppressor;
 

@@ -6,11 +6,13 @@
 //! error names the file, line and field.
 
 mod aws_ip_ranges;
+mod kafka;
 
 use std::net::IpAddr;
 use std::path::Path;
 
 pub use aws_ip_ranges::AwsIpRanges;
+pub use kafka::{KafkaConfig, KafkaInput};
 
 use globset::{Glob, GlobMatcher};
 use ipnet::IpNet;
@@ -35,6 +37,8 @@ struct RawConfig {
     zones: Vec<RawZone>,
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    kafka: Option<Spanned<kafka::RawKafka>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +177,8 @@ pub struct Config {
     pub issuers: Vec<Issuer>,
     pub learning: Learning,
     pub bounds: StateBounds,
+    /// Where `credwatch run` reads and writes; `None` when the file has no `[kafka]`.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Config {
@@ -301,10 +307,23 @@ impl Config {
                 format!("[state] rate_alpha: {alpha} is out of range (0, 1]"),
             ));
         }
+        let kafka = match raw.kafka {
+            None => None,
+            Some(section) => {
+                let span = section.span();
+                Some(
+                    section
+                        .into_inner()
+                        .validate()
+                        .map_err(|e| FileError::at(origin, text, span, format!("[kafka] {e}")))?,
+                )
+            }
+        };
         Ok(Config {
             origin: origin.to_owned(),
             zones,
             issuers,
+            kafka,
             learning: Learning {
                 min_events: raw.learning.min_events,
                 min_age: raw.learning.min_age,
@@ -352,6 +371,22 @@ impl Config {
             "learning: {} events and {} before novelty detectors arm",
             self.learning.min_events, self.learning.min_age
         );
+        if let Some(kafka) = &self.kafka {
+            let inputs: Vec<String> = kafka
+                .inputs
+                .iter()
+                .map(|i| format!("{} ({})", i.topic, i.format))
+                .collect();
+            let _ = writeln!(
+                text,
+                "kafka: {} group {}, inputs [{}], alerts to {}, dead letters to {}",
+                kafka.brokers,
+                kafka.group_id,
+                inputs.join(", "),
+                kafka.alerts_topic.as_deref().unwrap_or("(none)"),
+                kafka.dead_letter_topic.as_deref().unwrap_or("(none)")
+            );
+        }
         let _ = writeln!(
             text,
             "state: up to {} networks and {} endpoints per credential, rate alpha {}",
@@ -453,6 +488,24 @@ zones = ["aws"]
             .to_string();
         assert!(error.starts_with("c.toml:3:"), "{error}");
         assert!(error.contains("nope.json"), "{error}");
+    }
+
+    #[test]
+    fn kafka_sections_are_validated() {
+        let text = "[kafka]\nbrokers = \"127.0.0.1:9092\"\nalerts_topic = \"alerts\"\n[[kafka.inputs]]\ntopic = \"trail\"\nformat = \"cloudtrail\"\n[kafka.properties]\n\"socket.timeout.ms\" = \"5000\"\n";
+        let kafka = Config::parse("c.toml", text).unwrap().kafka.unwrap();
+        assert_eq!(kafka.group_id, "credwatch");
+        assert_eq!(kafka.inputs[0].format, crate::decode::Format::Cloudtrail);
+        assert_eq!(kafka.properties["socket.timeout.ms"], "5000");
+        let managed = text.replace("socket.timeout.ms", "enable.auto.commit");
+        let error = Config::parse("c.toml", &managed).unwrap_err().to_string();
+        assert!(error.contains("enable.auto.commit"), "{error}");
+        let no_inputs = "[kafka]\nbrokers = \"b:1\"\n";
+        let error = Config::parse("c.toml", no_inputs).unwrap_err().to_string();
+        assert!(
+            error.starts_with("c.toml:1:") && error.contains("inputs"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -114,7 +114,9 @@ impl World {
             day_start,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
-        let size = size.max(20);
+        // Below 100 credentials some populations would be too small to give every injected
+        // scenario its own victim.
+        let size = size.max(100);
         let services = size * 45 / 100;
         let batch = size * 15 / 100;
         let ci = size * 25 / 100;

@@ -5,6 +5,7 @@
 //! message. Sources never interpret bytes: that is `decode`'s job.
 
 mod framing;
+pub mod kafka;
 mod lines;
 
 pub use framing::{Framing, MAX_DOCUMENT_BYTES};

@@ -1,0 +1,199 @@
+//! Run: the Kafka stream processor. Input topics → decode → engine → sinks, with offsets
+//! committed only after every sink confirmed what was emitted (at-least-once), malformed
+//! records to a dead-letter topic, and a clean stop on SIGINT/SIGTERM.
+//!
+//! The loop is single-threaded over one engine; scaling out is Kafka's job: more instances in
+//! the same consumer group split the input partitions, and with input keyed by credential id
+//! each credential's events stay in one partition, so its state lives in one instance.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::alerts::{dead_letter_headers, Activity, Alert, AlertSink, Producer};
+use crate::config::KafkaConfig;
+use crate::decode::{split_records, Decoder};
+use crate::engine::{Engine, EngineStats};
+use crate::event::Event;
+use crate::source::kafka::{Delivery, KafkaSource, KafkaSourceError};
+
+/// Why a run stopped with an error (bad records never stop it).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] KafkaSourceError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(rdkafka::error::KafkaError),
+    #[error("cannot deliver alerts: {0}")]
+    Sink(io::Error),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub messages: u64,
+    /// Messages read again only to rebuild state (alerts already delivered before).
+    pub rebuilt: u64,
+    pub malformed: u64,
+    pub alerts: u64,
+    pub commits: u64,
+    pub engine: EngineStats,
+}
+
+impl RunSummary {
+    pub fn render(&self) -> String {
+        format!(
+            "credwatch run: {} messages ({} re-read to rebuild state), {} events, {} malformed, {} alerts, {} commits\n",
+            self.messages, self.rebuilt, self.engine.events, self.malformed, self.alerts, self.commits
+        )
+    }
+}
+
+/// Options beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop (cleanly) after this long without a message once partitions are assigned: for
+    /// backfills and tests.
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// Consumes until `shutdown` is set (or the input stays idle), then flushes and commits.
+pub fn run(
+    engine: &mut Engine,
+    kafka: &KafkaConfig,
+    sinks: &mut [Box<dyn AlertSink>],
+    options: &RunOptions,
+    shutdown: &AtomicBool,
+) -> Result<RunSummary, RunError> {
+    let producer = Producer::connect(kafka).map_err(RunError::Producer)?;
+    let mut source = KafkaSource::connect(kafka)?;
+    let mut decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
+        .inputs
+        .iter()
+        .map(|i| (i.topic.clone(), i.format.decoder()))
+        .collect();
+    let commit_interval = Duration::from_micros(kafka.commit_interval.micros().max(0) as u64);
+    let mut summary = RunSummary::default();
+    let mut events: Vec<Event> = Vec::new();
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut last_commit = Instant::now();
+    let mut last_message = Instant::now();
+    let mut pending = false;
+
+    while !shutdown.load(Ordering::Relaxed) {
+        let delivery = source.poll(Duration::from_millis(100))?;
+        match delivery {
+            Some(delivery) => {
+                last_message = Instant::now();
+                summary.messages += 1;
+                summary.rebuilt += u64::from(delivery.rebuilding);
+                let decoder = match decoders.get_mut(&delivery.topic) {
+                    Some(decoder) => decoder,
+                    None => continue,
+                };
+                handle(
+                    &delivery,
+                    decoder.as_mut(),
+                    engine,
+                    sinks,
+                    &producer,
+                    kafka,
+                    &mut events,
+                    &mut alerts,
+                    &mut summary,
+                )?;
+                source.done(&delivery);
+                pending = true;
+            }
+            None if !source.has_assignment() => last_message = Instant::now(),
+            None => {
+                if let Some(idle) = options.exit_when_idle {
+                    if last_message.elapsed() >= idle {
+                        tracing::info!(idle_secs = idle.as_secs_f64(), "Input idle; stopping.");
+                        break;
+                    }
+                }
+            }
+        }
+        if pending && last_commit.elapsed() >= commit_interval {
+            confirm_and_commit(sinks, &producer, &mut source, &mut summary)?;
+            pending = false;
+            last_commit = Instant::now();
+        }
+    }
+    // Suppression windows stay open: closing them here would emit roll-ups that a restart
+    // (which rebuilds the same windows) would emit again with other counts.
+    confirm_and_commit(sinks, &producer, &mut source, &mut summary)?;
+    summary.engine = engine.stats().clone();
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    delivery: &Delivery,
+    decoder: &mut dyn Decoder,
+    engine: &mut Engine,
+    sinks: &mut [Box<dyn AlertSink>],
+    producer: &Producer,
+    kafka: &KafkaConfig,
+    events: &mut Vec<Event>,
+    alerts: &mut Vec<Alert>,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    for element in split_records(&delivery.payload) {
+        events.clear();
+        if let Err(error) = decoder.decode(element, events) {
+            summary.malformed += 1;
+            if delivery.rebuilding {
+                continue;
+            }
+            tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %error, "Record rejected.");
+            if let Some(topic) = &kafka.dead_letter_topic {
+                let headers = dead_letter_headers(
+                    &error.reason,
+                    &delivery.topic,
+                    delivery.partition,
+                    delivery.offset,
+                );
+                producer
+                    .send(topic, None, element, Some(headers))
+                    .map_err(RunError::Sink)?;
+            }
+            continue;
+        }
+        for event in events.iter() {
+            alerts.clear();
+            engine.process(event, alerts);
+            if delivery.rebuilding {
+                continue;
+            }
+            for alert in alerts.iter() {
+                if alert.activity == Activity::Create {
+                    summary.alerts += 1;
+                }
+                for sink in sinks.iter_mut() {
+                    sink.emit(alert).map_err(RunError::Sink)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn confirm_and_commit(
+    sinks: &mut [Box<dyn AlertSink>],
+    producer: &Producer,
+    source: &mut KafkaSource,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    for sink in sinks.iter_mut() {
+        sink.flush().map_err(RunError::Sink)?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(RunError::Sink)?;
+    source.commit()?;
+    summary.commits += 1;
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! `credwatch run` and `credwatch send` against a real Kafka-compatible broker (tansu on
+//! loopback, started by scripts/test-broker, address in CREDWATCH_TEST_BROKERS). Without it
+//! these tests print why they skip; `scripts/test` always provides one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+use crate::util::{credwatch, repo, stderr, success};
+
+fn brokers() -> Option<String> {
+    match std::env::var("CREDWATCH_TEST_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => Some(brokers),
+        _ => {
+            println!("skipped: CREDWATCH_TEST_BROKERS is not set (scripts/test starts a broker and sets it)");
+            None
+        }
+    }
+}
+
+/// A name no other test or run uses.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// A message read back: key, value and headers.
+#[derive(Debug, Clone)]
+struct Read {
+    key: Option<String>,
+    value: String,
+    headers: BTreeMap<String, String>,
+}
+
+/// Everything in `topic` up to its current end.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut list = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for partition in &partitions {
+        list.add_partition_offset(topic, *partition, Offset::Beginning)
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(*partition, high);
+    }
+    consumer.assign(&list).unwrap();
+    // Read to the high watermarks, then on until a second passes without a message: a
+    // broker may report a watermark below the end of the last batch.
+    let mut next: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_message = Instant::now();
+    while Instant::now() < deadline {
+        let behind = next.iter().any(|(p, n)| *n < ends[p]);
+        if !behind && last_message.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            last_message = Instant::now();
+            next.insert(message.partition(), message.offset() + 1);
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Read {
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// The current end offset of partition 0 of `topic` (a cheap progress probe).
+fn high_watermark(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("probe"))
+        .create()
+        .expect("probe");
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .map_or(0, |(_, high)| high)
+}
+
+/// A config for `credwatch run`: the zones of `base` plus a [kafka] section.
+fn run_config(
+    dir: &Path,
+    base: &str,
+    brokers: &str,
+    input: &str,
+    alerts: &str,
+    dead: &str,
+) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(base).unwrap();
+    let text = format!(
+        "{base}\n[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{}\"\nalerts_topic = \"{alerts}\"\ndead_letter_topic = \"{dead}\"\ncommit_interval = \"200ms\"\n\n[[kafka.inputs]]\ntopic = \"{input}\"\nformat = \"native\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        unique("group")
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `replay --output json` of the same input: the alerts an uninterrupted run must produce.
+fn expected_alerts(config: &Path, input: &Path) -> Vec<serde_json::Value> {
+    let out = success(
+        &credwatch()
+            .args(["replay", "--output", "json", "--config"])
+            .arg(config)
+            .arg(input)
+            .output()
+            .unwrap(),
+    );
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn creates(alerts: &[serde_json::Value]) -> BTreeSet<String> {
+    alerts
+        .iter()
+        .filter(|a| a["activity_id"] == 1)
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect()
+}
+
+#[test]
+fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
+    let Some(brokers) = brokers() else { return };
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    let scenario = repo("tests/data/scenario.jsonl");
+    let sent = credwatch()
+        .args(["send", "--brokers", &brokers, "--topic", &input])
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    success(&sent);
+    assert!(stderr(&sent).contains("29 records"), "{}", stderr(&sent));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(
+        dir.path(),
+        repo("tests/data/scenario.toml").to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+    let output = credwatch()
+        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    success(&output);
+
+    let produced: Vec<Read> = read_topic(&brokers, &alerts);
+    let got: Vec<serde_json::Value> = produced
+        .iter()
+        .map(|r| serde_json::from_str(&r.value).unwrap())
+        .collect();
+    for (read, alert) in produced.iter().zip(&got) {
+        assert_eq!(
+            read.key.as_deref(),
+            alert["credential"].as_str(),
+            "alerts are keyed by credential"
+        );
+    }
+    let expected = expected_alerts(&repo("tests/data/scenario.toml"), &scenario);
+    assert_eq!(creates(&got), creates(&expected));
+    assert!(creates(&got).len() >= 10);
+
+    let letters = read_topic(&brokers, &dead);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(letters[0].value, "this line is not JSON");
+    assert!(letters[0].headers["credwatch-reason"].starts_with("invalid native event"));
+    assert_eq!(letters[0].headers["credwatch-source-topic"], input);
+    assert_eq!(letters[0].headers["credwatch-source-partition"], "0");
+    assert_eq!(letters[0].headers["credwatch-source-offset"], "16");
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest synthetic day (100 credentials, about 300k events) as the stream.
+    let events = dir.path().join("day.jsonl");
+    let demo_config = dir.path().join("demo.toml");
+    std::fs::write(&demo_config, credwatch::demo::DEMO_CONFIG).unwrap();
+    success(
+        &credwatch()
+            .args(["demo", "--credentials", "100", "--write-events"])
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let expected = creates(&expected_alerts(&demo_config, &events));
+    assert!(expected.len() >= 10, "{}", expected.len());
+
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    success(
+        &credwatch()
+            .args(["send", "--brokers", &brokers, "--topic", &input])
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let config = run_config(
+        dir.path(),
+        demo_config.to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+
+    // First run: killed without warning once some alerts are out.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The stream is time-ordered and its first alert comes early (a key used six weeks before
+    // the day): kill as soon as that alert is on the topic.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while high_watermark(&brokers, &alerts) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before_restart = read_topic(&brokers, &alerts).len();
+    assert!(
+        before_restart > 0,
+        "the first run produced nothing before the kill"
+    );
+
+    // Second run: rebuilds state from the input, resumes emitting at the committed offsets,
+    // and stops when the input is drained.
+    let second = credwatch()
+        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    success(&second);
+    let summary = stderr(&second);
+    let rebuilt: u64 = summary
+        .split(" re-read to rebuild state")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rebuild count in: {summary}"));
+    assert!(rebuilt > 0, "the kill came before any commit: {summary}");
+    let produced: Vec<serde_json::Value> = read_topic(&brokers, &alerts)
+        .iter()
+        .map(|r| serde_json::from_str(&r.value).unwrap())
+        .collect();
+    let got = creates(&produced);
+    assert_eq!(
+        got, expected,
+        "every expected alert, and no other, is on the topic"
+    );
+    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
+    for alert in &produced {
+        let body = serde_json::to_string(alert).unwrap();
+        let id = alert["id"].as_str().unwrap().to_owned();
+        if let Some(previous) = by_id.insert(id.clone(), body.clone()) {
+            assert_eq!(previous, body, "repeat of {id} differs");
+        }
+    }
+    println!(
+        "{rebuilt} messages rebuilt after the restart; {} alerts before the kill, {} messages in all, {} distinct alerts",
+        before_restart,
+        produced.len(),
+        by_id.len()
+    );
+}
+
+#[test]
+fn run_without_a_kafka_section_is_a_clear_error() {
+    let output = credwatch()
+        .args(["run", "--config"])
+        .arg(repo("tests/data/scenario.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("has no [kafka] section"), "{}", stderr(&output));
+}
