@@ -24,6 +24,7 @@ fn corpus() -> Vec<Vec<u8>> {
         seed: 7,
         credentials: 100,
         write_events: Some(path.clone()),
+        kafka: None,
     };
     demo::run(&options, None).expect("demo run");
     let text = std::fs::read(&path).expect("read events");

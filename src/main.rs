@@ -160,6 +160,10 @@ struct DemoArgs {
     /// Write the generated events to this file (native JSON lines) for `credwatch replay`.
     #[arg(long, value_name = "FILE")]
     write_events: Option<PathBuf>,
+    /// Send the day through this Kafka cluster (a new topic) and detect with the Kafka
+    /// consumer path instead of in memory.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed: args.seed,
                 credentials: args.credentials as usize,
                 write_events: args.write_events,
+                kafka: args.kafka,
             };
             let stdout = io::stdout();
             let mut out = stdout.lock();
@@ -360,7 +365,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .context("cannot install signal handlers")?;
     }
-    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    let mut sinks = credwatch::alerts::Fanout::default();
     if let Some(topic) = &kafka.alerts_topic {
         let producer = credwatch::alerts::Producer::connect(&kafka)
             .context("cannot create the Kafka producer")?;
@@ -389,6 +394,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         exit_when_idle: args
             .exit_when_idle
             .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),
+        stop_after_messages: None,
     };
     let summary = credwatch::run::run(&mut engine, &kafka, &mut sinks, &options, &shutdown)?;
     eprint!("{}", summary.render());

@@ -56,13 +56,15 @@ pub struct RunOptions {
     /// Stop (cleanly) after this long without a message once partitions are assigned: for
     /// backfills and tests.
     pub exit_when_idle: Option<Duration>,
+    /// Stop (cleanly) after this many messages: for the Kafka demo and tests.
+    pub stop_after_messages: Option<u64>,
 }
 
 /// Consumes until `shutdown` is set (or the input stays idle), then flushes and commits.
 pub fn run(
     engine: &mut Engine,
     kafka: &KafkaConfig,
-    sinks: &mut [Box<dyn AlertSink>],
+    sink: &mut dyn AlertSink,
     options: &RunOptions,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, RunError> {
@@ -96,7 +98,7 @@ pub fn run(
                     &delivery,
                     decoder.as_mut(),
                     engine,
-                    sinks,
+                    sink,
                     &producer,
                     kafka,
                     &mut events,
@@ -105,6 +107,12 @@ pub fn run(
                 )?;
                 source.done(&delivery);
                 pending = true;
+                if options
+                    .stop_after_messages
+                    .is_some_and(|n| summary.messages >= n)
+                {
+                    break;
+                }
             }
             None if !source.has_assignment() => last_message = Instant::now(),
             None => {
@@ -117,14 +125,14 @@ pub fn run(
             }
         }
         if pending && last_commit.elapsed() >= commit_interval {
-            confirm_and_commit(sinks, &producer, &mut source, &mut summary)?;
+            confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
             pending = false;
             last_commit = Instant::now();
         }
     }
     // Suppression windows stay open: closing them here would emit roll-ups that a restart
     // (which rebuilds the same windows) would emit again with other counts.
-    confirm_and_commit(sinks, &producer, &mut source, &mut summary)?;
+    confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
     summary.engine = engine.stats().clone();
     Ok(summary)
 }
@@ -134,7 +142,7 @@ fn handle(
     delivery: &Delivery,
     decoder: &mut dyn Decoder,
     engine: &mut Engine,
-    sinks: &mut [Box<dyn AlertSink>],
+    sink: &mut dyn AlertSink,
     producer: &Producer,
     kafka: &KafkaConfig,
     events: &mut Vec<Event>,
@@ -172,9 +180,7 @@ fn handle(
                 if alert.activity == Activity::Create {
                     summary.alerts += 1;
                 }
-                for sink in sinks.iter_mut() {
-                    sink.emit(alert).map_err(RunError::Sink)?;
-                }
+                sink.emit(alert).map_err(RunError::Sink)?;
             }
         }
     }
@@ -182,14 +188,12 @@ fn handle(
 }
 
 fn confirm_and_commit(
-    sinks: &mut [Box<dyn AlertSink>],
+    sink: &mut dyn AlertSink,
     producer: &Producer,
     source: &mut KafkaSource,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    for sink in sinks.iter_mut() {
-        sink.flush().map_err(RunError::Sink)?;
-    }
+    sink.flush().map_err(RunError::Sink)?;
     producer
         .flush(Duration::from_secs(30))
         .map_err(RunError::Sink)?;

@@ -349,5 +349,38 @@ fn run_without_a_kafka_section_is_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("has no [kafka] section"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("has no [kafka] section"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn demo_through_kafka_scores_like_the_in_memory_demo() {
+    let Some(brokers) = brokers() else { return };
+    let table = |output: &str| -> Vec<String> {
+        output
+            .lines()
+            .skip_while(|l| !l.starts_with("injected scenario"))
+            .map(|l| l.to_owned())
+            .collect()
+    };
+    let in_memory = success(
+        &credwatch()
+            .args(["demo", "--credentials", "100"])
+            .output()
+            .unwrap(),
+    );
+    let output = credwatch()
+        .args(["demo", "--credentials", "100", "--kafka", &brokers])
+        .output()
+        .unwrap();
+    let through_kafka = success(&output);
+    assert!(
+        through_kafka.contains("through Kafka at"),
+        "{through_kafka}"
+    );
+    assert!(through_kafka.contains("caught 10 of 10"), "{through_kafka}");
+    assert_eq!(table(&in_memory), table(&through_kafka));
 }

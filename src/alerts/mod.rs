@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use kafka_sink::{dead_letter_headers, KafkaAlertSink, Producer};
-pub use sink::{AlertSink, JsonLinesSink, TextSink};
+pub use sink::{AlertSink, Fanout, JsonLinesSink, TextSink};
 pub use suppress::Suppressor;
 
 use crate::decode::hex_prefix;

@@ -71,3 +71,35 @@ impl<W: Write> AlertSink for JsonLinesSink<W> {
         self.out.flush()
     }
 }
+
+/// Several sinks behind one: every alert goes to each, in order.
+#[derive(Default)]
+pub struct Fanout {
+    sinks: Vec<Box<dyn AlertSink>>,
+}
+
+impl Fanout {
+    pub fn push(&mut self, sink: Box<dyn AlertSink>) {
+        self.sinks.push(sink);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+}
+
+impl AlertSink for Fanout {
+    fn emit(&mut self, alert: &Alert) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.emit(alert)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 pub use scenarios::Scenario;
 pub use world::World;
 
-use crate::alerts::{Activity, AlertSink};
+use crate::alerts::{Activity, Alert, AlertSink};
 use crate::config::Config;
 use crate::decode::{Decoder, NativeDecoder};
 use crate::engine::Engine;
@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub credentials: usize,
     /// Also write the generated events as native JSON lines here.
     pub write_events: Option<PathBuf>,
+    /// Send the events through this Kafka cluster and detect on the consumer side.
+    pub kafka: Option<String>,
 }
 
 /// How one scenario went.
@@ -49,6 +51,8 @@ pub struct ScenarioResult {
 /// The demo's outcome.
 #[derive(Debug, Clone)]
 pub struct DemoReport {
+    /// `in memory`, or `through Kafka at BROKERS`.
+    pub transport: String,
     pub seed: u64,
     pub credentials: usize,
     pub events: u64,
@@ -82,11 +86,12 @@ impl DemoReport {
         let secs = self.elapsed.as_secs_f64();
         let _ = writeln!(
             text,
-            "credwatch demo: seed {}, {} credentials, one day ({}), {} events, {} alerts, {:.2}s ({:.0} events/s)\n",
+            "credwatch demo: seed {}, {} credentials, one day ({}), {} events {}, {} alerts, {:.2}s ({:.0} events/s)\n",
             self.seed,
             self.credentials,
             &world::DAY[..10],
             self.events,
+            self.transport,
             self.alerts,
             secs,
             self.events as f64 / secs.max(1e-9)
@@ -134,9 +139,42 @@ impl DemoReport {
     }
 }
 
-/// Generates the day, runs it through the pipeline, and scores it. Alerts go to `sink` too
-/// when given.
-pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Result<DemoReport> {
+/// (credential, rule, detector, triggering event time) of every new alert.
+type Raised = Vec<(String, String, &'static str, Timestamp)>;
+
+/// Records new alerts for scoring and passes every alert on to an optional sink.
+struct Recorder<'a> {
+    raised: Raised,
+    sink: Option<&'a mut dyn AlertSink>,
+}
+
+impl AlertSink for Recorder<'_> {
+    fn emit(&mut self, alert: &Alert) -> std::io::Result<()> {
+        if let Some(sink) = self.sink.as_deref_mut() {
+            sink.emit(alert)?;
+        }
+        if alert.activity == Activity::Create {
+            self.raised.push((
+                alert.credential.clone(),
+                alert.rule.clone(),
+                alert.detector,
+                alert.evidence.event.ts,
+            ));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.sink.as_deref_mut() {
+            Some(sink) => sink.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Generates the day, runs it through the pipeline (in memory, or through Kafka when
+/// `options.kafka` names brokers), and scores it. Alerts go to `sink` too when given.
+pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<DemoReport> {
     let started = Instant::now();
     let config = Config::parse("demo config", DEMO_CONFIG)?;
     let rules = RuleSet::builtin(&config)?;
@@ -154,55 +192,56 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
         }
         None => None,
     };
-    let mut decoder = NativeDecoder;
-    let mut line = Vec::with_capacity(512);
-    let mut decoded = Vec::with_capacity(1);
-    let mut alerts = Vec::new();
-    // (credential, rule, detector, time) of every new alert.
-    let mut raised: Vec<(String, String, &'static str, Timestamp)> = Vec::new();
-    let mut record = |alerts: &mut Vec<crate::alerts::Alert>,
-                      sink: &mut Option<&mut dyn AlertSink>|
-     -> Result<()> {
-        for alert in alerts.drain(..) {
-            if let Some(sink) = sink.as_deref_mut() {
-                sink.emit(&alert)?;
-            }
-            if alert.activity == Activity::Create {
-                raised.push((
-                    alert.credential,
-                    alert.rule,
-                    alert.detector,
-                    alert.evidence.event.ts,
-                ));
-            }
-        }
-        Ok(())
+    let mut recorder = Recorder {
+        raised: Vec::new(),
+        sink,
     };
-    for (sequence, planned) in world.plan.iter().enumerate() {
+    // Every event as a native JSON line, in time order.
+    let mut lines = world.plan.iter().enumerate().map(|(sequence, planned)| {
         let event = world.render(planned, sequence as u64);
-        line.clear();
-        serde_json::to_writer(&mut line, &event)?;
-        if let Some(out) = events_out.as_mut() {
-            out.write_all(&line)?;
-            out.write_all(b"\n")?;
+        serde_json::to_vec(&event).map(|line| (event.credential, line))
+    });
+    match &options.kafka {
+        None => {
+            let mut decoded = Vec::with_capacity(1);
+            let mut alerts = Vec::new();
+            for item in &mut lines {
+                let (_, line) = item?;
+                if let Some(out) = events_out.as_mut() {
+                    out.write_all(&line)?;
+                    out.write_all(b"\n")?;
+                }
+                decoded.clear();
+                NativeDecoder.decode(&line, &mut decoded).map_err(|e| {
+                    anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
+                })?;
+                for event in &decoded {
+                    engine.process(event, &mut alerts);
+                    for alert in alerts.drain(..) {
+                        recorder.emit(&alert)?;
+                    }
+                }
+            }
         }
-        decoded.clear();
-        decoder.decode(&line, &mut decoded).map_err(|e| {
-            anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
-        })?;
-        for event in &decoded {
-            engine.process(event, &mut alerts);
-            record(&mut alerts, &mut sink)?;
-        }
+        Some(brokers) => through_kafka(
+            brokers,
+            options.seed,
+            &mut lines,
+            &mut events_out,
+            &mut engine,
+            &mut recorder,
+        )?,
     }
+    let mut alerts = Vec::new();
     engine.finish(&mut alerts);
-    record(&mut alerts, &mut sink)?;
-    if let Some(sink) = sink {
-        sink.flush()?;
+    for alert in &alerts {
+        recorder.emit(alert)?;
     }
+    recorder.flush()?;
     if let Some(mut out) = events_out {
         out.flush()?;
     }
+    let raised = recorder.raised;
 
     let victims: BTreeSet<&str> = scenarios.iter().map(|s| s.credential.as_str()).collect();
     let results = scenarios
@@ -235,6 +274,10 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
         }
     }
     Ok(DemoReport {
+        transport: match &options.kafka {
+            Some(brokers) => format!("through Kafka at {brokers}"),
+            None => "in memory".to_owned(),
+        },
         seed: options.seed,
         credentials: world.credentials.len(),
         events: world.plan.len() as u64,
@@ -245,4 +288,67 @@ pub fn run(options: &DemoOptions, mut sink: Option<&mut dyn AlertSink>) -> Resul
         benign_alerted,
         benign_by_rule,
     })
+}
+
+/// Produces the day into a new single-partition topic and consumes it with `credwatch run`'s
+/// loop, so the demo exercises the real Kafka path end to end.
+fn through_kafka(
+    brokers: &str,
+    seed: u64,
+    lines: &mut dyn Iterator<Item = serde_json::Result<(String, Vec<u8>)>>,
+    events_out: &mut Option<BufWriter<File>>,
+    engine: &mut Engine,
+    recorder: &mut Recorder<'_>,
+) -> Result<()> {
+    use std::sync::atomic::AtomicBool;
+
+    use crate::alerts::Producer;
+    use crate::config::{KafkaConfig, KafkaInput};
+    use crate::decode::Format;
+    use crate::run::{self, RunOptions};
+
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let topic = format!("credwatch-demo-{seed}-{stamp}");
+    let kafka = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: format!("{topic}-group"),
+        inputs: vec![KafkaInput {
+            topic: topic.clone(),
+            format: Format::Native,
+        }],
+        alerts_topic: None,
+        dead_letter_topic: None,
+        commit_interval: Period::from_secs(1),
+        allowed_lateness: Period::ZERO,
+        properties: Default::default(),
+    };
+    // One partition keeps the day in time order, as the in-memory run sees it.
+    crate::send::ensure_topic(&kafka, &topic, 1)?;
+    let producer =
+        Producer::connect(&kafka).with_context(|| format!("cannot connect to {brokers}"))?;
+    let mut sent = 0u64;
+    for item in lines {
+        let (credential, line) = item?;
+        if let Some(out) = events_out.as_mut() {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+        }
+        producer.send(&topic, Some(credential.as_bytes()), &line, None)?;
+        sent += 1;
+    }
+    producer.flush(std::time::Duration::from_secs(120))?;
+    let options = RunOptions {
+        exit_when_idle: Some(std::time::Duration::from_secs(30)),
+        stop_after_messages: Some(sent),
+    };
+    let summary = run::run(engine, &kafka, recorder, &options, &AtomicBool::new(false))?;
+    if summary.messages < sent {
+        anyhow::bail!(
+            "the demo sent {sent} events to {topic} but read back only {}",
+            summary.messages
+        );
+    }
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Kafka source: a consumer group over the configured input topics.
 //!
-//! BaseConsumer rather than StreamConsumer: the engine is synchronous and single-threaded, so a
-//! poll loop on the engine's own thread hands each message to it without a channel hop or an
-//! async runtime; StreamConsumer would add a task wake-up per message for nothing the loop
-//! needs. (Issue 7 carries the benchmark that compares them.)
+//! BaseConsumer rather than StreamConsumer, by measurement (`cargo bench --bench
+//! kafka_consume`, tansu on loopback, 200,000 messages, median of three alternating rounds):
+//! 184k msg/s against 182k msg/s, a ratio of 1.01. Throughput is bound by the fetch path, not
+//! the consumer flavour, so the simpler one wins: the engine is synchronous and single-threaded,
+//! and a poll loop on its own thread hands it each message with no async runtime, no channel and
+//! no task wake-up, and makes the commit points explicit.
 //!
 //! Delivery: offsets are never committed automatically. The run loop marks a message done once
 //! its alerts were handed to the sinks and commits only after every sink confirmed delivery,
