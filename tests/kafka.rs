@@ -384,3 +384,70 @@ fn demo_through_kafka_scores_like_the_in_memory_demo() {
     assert!(through_kafka.contains("caught 10 of 10"), "{through_kafka}");
     assert_eq!(table(&in_memory), table(&through_kafka));
 }
+
+#[test]
+fn sigterm_flushes_commits_and_exits_zero() {
+    let Some(brokers) = brokers() else { return };
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    let scenario = repo("tests/data/scenario.jsonl");
+    success(
+        &credwatch()
+            .args(["send", "--brokers", &brokers, "--topic", &input])
+            .arg(&scenario)
+            .output()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(
+        dir.path(),
+        repo("tests/data/scenario.toml").to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while high_watermark(&brokers, &alerts) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The 29 records take milliseconds once the first alert is out; leave time for a commit.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("credwatch run: 29 messages"));
+
+    // Everything was committed: a second run rebuilds state from the whole partition at
+    // assignment and emits nothing new.
+    let before = read_topic(&brokers, &alerts).len();
+    let second = credwatch()
+        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    success(&second);
+    assert!(
+        stderr(&second).contains("29 messages (29 re-read to rebuild state)"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(read_topic(&brokers, &alerts).len(), before);
+}

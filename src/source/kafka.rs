@@ -12,11 +12,11 @@
 //! so a crash re-reads at worst what was not confirmed (at-least-once).
 //!
 //! Restarts: until checkpoints exist (issue 8), per-credential state is rebuilt from the input
-//! itself. When a partition is first seen, credwatch notes the group's committed offset for it
-//! and rewinds the partition to its beginning; messages before the committed offset only
-//! rebuild state (their alerts were delivered by the previous run and are discarded), and
-//! alerts flow again from the committed offset on. The engine is deterministic, so the alerts
-//! of a restarted run equal those of an uninterrupted one.
+//! itself. When the group assigns a partition, credwatch reads the group's committed offset for
+//! it and assigns the partition from its beginning instead; messages before the committed
+//! offset only rebuild state (their alerts were delivered by the previous run and are
+//! discarded), and alerts flow again from the committed offset on. The engine is
+//! deterministic, so the alerts of a restarted run equal those of an uninterrupted one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +24,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
@@ -44,50 +45,99 @@ pub enum KafkaSourceError {
         topics: Vec<String>,
         source: KafkaError,
     },
-    #[error("cannot read the committed offset of {topic}/{partition}: {source}")]
-    Committed {
-        topic: String,
-        partition: i32,
-        source: KafkaError,
-    },
-    #[error("cannot rewind {topic}/{partition}: {source}")]
-    Seek {
-        topic: String,
-        partition: i32,
-        source: KafkaError,
-    },
     #[error("cannot commit offsets: {0}")]
     Commit(KafkaError),
 }
 
-/// Remembers revoked partitions so the poll loop forgets their positions, and whether the
-/// group has assigned anything yet.
+/// The group callbacks: assignments start from the beginning of each partition, and the
+/// committed offsets (where emitting resumes) and revocations are handed to the poll loop.
 #[derive(Default)]
 pub struct GroupContext {
+    assigned: Mutex<Vec<(String, i32, i64)>>,
     revoked: Mutex<Vec<(String, i32)>>,
-    assigned: AtomicBool,
+    has_assignment: AtomicBool,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            tracing::info!(partitions = partitions.count(), "Partitions assigned.");
-            self.assigned.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-            for element in partitions.elements() {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = consumer.committed_offsets(partitions.clone(), TIMEOUT);
+                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                match committed {
+                    Ok(list) => {
+                        for element in list.elements() {
+                            let emit_from = match element.offset() {
+                                Offset::Offset(offset) if offset > 0 => offset,
+                                _ => 0,
+                            };
+                            assigned.push((
+                                element.topic().to_owned(),
+                                element.partition(),
+                                emit_from,
+                            ));
+                        }
+                    }
+                    Err(error) => {
+                        // Safe, if noisy: everything is emitted again, identically.
+                        tracing::error!(%error, "Cannot read committed offsets; alerts of this assignment will be re-emitted.");
+                        for element in partitions.elements() {
+                            assigned.push((element.topic().to_owned(), element.partition(), 0));
+                        }
+                    }
+                }
+                if let Err(error) = partitions.set_all_offsets(Offset::Beginning) {
+                    tracing::error!(%error, "Cannot rewind the assignment.");
+                }
+                let result = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, "Cannot take the assignment.");
+                }
                 tracing::info!(
-                    topic = element.topic(),
-                    partition = element.partition(),
-                    "Partition revoked."
+                    partitions = partitions.count(),
+                    "Partitions assigned; rebuilding state from their beginning."
                 );
-                revoked.push((element.topic().to_owned(), element.partition()));
+                self.has_assignment.store(true, Ordering::Relaxed);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+                for element in partitions.elements() {
+                    tracing::info!(
+                        topic = element.topic(),
+                        partition = element.partition(),
+                        "Partition revoked."
+                    );
+                    revoked.push((element.topic().to_owned(), element.partition()));
+                }
+                let result = if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = result {
+                    tracing::error!(%error, "Cannot release the revoked partitions.");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "Rebalance failed; releasing the assignment.");
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "Cannot release the assignment.");
+                }
             }
         }
     }
@@ -156,7 +206,7 @@ impl KafkaSource {
 
     /// Waits up to `timeout` for the next message to process.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, KafkaSourceError> {
-        self.forget_revoked();
+        take_rebalances(self.consumer.context(), &mut self.partitions);
         let message = match self.consumer.poll(timeout) {
             None => return Ok(None),
             Some(Err(error)) => {
@@ -165,33 +215,13 @@ impl KafkaSource {
             }
             Some(Ok(message)) => message,
         };
+        // The rebalance callback runs inside poll: take what it recorded before judging the
+        // message against its partition's committed offset.
+        take_rebalances(self.consumer.context(), &mut self.partitions);
         let topic = message.topic().to_owned();
         let partition = message.partition();
         let offset = message.offset();
         let key = (topic.clone(), partition);
-        if !self.partitions.contains_key(&key) {
-            let emit_from = self.committed(&topic, partition)?;
-            self.partitions.insert(
-                key.clone(),
-                PartitionState {
-                    emit_from,
-                    done: None,
-                },
-            );
-            if offset > 0 {
-                // Rebuild the partition's state from its start; this message comes again.
-                self.consumer
-                    .seek(&topic, partition, Offset::Beginning, TIMEOUT)
-                    .map_err(|source| KafkaSourceError::Seek {
-                        topic: topic.clone(),
-                        partition,
-                        source,
-                    })?;
-                tracing::info!(%topic, partition, emit_from, "Partition assigned; rebuilding state from its beginning.");
-                return Ok(None);
-            }
-            tracing::info!(%topic, partition, emit_from, "Partition assigned.");
-        }
         let emit_from = self.partitions.get(&key).map_or(0, |p| p.emit_from);
         Ok(Some(Delivery {
             topic,
@@ -205,7 +235,10 @@ impl KafkaSource {
     /// Whether the group has assigned partitions to this instance yet (a restarted instance
     /// may wait for the previous member's session to time out first).
     pub fn has_assignment(&self) -> bool {
-        self.consumer.context().assigned.load(Ordering::Relaxed)
+        self.consumer
+            .context()
+            .has_assignment
+            .load(Ordering::Relaxed)
     }
 
     /// Marks a message processed and its alerts handed to the sinks.
@@ -245,39 +278,33 @@ impl KafkaSource {
         }
         Ok(())
     }
+}
 
-    fn committed(&self, topic: &str, partition: i32) -> Result<i64, KafkaSourceError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(topic, partition);
-        let committed = self
-            .consumer
-            .committed_offsets(list, TIMEOUT)
-            .map_err(|source| KafkaSourceError::Committed {
-                topic: topic.to_owned(),
-                partition,
-                source,
-            })?;
-        let offset = committed
-            .find_partition(topic, partition)
-            .map(|element| element.offset());
-        Ok(match offset {
-            Some(Offset::Offset(offset)) if offset > 0 => offset,
-            _ => 0,
-        })
+/// Applies what the rebalance callback recorded: new partitions with their committed offsets,
+/// and revoked partitions forgotten.
+fn take_rebalances(
+    context: &GroupContext,
+    partitions: &mut HashMap<(String, i32), PartitionState>,
+) {
+    let assigned: Vec<(String, i32, i64)> = {
+        let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *list)
+    };
+    for (topic, partition, emit_from) in assigned {
+        tracing::info!(%topic, partition, emit_from, "Partition assigned.");
+        partitions.insert(
+            (topic, partition),
+            PartitionState {
+                emit_from,
+                done: None,
+            },
+        );
     }
-
-    fn forget_revoked(&mut self) {
-        let revoked: Vec<(String, i32)> = {
-            let mut list = self
-                .consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut *list)
-        };
-        for key in revoked {
-            self.partitions.remove(&key);
-        }
+    let revoked: Vec<(String, i32)> = {
+        let mut list = context.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *list)
+    };
+    for key in revoked {
+        partitions.remove(&key);
     }
 }
