@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod event;
 pub mod replay;
+pub mod respond;
 pub mod rules;
 pub mod run;
 pub mod send;

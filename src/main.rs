@@ -310,6 +310,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let config = args.setup.config()?;
     let rules = args.setup.rules(&config)?;
+    let webhook = config.webhook.clone();
     let mut engine = Engine::new(config, rules);
     let dead_letters = match args.dead_letter {
         Some(path) => DeadLetters::to_file(path)?,
@@ -332,6 +333,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         Output::None => &mut none,
     };
     let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format);
+    if let Some(webhook) = webhook {
+        replay = replay.with_responder(credwatch::respond::Responder::start(webhook)?);
+    }
     for input in &args.inputs {
         replay
             .input(input)
@@ -358,6 +362,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         kafka.brokers = brokers;
     }
     let rules = args.setup.rules(&config)?;
+    let webhook = config.webhook.clone();
     let mut engine = Engine::new(config, rules).with_allowed_lateness(kafka.allowed_lateness);
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -396,8 +401,27 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),
         stop_after_messages: None,
     };
-    let summary = credwatch::run::run(&mut engine, &kafka, &mut sinks, &options, &shutdown)?;
+    let mut responder = match webhook {
+        Some(webhook) => Some(credwatch::respond::Responder::start(webhook)?),
+        None => None,
+    };
+    let summary = credwatch::run::run(
+        &mut engine,
+        &kafka,
+        &mut sinks,
+        responder.as_mut(),
+        &options,
+        &shutdown,
+    )?;
     eprint!("{}", summary.render());
+    if let Some(responder) = responder {
+        eprint!(
+            "{}",
+            responder
+                .finish(std::time::Duration::from_secs(30))
+                .render()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::decode::{split_records, Decoder, Format};
 use crate::engine::{Engine, EngineStats};
 use crate::event::{Event, Kind};
+use crate::respond::{confirmation_event, Responder};
 use crate::source::{
     Framing, LineReader, Origin, ReadOutcome, MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES,
 };
@@ -43,6 +44,8 @@ pub struct ReplaySummary {
     pub updates: u64,
     pub engine: EngineStats,
     pub elapsed: Duration,
+    /// The revocation counters, when a webhook is configured.
+    pub respond: Option<String>,
 }
 
 impl ReplaySummary {
@@ -100,6 +103,9 @@ impl ReplaySummary {
             "alerts: {} (+{} roll-ups of suppressed repeats)",
             self.alerts, self.updates
         );
+        if let Some(respond) = &self.respond {
+            text.push_str(respond);
+        }
         let width = self
             .engine
             .rules
@@ -177,12 +183,17 @@ impl DeadLetters {
     }
 }
 
+/// How long the end of a replay waits for revocations still being delivered; what is not
+/// delivered by then stays in the outbox for the next start.
+const RESPOND_WAIT: Duration = Duration::from_secs(30);
+
 /// How much of an input is read to tell JSON lines from one JSON document.
 const PEEK_BYTES: usize = 64 * 1024;
 
 /// Drives inputs through an engine.
 pub struct Replay<'a> {
     engine: &'a mut Engine,
+    responder: Option<Responder>,
     sink: &'a mut dyn AlertSink,
     dead_letters: DeadLetters,
     format: Format,
@@ -201,6 +212,7 @@ impl<'a> Replay<'a> {
     ) -> Self {
         Replay {
             engine,
+            responder: None,
             sink,
             dead_letters,
             format,
@@ -209,6 +221,12 @@ impl<'a> Replay<'a> {
             events: Vec::new(),
             alerts: Vec::new(),
         }
+    }
+
+    /// Sends revocation decisions of `revoke` rules to `responder`.
+    pub fn with_responder(mut self, responder: Responder) -> Self {
+        self.responder = Some(responder);
+        self
     }
 
     /// Replays a file, or stdin when `input` is `-`.
@@ -373,12 +391,30 @@ impl<'a> Replay<'a> {
     }
 
     fn process_events(&mut self) -> Result<(), ReplayError> {
-        for event in self.events.drain(..) {
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
             self.alerts.clear();
-            self.engine.process(&event, &mut self.alerts);
-            emit(&mut *self.sink, &self.alerts, &mut self.summary)?;
+            self.engine.process(event, &mut self.alerts);
+            self.respond()?;
         }
         Ok(())
+    }
+
+    /// Revocation decisions for the alerts just raised, and confirmed revocations back into
+    /// state; then every alert to the sink.
+    fn respond(&mut self) -> Result<(), ReplayError> {
+        if let Some(responder) = self.responder.as_mut() {
+            let mut extra = Vec::new();
+            for alert in &self.alerts {
+                responder.decide(alert, &mut extra);
+            }
+            self.alerts.append(&mut extra);
+            for (credential, at) in responder.confirmed() {
+                self.engine
+                    .process(&confirmation_event(&credential, at), &mut self.alerts);
+            }
+        }
+        emit(&mut *self.sink, &self.alerts, &mut self.summary)
     }
 
     /// Closes suppression windows, flushes sinks and returns the summary.
@@ -387,6 +423,10 @@ impl<'a> Replay<'a> {
         self.alerts.clear();
         self.engine.finish(&mut self.alerts);
         emit(&mut *self.sink, &self.alerts, &mut self.summary)?;
+        if let Some(responder) = self.responder.take() {
+            let stats = responder.finish(RESPOND_WAIT);
+            self.summary.respond = Some(stats.render());
+        }
         self.sink.flush().map_err(ReplayError::Output)?;
         self.dead_letters.flush()?;
         self.summary.engine = self.engine.stats().clone();

@@ -16,6 +16,7 @@ use crate::config::KafkaConfig;
 use crate::decode::{split_records, Decoder};
 use crate::engine::{Engine, EngineStats};
 use crate::event::Event;
+use crate::respond::{confirmation_event, Responder};
 use crate::source::kafka::{Delivery, KafkaSource, KafkaSourceError};
 
 /// Why a run stopped with an error (bad records never stop it).
@@ -65,6 +66,7 @@ pub fn run(
     engine: &mut Engine,
     kafka: &KafkaConfig,
     sink: &mut dyn AlertSink,
+    mut responder: Option<&mut Responder>,
     options: &RunOptions,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, RunError> {
@@ -99,6 +101,7 @@ pub fn run(
                     decoder.as_mut(),
                     engine,
                     sink,
+                    responder.as_deref_mut(),
                     &producer,
                     kafka,
                     &mut events,
@@ -143,6 +146,7 @@ fn handle(
     decoder: &mut dyn Decoder,
     engine: &mut Engine,
     sink: &mut dyn AlertSink,
+    mut responder: Option<&mut Responder>,
     producer: &Producer,
     kafka: &KafkaConfig,
     events: &mut Vec<Event>,
@@ -175,6 +179,17 @@ fn handle(
             engine.process(event, alerts);
             if delivery.rebuilding {
                 continue;
+            }
+            // Decisions reach the outbox (synced) before the offset can be committed.
+            if let Some(responder) = responder.as_deref_mut() {
+                let mut extra = Vec::new();
+                for alert in alerts.iter() {
+                    responder.decide(alert, &mut extra);
+                }
+                alerts.append(&mut extra);
+                for (credential, at) in responder.confirmed() {
+                    engine.process(&confirmation_event(&credential, at), alerts);
+                }
             }
             for alert in alerts.iter() {
                 if alert.activity == Activity::Create {

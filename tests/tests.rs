@@ -10,4 +10,5 @@ mod formats;
 mod kafka;
 mod properties;
 mod replay;
+mod respond;
 mod rules;

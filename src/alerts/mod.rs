@@ -208,6 +208,27 @@ impl Alert {
         update
     }
 
+    /// An alert credwatch raises about itself (for example the revocation rate limit),
+    /// triggered by `self`; its id derives from `self`'s, so it is as deterministic.
+    pub fn system(&self, rule: &str, title: &str, severity: Severity, summary: String) -> Alert {
+        let mut alert = self.clone();
+        alert.id = alert_id(rule, &self.credential, &self.id);
+        alert.rule = rule.to_owned();
+        alert.detector = "credwatch";
+        alert.severity = severity;
+        alert.severity_id = severity.ocsf_id();
+        alert.severity_caption = severity.caption();
+        alert.action = Action::Alert;
+        alert.message = format!("{title}: {summary}");
+        alert.summary = summary.clone();
+        alert.finding_info.uid = alert.id.clone();
+        alert.finding_info.title = title.to_owned();
+        alert.finding_info.desc = summary;
+        alert.finding_info.types = vec![format!("credwatch/{rule}")];
+        alert.evidence.rule_title = title.to_owned();
+        alert
+    }
+
     /// The JSON line written by `--output json` (no trailing newline).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)

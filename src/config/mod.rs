@@ -7,12 +7,14 @@
 
 mod aws_ip_ranges;
 mod kafka;
+mod respond;
 
 use std::net::IpAddr;
 use std::path::Path;
 
 pub use aws_ip_ranges::AwsIpRanges;
 pub use kafka::{KafkaConfig, KafkaInput};
+pub use respond::{RateLimit, Secret, WebhookConfig};
 
 use globset::{Glob, GlobMatcher};
 use ipnet::IpNet;
@@ -39,6 +41,8 @@ struct RawConfig {
     issuers: Vec<RawIssuer>,
     #[serde(default)]
     kafka: Option<Spanned<kafka::RawKafka>>,
+    #[serde(default)]
+    respond: Option<Spanned<respond::RawRespond>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +183,8 @@ pub struct Config {
     pub bounds: StateBounds,
     /// Where `credwatch run` reads and writes; `None` when the file has no `[kafka]`.
     pub kafka: Option<KafkaConfig>,
+    /// The revocation broker; `None` when the file has no `[respond.webhook]`.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Config {
@@ -319,11 +325,24 @@ impl Config {
                 )
             }
         };
+        let webhook = match raw.respond {
+            None => None,
+            Some(section) => {
+                let span = section.span();
+                Some(
+                    section
+                        .into_inner()
+                        .validate(base)
+                        .map_err(|e| FileError::at(origin, text, span, format!("[respond] {e}")))?,
+                )
+            }
+        };
         Ok(Config {
             origin: origin.to_owned(),
             zones,
             issuers,
             kafka,
+            webhook,
             learning: Learning {
                 min_events: raw.learning.min_events,
                 min_age: raw.learning.min_age,

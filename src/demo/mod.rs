@@ -343,7 +343,14 @@ fn through_kafka(
         exit_when_idle: Some(std::time::Duration::from_secs(30)),
         stop_after_messages: Some(sent),
     };
-    let summary = run::run(engine, &kafka, recorder, &options, &AtomicBool::new(false))?;
+    let summary = run::run(
+        engine,
+        &kafka,
+        recorder,
+        None,
+        &options,
+        &AtomicBool::new(false),
+    )?;
     if summary.messages < sent {
         anyhow::bail!(
             "the demo sent {sent} events to {topic} but read back only {}",

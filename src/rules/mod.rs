@@ -308,9 +308,15 @@ impl RuleSet {
         Ok(RuleSet { rules })
     }
 
-    /// A set holding only the rule at `index` (used to run one rule's test cases alone).
+    /// A set holding only `rule` (used to run one rule's test cases alone).
     pub fn single(rule: Rule) -> RuleSet {
         RuleSet { rules: vec![rule] }
+    }
+
+    /// A set of already validated rules, sorted by id.
+    pub fn from_rules(mut rules: Vec<Rule>) -> RuleSet {
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        RuleSet { rules }
     }
 
     pub fn rules(&self) -> &[Rule] {
