@@ -139,11 +139,16 @@ mod tests {
     }
 
     #[test]
-    fn the_worked_example_of_the_readme() {
-        // README, "Revocation": the same value Python's hmac module gives.
+    fn agrees_with_python_hmac_and_the_readme_example() {
         assert_eq!(
             sign(SECRET, 1_772_323_200, br#"{"credential":"AKIAEXAMPLE"}"#),
             "v1=6acc05dfe7fa8758e166660f0604f3cb65eeda5438eadbedea85ae3897a9792c"
+        );
+        // README, "Revocation", worked example.
+        let body = br#"{"idempotency_key":"11f26e4556a3b899510b77cd539733fe","credential":"AKIAEXAMPLE000000001"}"#;
+        assert_eq!(
+            sign(SECRET, 1_772_324_880, body),
+            "v1=5feb34881d835a79ebb54c011bcbb4fadadeacb3c86930da5619a5b4b93af6e9"
         );
     }
 }
