@@ -30,6 +30,8 @@ pub struct RuleCounts {
 pub struct EngineStats {
     pub events: u64,
     pub by_kind: [u64; 4],
+    /// Events by input format (index of `Format::ALL`) and kind.
+    pub by_format: [[u64; 4]; 7],
     /// Access events older than their credential's current rate minute.
     pub late_events: u64,
     /// Events older than the watermark (newest event time minus the allowed lateness):
@@ -44,7 +46,7 @@ pub struct EngineStats {
 pub struct Engine {
     config: Arc<Config>,
     rules: RuleSet,
-    store: StateStore,
+    store: Arc<StateStore>,
     suppressor: Suppressor,
     stats: EngineStats,
     scratch: Vec<Finding>,
@@ -67,7 +69,7 @@ impl Engine {
         Engine {
             config: config.into(),
             rules,
-            store: StateStore::new(),
+            store: Arc::new(StateStore::new()),
             suppressor: Suppressor::new(),
             stats,
             scratch: Vec::new(),
@@ -90,6 +92,7 @@ impl Engine {
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         self.stats.events += 1;
         self.stats.by_kind[event.kind.index()] += 1;
+        self.stats.by_format[event.format.index()][event.kind.index()] += 1;
         let newest = self.newest.map_or(event.ts, |newest| newest.max(event.ts));
         self.newest = Some(newest);
         let watermark = Timestamp::from_micros(
@@ -177,6 +180,16 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The state store, for readers on other threads (the HTTP API).
+    pub fn shared_state(&self) -> Arc<StateStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The configuration, for readers on other threads.
+    pub fn shared_config(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
     }
 
     pub fn rules(&self) -> &RuleSet {

@@ -6,6 +6,7 @@
 //! `demo` for the embedded synthetic day. See DESIGN.md in the shared folder and the README.
 
 pub mod alerts;
+pub mod api;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;

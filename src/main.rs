@@ -33,6 +33,15 @@ credwatch config check --config credwatch.toml"
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Diagnostics on stderr: human lines, or one JSON object per line (filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -185,15 +194,16 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -363,6 +373,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
     }
     let rules = args.setup.rules(&config)?;
     let webhook = config.webhook.clone();
+    let config_api = config.api.clone();
     let mut engine = Engine::new(config, rules).with_allowed_lateness(kafka.allowed_lateness);
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -392,10 +403,40 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot open {}", path.display()))?;
         sinks.push(Box::new(JsonLinesSink::new(io::BufWriter::new(file))));
     }
+    // The server lives until the end of this function, after the loop has stopped.
+    let (api, _api_server) = match config_api {
+        Some(api) => {
+            let listener = std::net::TcpListener::bind(api.listen)
+                .with_context(|| format!("cannot listen on {}", api.listen))?;
+            let producer = credwatch::alerts::Producer::connect(&kafka)
+                .context("cannot create the Kafka producer")?;
+            let shared = credwatch::api::Shared::new(
+                engine.shared_config(),
+                api,
+                engine.shared_state(),
+                Some(producer),
+            );
+            sinks.push(Box::new(credwatch::api::RingSink(std::sync::Arc::clone(
+                &shared,
+            ))));
+            let server = credwatch::api::BackgroundServer::start(
+                listener,
+                credwatch::api::router(std::sync::Arc::clone(&shared)),
+                "credwatch-api",
+            )
+            .context("cannot start the HTTP API")?;
+            tracing::info!(address = %server.address, "HTTP API listening.");
+            (Some(shared), Some(server))
+        }
+        None => (None, None),
+    };
     if sinks.is_empty() {
-        anyhow::bail!("no alert destination: set [kafka] alerts_topic, --console or --alerts-file");
+        anyhow::bail!(
+            "no alert destination: set [kafka] alerts_topic, [api], --console or --alerts-file"
+        );
     }
     let options = credwatch::run::RunOptions {
+        api,
         exit_when_idle: args
             .exit_when_idle
             .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),

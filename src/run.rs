@@ -52,8 +52,10 @@ impl RunSummary {
 }
 
 /// Options beyond the config file.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
+    /// The HTTP API's shared state: readiness and metrics are published to it.
+    pub api: Option<std::sync::Arc<crate::api::Shared>>,
     /// Stop (cleanly) after this long without a message once partitions are assigned: for
     /// backfills and tests.
     pub exit_when_idle: Option<Duration>,
@@ -84,12 +86,23 @@ pub fn run(
     let mut last_commit = Instant::now();
     let mut last_message = Instant::now();
     let mut pending = false;
+    let mut latency = crate::api::new_latency_histogram();
+    let mut last_publish = Instant::now();
+    let mut last_lag = Instant::now();
+    let mut lag = Vec::new();
+    let severities: std::collections::BTreeMap<String, &'static str> = engine
+        .rules()
+        .rules()
+        .iter()
+        .map(|r| (r.id.clone(), r.severity.as_str()))
+        .collect();
 
     while !shutdown.load(Ordering::Relaxed) {
         let delivery = source.poll(Duration::from_millis(100))?;
         match delivery {
             Some(delivery) => {
-                last_message = Instant::now();
+                let started = Instant::now();
+                last_message = started;
                 summary.messages += 1;
                 summary.rebuilt += u64::from(delivery.rebuilding);
                 let decoder = match decoders.get_mut(&delivery.topic) {
@@ -110,6 +123,7 @@ pub fn run(
                 )?;
                 source.done(&delivery);
                 pending = true;
+                let _ = latency.record((started.elapsed().as_micros() as u64).max(1));
                 if options
                     .stop_after_messages
                     .is_some_and(|n| summary.messages >= n)
@@ -125,6 +139,38 @@ pub fn run(
                         break;
                     }
                 }
+            }
+        }
+        if let Some(api) = &options.api {
+            if last_publish.elapsed() >= Duration::from_secs(1) {
+                api.set_ready(source.has_assignment());
+                if last_lag.elapsed() >= Duration::from_secs(5) || lag.is_empty() {
+                    lag = source.lag();
+                    last_lag = Instant::now();
+                }
+                let mut revocations = std::collections::BTreeMap::new();
+                if let Some(responder) = responder.as_deref() {
+                    let stats = responder.stats();
+                    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                    revocations.insert("delivered", get(&stats.delivered));
+                    revocations.insert("refused", get(&stats.refused));
+                    revocations.insert("pending", get(&stats.pending));
+                    revocations.insert("dry_run", get(&stats.dry_run));
+                    revocations.insert("protected", get(&stats.protected));
+                    revocations.insert("rate_limited", get(&stats.rate_limited));
+                }
+                api.publish(crate::api::Metrics {
+                    engine: engine.stats().clone(),
+                    messages: summary.messages,
+                    malformed: summary.malformed,
+                    severities: severities.clone(),
+                    revocations,
+                    lag: lag.clone(),
+                    latency: latency.clone(),
+                    credentials: api.store().len(),
+                    state_bytes: api.store().approx_bytes(),
+                });
+                last_publish = Instant::now();
             }
         }
         if pending && last_commit.elapsed() >= commit_interval {

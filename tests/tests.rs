@@ -4,6 +4,7 @@
 
 mod util;
 
+mod api;
 mod config;
 mod demo;
 mod formats;

@@ -5,6 +5,7 @@
 //! with compiled matchers and resolved zone ids. Nothing after start-up sees a raw value. Every
 //! error names the file, line and field.
 
+mod api;
 mod aws_ip_ranges;
 mod kafka;
 mod respond;
@@ -12,6 +13,7 @@ mod respond;
 use std::net::IpAddr;
 use std::path::Path;
 
+pub use api::ApiConfig;
 pub use aws_ip_ranges::AwsIpRanges;
 pub use kafka::{KafkaConfig, KafkaInput};
 pub use respond::{RateLimit, Secret, WebhookConfig};
@@ -43,6 +45,8 @@ struct RawConfig {
     kafka: Option<Spanned<kafka::RawKafka>>,
     #[serde(default)]
     respond: Option<Spanned<respond::RawRespond>>,
+    #[serde(default)]
+    api: Option<Spanned<api::RawApi>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +189,8 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// The revocation broker; `None` when the file has no `[respond.webhook]`.
     pub webhook: Option<WebhookConfig>,
+    /// The operations HTTP server of `credwatch run`; `None` when the file has no `[api]`.
+    pub api: Option<ApiConfig>,
 }
 
 impl Config {
@@ -337,12 +343,39 @@ impl Config {
                 )
             }
         };
+        let api = match raw.api {
+            None => None,
+            Some(section) => {
+                let span = section.span();
+                let api = section
+                    .into_inner()
+                    .validate(base)
+                    .map_err(|e| FileError::at(origin, text, span.clone(), format!("[api] {e}")))?;
+                if let Some(topic) = &api.leaks_topic {
+                    let native_input = kafka.as_ref().is_some_and(|k| {
+                        k.inputs
+                            .iter()
+                            .any(|i| &i.topic == topic && i.format == crate::decode::Format::Native)
+                    });
+                    if !native_input {
+                        return Err(FileError::at(
+                            origin,
+                            text,
+                            span,
+                            format!("[api] leaks_topic: `{topic}` must be one of [[kafka.inputs]] with format \"native\""),
+                        ));
+                    }
+                }
+                Some(api)
+            }
+        };
         Ok(Config {
             origin: origin.to_owned(),
             zones,
             issuers,
             kafka,
             webhook,
+            api,
             learning: Learning {
                 min_events: raw.learning.min_events,
                 min_age: raw.learning.min_age,

@@ -67,6 +67,11 @@ impl Format {
         Format::Auto,
     ];
 
+    /// Position in [`Format::ALL`].
+    pub fn index(self) -> usize {
+        Format::ALL.iter().position(|f| *f == self).unwrap_or(0)
+    }
+
     pub fn is_native(&self) -> bool {
         *self == Format::Native
     }

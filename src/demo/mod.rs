@@ -340,6 +340,7 @@ fn through_kafka(
     }
     producer.flush(std::time::Duration::from_secs(120))?;
     let options = RunOptions {
+        api: None,
         exit_when_idle: Some(std::time::Duration::from_secs(30)),
         stop_after_messages: Some(sent),
     };

@@ -193,8 +193,7 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
 pub struct RunningReceiver {
     pub address: SocketAddr,
     pub receiver: Arc<Receiver>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::api::BackgroundServer,
 }
 
 impl RunningReceiver {
@@ -203,60 +202,20 @@ impl RunningReceiver {
         listener: std::net::TcpListener,
         receiver: Arc<Receiver>,
     ) -> std::io::Result<RunningReceiver> {
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let app = router(Arc::clone(&receiver));
-        let thread = std::thread::Builder::new()
-            .name("revocation-receiver".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "Cannot start the receiver runtime.");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(%error, "Cannot use the receiver's listener.");
-                            return;
-                        }
-                    };
-                    let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = stop.await;
-                    });
-                    if let Err(error) = served.await {
-                        tracing::error!(%error, "Receiver stopped.");
-                    }
-                });
-            })?;
+        let server = crate::api::BackgroundServer::start(
+            listener,
+            router(Arc::clone(&receiver)),
+            "revocation-receiver",
+        )?;
         Ok(RunningReceiver {
-            address,
+            address: server.address,
             receiver,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
     /// The URL to configure as `[respond.webhook] url`.
     pub fn url(&self) -> String {
         format!("http://{}/revoke", self.address)
-    }
-}
-
-impl Drop for RunningReceiver {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -232,6 +232,22 @@ impl KafkaSource {
         }))
     }
 
+    /// Messages between this instance's position and the end of each partition it owns.
+    pub fn lag(&self) -> Vec<(String, i32, i64)> {
+        let mut lag = Vec::new();
+        for ((topic, partition), state) in &self.partitions {
+            if let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(topic, *partition, Duration::from_secs(1))
+            {
+                let position = state.done.unwrap_or(0);
+                lag.push((topic.clone(), *partition, (high - position).max(0)));
+            }
+        }
+        lag.sort();
+        lag
+    }
+
     /// Whether the group has assigned partitions to this instance yet (a restarted instance
     /// may wait for the previous member's session to time out first).
     pub fn has_assignment(&self) -> bool {

@@ -145,3 +145,75 @@ impl StateStore {
         }
     }
 }
+
+impl StateStore {
+    /// A credential's state as JSON, names resolved: what `GET /v1/credentials/{id}` shows.
+    pub fn view(
+        &self,
+        credential: &str,
+        config: &crate::config::Config,
+    ) -> Option<serde_json::Value> {
+        let state = self.get(credential)?;
+        let zones = |set: ZoneSet| -> Vec<String> {
+            config
+                .zones
+                .names_of(set)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        let networks: Vec<serde_json::Value> = state
+            .networks
+            .iter()
+            .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen}))
+            .collect();
+        let endpoints: Vec<serde_json::Value> = state
+            .endpoints
+            .iter()
+            .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen}))
+            .collect();
+        let learning = state
+            .last_seen
+            .is_none_or(|last| state.is_learning(last, config));
+        Some(serde_json::json!({
+            "credential": credential,
+            "owner": state.owner.map(|o| self.principals.name(o).to_string()),
+            "accesses": state.accesses,
+            "first_seen": state.first_seen,
+            "last_seen": state.last_seen,
+            "issued_at": state.issued_at,
+            "expires_at": state.expires_at,
+            "revoked_at": state.revoked_at,
+            "leak": state.leak.as_ref().map(|leak| serde_json::json!({"at": leak.at, "source": leak.source, "url": leak.url})),
+            "allowed_zones": zones(state.allowed),
+            "allowed_from": state.allowed_from.as_str(),
+            "seen_zones": zones(state.seen_zones),
+            "learning": learning,
+            "networks": networks,
+            "endpoints": endpoints,
+            "rate": {
+                "mean_per_active_minute": state.rate.mean,
+                "std_dev": state.rate.variance.max(0.0).sqrt(),
+                "active_minutes": state.rate.minutes,
+            },
+        }))
+    }
+
+    /// Approximate bytes held by credential state (records, keys and their lists).
+    pub fn approx_bytes(&self) -> usize {
+        self.credentials
+            .iter()
+            .map(|entry| {
+                let state = entry.value();
+                std::mem::size_of::<CredentialState>()
+                    + entry.key().len()
+                    + state.networks.capacity() * std::mem::size_of::<Seen<Network>>()
+                    + state.endpoints.capacity() * std::mem::size_of::<Seen<Symbol>>()
+                    + state
+                        .leak
+                        .as_ref()
+                        .map_or(0, |_| std::mem::size_of::<Leak>())
+            })
+            .sum()
+    }
+}
