@@ -82,7 +82,7 @@ mod tests {
     fn keeps_text_and_binary_records() {
         let mut writer = DeadLetterWriter::new(Vec::new());
         let origin = Origin {
-            input: "x.jsonl".into(),
+            input: std::sync::Arc::from("x.jsonl"),
             line: 3,
             offset: 40,
         };

@@ -231,7 +231,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(partitions) = args.partitions {
                 credwatch::send::ensure_topic(&kafka, &args.topic, partitions)?;
             }
-            let summary = credwatch::send::send(&kafka, &args.topic, args.format, &args.inputs)?;
+            let progress = io::stderr().is_terminal().then(|| spinner("sending"));
+            let summary = credwatch::send::send(
+                &kafka,
+                &args.topic,
+                args.format,
+                &args.inputs,
+                progress.as_ref(),
+            )?;
+            if let Some(progress) = progress {
+                progress.finish_and_clear();
+            }
             eprintln!(
                 "credwatch send: {} records to {} ({} without a credential key)",
                 summary.records, args.topic, summary.undecodable
@@ -343,6 +353,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         Output::None => &mut none,
     };
     let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format);
+    if io::stderr().is_terminal() {
+        replay = replay.with_progress(spinner("replaying"));
+    }
     if let Some(webhook) = webhook {
         replay = replay.with_responder(credwatch::respond::Responder::start(webhook)?);
     }
@@ -464,6 +477,19 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A spinner on stderr for long runs (callers show it only on a terminal).
+fn spinner(what: &str) -> indicatif::ProgressBar {
+    let progress = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {prefix}: {msg}")
+    {
+        progress.set_style(style);
+    }
+    progress.set_prefix(what.to_owned());
+    progress.enable_steady_tick(std::time::Duration::from_millis(200));
+    progress
 }
 
 /// `--output none`: alerts are only counted.

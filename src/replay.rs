@@ -194,6 +194,7 @@ const PEEK_BYTES: usize = 64 * 1024;
 pub struct Replay<'a> {
     engine: &'a mut Engine,
     responder: Option<Responder>,
+    progress: Option<indicatif::ProgressBar>,
     sink: &'a mut dyn AlertSink,
     dead_letters: DeadLetters,
     format: Format,
@@ -213,6 +214,7 @@ impl<'a> Replay<'a> {
         Replay {
             engine,
             responder: None,
+            progress: None,
             sink,
             dead_letters,
             format,
@@ -221,6 +223,12 @@ impl<'a> Replay<'a> {
             events: Vec::new(),
             alerts: Vec::new(),
         }
+    }
+
+    /// Shows progress (records, events, alerts) on a spinner; for terminals.
+    pub fn with_progress(mut self, progress: indicatif::ProgressBar) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Sends revocation decisions of `revoke` rules to `responder`.
@@ -277,6 +285,7 @@ impl<'a> Replay<'a> {
     ) -> Result<(), ReplayError> {
         let mut lines = LineReader::new(reader);
         let mut record = std::mem::take(&mut self.record);
+        let input: std::sync::Arc<str> = std::sync::Arc::from(name);
         let result = loop {
             let outcome = match lines.next_record(&mut record) {
                 Ok(outcome) => outcome,
@@ -288,7 +297,7 @@ impl<'a> Replay<'a> {
                 }
             };
             let origin = Origin {
-                input: name.to_owned(),
+                input: std::sync::Arc::clone(&input),
                 line: lines.line(),
                 offset: lines.record_offset(),
             };
@@ -326,7 +335,7 @@ impl<'a> Replay<'a> {
                 source,
             })?;
         let origin = Origin {
-            input: name.to_owned(),
+            input: std::sync::Arc::from(name),
             line: 1,
             offset: 0,
         };
@@ -349,6 +358,18 @@ impl<'a> Replay<'a> {
     ) -> Result<(), ReplayError> {
         for element in split_records(record) {
             self.summary.records += 1;
+            if self.summary.records % 8192 == 0 {
+                if let Some(progress) = &self.progress {
+                    progress.set_message(format!(
+                        "{} records, {} events, {} alerts, {} malformed",
+                        self.summary.records,
+                        self.engine.stats().events,
+                        self.summary.alerts,
+                        self.summary.malformed
+                    ));
+                    progress.tick();
+                }
+            }
             self.events.clear();
             match decoder.decode(element, &mut self.events) {
                 Ok(()) if self.events.is_empty() => self.summary.ignored += 1,
@@ -391,13 +412,19 @@ impl<'a> Replay<'a> {
     }
 
     fn process_events(&mut self) -> Result<(), ReplayError> {
-        let events = std::mem::take(&mut self.events);
-        for event in &events {
+        // Taken out for the loop (respond borrows self) and put back to keep its capacity.
+        let mut events = std::mem::take(&mut self.events);
+        let mut result = Ok(());
+        for event in events.drain(..) {
             self.alerts.clear();
-            self.engine.process(event, &mut self.alerts);
-            self.respond()?;
+            self.engine.process(&event, &mut self.alerts);
+            if let Err(error) = self.respond() {
+                result = Err(error);
+                break;
+            }
         }
-        Ok(())
+        self.events = events;
+        result
     }
 
     /// Revocation decisions for the alerts just raised, and confirmed revocations back into
@@ -420,6 +447,9 @@ impl<'a> Replay<'a> {
     /// Closes suppression windows, flushes sinks and returns the summary.
     pub fn finish(mut self) -> Result<ReplaySummary, ReplayError> {
         let started = Instant::now();
+        if let Some(progress) = self.progress.take() {
+            progress.finish_and_clear();
+        }
         self.alerts.clear();
         self.engine.finish(&mut self.alerts);
         emit(&mut *self.sink, &self.alerts, &mut self.summary)?;

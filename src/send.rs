@@ -56,6 +56,7 @@ pub fn send(
     topic: &str,
     format: Format,
     inputs: &[String],
+    progress: Option<&indicatif::ProgressBar>,
 ) -> io::Result<SendSummary> {
     let producer = Producer::connect(kafka)
         .map_err(|e| io::Error::other(format!("cannot create the Kafka producer: {e}")))?;
@@ -74,6 +75,9 @@ pub fn send(
             };
             producer.send(topic, key.as_deref().map(str::as_bytes), element, None)?;
             summary.records += 1;
+            if let Some(progress) = progress.filter(|_| summary.records % 8192 == 0) {
+                progress.set_message(format!("{} records to {topic}", summary.records));
+            }
         }
         Ok(())
     };

@@ -180,6 +180,12 @@ struct EventList<'a> {
     items: Vec<&'a RawValue>,
 }
 
+// Built once: a searcher per call would cost more than the scan on short records.
+static RECORDS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"Records\""));
+static EVENT_LIST: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"EventList\""));
+
 /// Splits a container record into its elements: a JSON array, CloudTrail's
 /// `{"Records": [...]}` or a Kubernetes `EventList`; anything else is one element. Elements are
 /// sub-slices of `record`, so their offsets can be recovered for dead letters.
@@ -188,11 +194,11 @@ pub fn split_records(record: &[u8]) -> Vec<&[u8]> {
     let first = trimmed.first().copied();
     let elements: Option<Vec<&RawValue>> = if first == Some(b'[') {
         serde_json::from_slice::<Vec<&RawValue>>(trimmed).ok()
-    } else if first == Some(b'{') && contains(trimmed, b"\"Records\"") {
+    } else if first == Some(b'{') && RECORDS.find(trimmed).is_some() {
         serde_json::from_slice::<CloudTrailFile>(trimmed)
             .ok()
             .map(|file| file.records)
-    } else if first == Some(b'{') && contains(trimmed, b"\"EventList\"") {
+    } else if first == Some(b'{') && EVENT_LIST.find(trimmed).is_some() {
         serde_json::from_slice::<EventList>(trimmed)
             .ok()
             .filter(|list| list.kind == "EventList")

@@ -16,8 +16,8 @@ use std::fmt;
 /// Where a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// File path, or `-` for stdin.
-    pub input: String,
+    /// File path, or `-` for stdin (shared: one allocation per input, not per record).
+    pub input: std::sync::Arc<str>,
     /// 1-based line number.
     pub line: u64,
     /// Byte offset of the record's first byte.
