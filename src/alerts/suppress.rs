@@ -1,5 +1,9 @@
 //! Suppression: repeats of one (rule, credential) within the rule's window fold into a count.
 //!
+//! Escalation: a repeat from a zone or network not yet seen in the window is not folded but
+//! emitted as an alert of its own. The owner's own use of a leaked key must not hide the
+//! attacker's first use from elsewhere inside one count.
+//!
 //! The first finding is emitted at once; later ones inside the window only bump a counter.
 //! When event time passes the window's end (or the input ends), a window that folded repeats
 //! emits one `Update` alert carrying the count. Windows close in (end, rule, credential) order,
@@ -15,6 +19,23 @@ struct Open {
     count: u32,
     last_time: i64,
     end: Timestamp,
+    /// (zone, network) of every alert emitted in this window.
+    places: Vec<(String, String)>,
+}
+
+/// Where an alert's triggering call came from, as its evidence says; `None` when it says
+/// nothing (lifecycle findings), which never escalates.
+fn place(alert: &Alert) -> Option<(String, String)> {
+    let observed = &alert.evidence.observed;
+    let zone = observed.get("zone").and_then(|v| v.as_str());
+    let network = observed.get("network").and_then(|v| v.as_str());
+    if zone.is_none() && network.is_none() {
+        return None;
+    }
+    Some((
+        zone.unwrap_or_default().to_owned(),
+        network.unwrap_or_default().to_owned(),
+    ))
 }
 
 /// Folds repeated alerts per (rule, credential).
@@ -24,6 +45,7 @@ pub struct Suppressor {
     closing: BTreeSet<(Timestamp, String, String)>,
     watermark: Option<Timestamp>,
     suppressed: u64,
+    escalated: u64,
 }
 
 impl Suppressor {
@@ -54,9 +76,18 @@ impl Suppressor {
         let key = (alert.rule.clone(), alert.credential.clone());
         if let Some(open) = self.open.get_mut(&key) {
             if ts < open.end {
-                open.count = open.count.saturating_add(1);
-                open.last_time = open.last_time.max(alert.time);
-                self.suppressed += 1;
+                match place(&alert) {
+                    Some(place) if !open.places.contains(&place) => {
+                        open.places.push(place);
+                        self.escalated += 1;
+                        out.push(alert);
+                    }
+                    _ => {
+                        open.count = open.count.saturating_add(1);
+                        open.last_time = open.last_time.max(alert.time);
+                        self.suppressed += 1;
+                    }
+                }
                 return;
             }
         }
@@ -75,6 +106,7 @@ impl Suppressor {
             key,
             Open {
                 last_time: alert.time,
+                places: place(&alert).into_iter().collect(),
                 first: alert,
                 count: 1,
                 end,
@@ -92,6 +124,11 @@ impl Suppressor {
     /// Alerts folded so far.
     pub fn suppressed(&self) -> u64 {
         self.suppressed
+    }
+
+    /// Repeats emitted because they came from a new zone or network.
+    pub fn escalated(&self) -> u64 {
+        self.escalated
     }
 
     fn close(&mut self, rule: String, credential: String, out: &mut Vec<Alert>) {
@@ -177,6 +214,38 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|a| a.activity == Activity::Create));
         assert_ne!(out[0].id, out[1].id);
+    }
+
+    #[test]
+    fn a_repeat_from_a_new_network_escalates() {
+        let mut s = Suppressor::new();
+        let mut out = Vec::new();
+        let from = |credential: &str, secs: i64, network: &str| {
+            let mut alert = alert(credential, secs);
+            alert.evidence.observed = serde_json::json!({"zone": "prod", "network": network});
+            alert
+        };
+        for (secs, network) in [
+            (0, "10.0.1.0/24"),
+            (10, "10.0.1.0/24"),
+            (20, "203.0.113.0/24"),
+            (30, "203.0.113.0/24"),
+        ] {
+            s.advance(Timestamp::from_secs(secs), &mut out);
+            s.offer(
+                from("k", secs, network),
+                Timestamp::from_secs(secs),
+                Period::from_secs(60),
+                &mut out,
+            );
+        }
+        let times: Vec<i64> = out.iter().map(|a| a.time).collect();
+        assert_eq!(
+            times,
+            vec![0, 20_000],
+            "the first alert and the first one from the new network"
+        );
+        assert_eq!((s.suppressed(), s.escalated()), (2, 1));
     }
 
     #[test]

@@ -68,13 +68,15 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         start,
     ));
 
-    // A developer pushes their key to a public repository after work (developers stop by
-    // 17:30); secret scanning reports it at 18:00 and an attacker tries it 17 minutes later.
-    let victim = victims.next(world, Role::Developer);
-    let leak = world.at(1080.0);
+    // A service key pushed to a public repository while the service keeps using it; secret
+    // scanning reports it at 11:00 and an attacker tries it from the internet 17 minutes later.
+    // The service's own calls after the report raise use-after-leak first; escalation makes the
+    // attacker's first call from a new zone an alert of its own instead of a folded repeat.
+    let victim = victims.service(world, Some("prod"));
+    let leak = world.at(660.0);
     world.push(leak, victim, Action::Leak);
-    let start = access(world, victim, 1097.0, internet(66), "GET /api/projects");
-    access(world, victim, 1098.0, internet(66), "POST /api/deploys");
+    let start = access(world, victim, 677.0, internet(66), "sts:GetCallerIdentity");
+    access(world, victim, 678.0, internet(66), "s3:ListBuckets");
     scenarios.push(scenario(
         world,
         "leaked key tried 17 min after report",
