@@ -54,6 +54,8 @@ enum Command {
     Send(SendArgs),
     /// Run a synthetic day of traffic with injected misuse and show what was caught.
     Demo(DemoArgs),
+    /// Write the demo's synthetic day to a file (native JSON lines) with its ground truth.
+    Gen(GenArgs),
     /// Validate rule files or run their inline test cases.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -175,6 +177,22 @@ struct DemoArgs {
     kafka: Option<String>,
 }
 
+#[derive(Args)]
+struct GenArgs {
+    /// Seed of the synthetic world; the same seed and size give the same bytes.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// How many credentials (at least 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..))]
+    credentials: u32,
+    /// Where to write the events.
+    #[arg(long, short, value_name = "FILE")]
+    out: PathBuf,
+    /// Where to write the injected scenarios (one JSON object per line).
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum RulesCommand {
     /// Load and validate every rule (fields, detector parameters, test cases).
@@ -266,6 +284,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Gen(args) => {
+            let generated = credwatch::demo::generate(
+                args.seed,
+                args.credentials as usize,
+                &args.out,
+                args.truth.as_deref(),
+            )?;
+            eprintln!(
+                "credwatch gen: {} events for {} credentials, {} injected scenarios, to {}",
+                generated.events,
+                generated.credentials,
+                generated.scenarios,
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rules(RulesCommand::Check(setup)) => {
             let config = setup.config()?;

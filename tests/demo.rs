@@ -53,3 +53,56 @@ fn demo_events_replay_to_the_demo_alerts() {
     assert!(!replay_lines.is_empty());
     assert_eq!(demo_lines, replay_lines);
 }
+
+#[test]
+fn gen_is_deterministic_and_its_ground_truth_is_caught_by_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, truth, again) = (
+        dir.path().join("a.jsonl"),
+        dir.path().join("truth.jsonl"),
+        dir.path().join("b.jsonl"),
+    );
+    for out in [&events, &again] {
+        success(
+            &credwatch()
+                .args(["gen", "--seed", "3", "--credentials", "100", "--out"])
+                .arg(out)
+                .arg("--truth")
+                .arg(&truth)
+                .output()
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        std::fs::read(&events).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, credwatch::demo::DEMO_CONFIG).unwrap();
+    let out = success(
+        &credwatch()
+            .args(["replay", "--output", "json", "--config"])
+            .arg(&config)
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let alerts: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scenarios: Vec<serde_json::Value> = std::fs::read_to_string(&truth)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(scenarios.len(), 10);
+    for scenario in &scenarios {
+        let caught = alerts.iter().any(|a| {
+            a["credential"] == scenario["credential"]
+                && a["detector"] == scenario["detector"]
+                && a["evidence"]["event"]["ts"].as_str() >= scenario["start"].as_str()
+        });
+        assert!(caught, "missed {scenario}");
+    }
+}

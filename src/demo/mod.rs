@@ -3,6 +3,7 @@
 //! detect → alerts), then scored: each scenario caught or missed with its detection delay, and
 //! the alerts raised on benign credentials.
 
+mod generate;
 mod scenarios;
 mod world;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
+pub use generate::{generate, Generated};
 pub use scenarios::Scenario;
 pub use world::World;
 
