@@ -145,6 +145,28 @@ fn high_watermark(brokers: &str, topic: &str) -> i64 {
         .map_or(0, |(_, high)| high)
 }
 
+/// Starts `credwatch run --config config` in the background and waits until its first alert
+/// is on `alerts` (at most a minute).
+fn spawn_until_first_alert(
+    brokers: &str,
+    config: &Path,
+    alerts: &str,
+    stderr: Stdio,
+) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while high_watermark(brokers, alerts) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// A config for `credwatch run`: the zones of `base` plus a [kafka] section.
 fn run_config(
     dir: &Path,
@@ -278,20 +300,9 @@ fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
         &dead,
     );
 
-    // First run: killed without warning once some alerts are out.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The stream is time-ordered and its first alert comes early (a key used six weeks before
-    // the day): kill as soon as that alert is on the topic.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while high_watermark(&brokers, &alerts) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // First run: killed without warning as soon as its first alert is out. The stream is
+    // time-ordered and that alert comes early (a key used six weeks before the day).
+    let mut child = spawn_until_first_alert(&brokers, &config, &alerts, Stdio::null());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before_restart = read_topic(&brokers, &alerts).len();
@@ -408,17 +419,7 @@ fn sigterm_flushes_commits_and_exits_zero() {
         &dead,
     );
 
-    let child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while high_watermark(&brokers, &alerts) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = spawn_until_first_alert(&brokers, &config, &alerts, Stdio::piped());
     // The 29 records take milliseconds once the first alert is out; leave time for a commit.
     std::thread::sleep(Duration::from_secs(2));
     let status = Command::new("kill")

@@ -72,6 +72,18 @@ fn misuse(dir: &Path, count: usize, protected: usize) -> PathBuf {
     path
 }
 
+/// `credwatch replay --output OUTPUT --config CONFIG --rules RULES INPUT`.
+fn replay(output: &str, config: &Path, rules: &Path, input: &Path) -> std::process::Output {
+    credwatch()
+        .args(["replay", "--output", output, "--config"])
+        .arg(config)
+        .arg("--rules")
+        .arg(rules)
+        .arg(input)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_receiver_verifies_signatures_and_rejects_tampering_and_stale_timestamps() {
     let running = receiver();
@@ -167,14 +179,7 @@ fn a_burst_is_capped_by_the_rate_limit_with_a_critical_alert_and_protected_keys_
         &running.url(),
         "protected = [\"AKIAPROTECTED*\"]\nmin_severity = \"high\"\nrate_limit = { max = 10, per = \"1m\" }",
     );
-    let output = credwatch()
-        .args(["replay", "--output", "json", "--config"])
-        .arg(&config)
-        .arg("--rules")
-        .arg(&rules)
-        .arg(&input)
-        .output()
-        .unwrap();
+    let output = replay("json", &config, &rules, &input);
     let out = success(&output);
     let alerts: Vec<serde_json::Value> = out
         .lines()
@@ -220,14 +225,7 @@ fn dry_run_sends_nothing_and_records_what_it_would_send() {
     let rules = revoke_rules(dir.path());
     let input = misuse(dir.path(), 3, 0);
     let config = config(dir.path(), &running.url(), "dry_run = true");
-    let output = credwatch()
-        .args(["replay", "--output", "none", "--config"])
-        .arg(&config)
-        .arg("--rules")
-        .arg(&rules)
-        .arg(&input)
-        .output()
-        .unwrap();
+    let output = replay("none", &config, &rules, &input);
     success(&output);
     assert!(running.receiver.log().is_empty());
     let recorded = std::fs::read_to_string(dir.path().join("outbox/dry-run.jsonl")).unwrap();
@@ -283,14 +281,7 @@ fn killed_between_decision_and_delivery_the_restart_delivers_exactly_once() {
 
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let running = RunningReceiver::serve(listener, Receiver::new(SECRET.as_bytes(), 300)).unwrap();
-    let output = credwatch()
-        .args(["replay", "--output", "none", "--config"])
-        .arg(&config)
-        .arg("--rules")
-        .arg(&rules)
-        .arg(&input)
-        .output()
-        .unwrap();
+    let output = replay("none", &config, &rules, &input);
     success(&output);
     let log = running.receiver.log();
     assert_eq!(log.len(), 1, "one request for one decision: {log:?}");
