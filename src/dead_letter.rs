@@ -2,7 +2,8 @@
 //!
 //! Bad input never stops a run and is never lost: each rejected record is counted and, when a
 //! dead-letter destination is configured, written as one JSON line with its origin, the reason
-//! and the record itself (as text when it is UTF-8, else base64).
+//! and the record itself (as text when it is UTF-8, else base64), with secret values redacted
+//! (see `redact`).
 
 use std::io::{self, Write};
 

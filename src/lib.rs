@@ -15,6 +15,7 @@ pub mod detect;
 pub mod diagnostic;
 pub mod engine;
 pub mod event;
+pub mod redact;
 pub mod replay;
 pub mod respond;
 pub mod rules;

@@ -401,6 +401,9 @@ impl<'a> Replay<'a> {
         record: &[u8],
         full_len: Option<u64>,
     ) -> Result<(), ReplayError> {
+        // Raw secrets in a rejected record never reach the summary, logs or dead letters.
+        let (clean, reason) = crate::redact::redact(record, reason);
+        let (record, reason) = (clean.as_ref(), reason.as_ref());
         self.summary.malformed += 1;
         *self
             .summary

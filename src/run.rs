@@ -206,16 +206,18 @@ fn handle(
             if delivery.rebuilding {
                 continue;
             }
-            tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %error, "Record rejected.");
+            // Raw secrets in a rejected record never reach logs or the dead-letter topic.
+            let (record, reason) = crate::redact::redact(element, &error.reason);
+            tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %reason, "Record rejected.");
             if let Some(topic) = &kafka.dead_letter_topic {
                 let headers = dead_letter_headers(
-                    &error.reason,
+                    &reason,
                     &delivery.topic,
                     delivery.partition,
                     delivery.offset,
                 );
                 producer
-                    .send(topic, None, element, Some(headers))
+                    .send(topic, None, &record, Some(headers))
                     .map_err(RunError::Sink)?;
             }
             continue;

@@ -13,3 +13,4 @@ mod properties;
 mod replay;
 mod respond;
 mod rules;
+mod secrets;
