@@ -24,11 +24,14 @@ use credwatch::rules::{run_cases, CaseOutcome, RuleSet};
 behavioural baseline per credential and raises alerts on reuse across trust zones, use after a \
 leak report, use after revocation or expiry, new networks or endpoints, call-rate spikes, \
 dormant credentials waking up and credentials nobody issued.\n\n\
-Start with `credwatch demo`, then `credwatch replay events.jsonl`. \
+Start with `credwatch demo`, then `credwatch replay events.jsonl`; `credwatch run` is the \
+Kafka stream processor. \
 Logs go to stderr; set RUST_LOG=debug for more.",
     after_help = "Examples:\n  credwatch demo\n  credwatch replay --config credwatch.toml access.jsonl lifecycle.jsonl\n  \
 cat events.jsonl | credwatch replay --output json - > alerts.jsonl\n  credwatch rules test --rules rules/\n  \
-credwatch config check --config credwatch.toml"
+credwatch config check --config credwatch.toml\n  \
+credwatch send --brokers localhost:9092 --topic trail --format cloudtrail --partitions 6 trail/*.json\n  \
+credwatch run --config credwatch.toml --console text"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,7 +69,8 @@ enum Command {
 
 #[derive(Args)]
 struct Setup {
-    /// Configuration file (TOML: zones, issuers, learning, state). Default: built-in defaults.
+    /// Configuration file (TOML: zones, issuers, learning, state, kafka, respond, api; see the
+    /// README). Default: built-in defaults.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of rule files (*.toml). Default: the rule set built into credwatch.
