@@ -8,7 +8,10 @@ fn shipped_configs_are_valid() {
     assert!(out.contains("zones: 1 configured"), "{out}");
     for path in [
         "examples/credwatch.toml",
+        "examples/aws.toml",
         "tests/data/scenario.toml",
+        "tests/data/aws-lab.toml",
+        "tests/data/vault.toml",
         "rules/testdata/zones.toml",
     ] {
         let out = success(

@@ -204,14 +204,14 @@ fn zone_violation_fires_on_real_cloudtrail_outside_the_owners_zone_only() {
     let misuse = stratus.join("aws.defense-evasion.cloudtrail-stop.json");
 
     let quiet = replay(
-        "tests/data/stratus.toml",
+        "tests/data/aws-lab.toml",
         "cloudtrail",
         std::slice::from_ref(&benign),
     );
     assert!(created(&quiet, "zone-violation").is_empty(), "{quiet:#?}");
     assert!(created(&quiet, "concurrent-zones").is_empty());
 
-    let alerts = replay("tests/data/stratus.toml", "cloudtrail", &[benign, misuse]);
+    let alerts = replay("tests/data/aws-lab.toml", "cloudtrail", &[benign, misuse]);
     let violations = created(&alerts, "zone-violation");
     assert_eq!(violations.len(), 1, "{violations:#?}");
     let alert = violations[0];
@@ -250,7 +250,7 @@ fn use_after_leak_fires_on_real_cloudtrail_after_the_report_only() {
         format!(r#"{{"time":"{report_time}","credential":"ASIANQQHHS551LWULIWD","source":"trufflehog","url":"https://example.com/paste/1"}}"#),
     )
     .unwrap();
-    let alerts = replay("tests/data/stratus.toml", "auto", &[report, file]);
+    let alerts = replay("tests/data/aws-lab.toml", "auto", &[report, file]);
     let leaks: Vec<&serde_json::Value> = alerts
         .iter()
         .filter(|a| a["rule"] == "use-after-leak")
@@ -326,7 +326,7 @@ fn github_secret_scanning_webhook_then_use_fires_use_after_leak() {
         r#"{"Records":[{"eventVersion":"1.08","eventTime":"2026-03-01T10:12:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","sourceIPAddress":"203.0.113.44","userAgent":"python-requests/2.31","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/deploy","accessKeyId":"AKIAIOSFODNN7EXAMPLE"},"eventID":"c1"}]}"#,
     )
     .unwrap();
-    let alerts = replay("tests/data/stratus.toml", "auto", &[webhook, trail]);
+    let alerts = replay("tests/data/aws-lab.toml", "auto", &[webhook, trail]);
     let leak = created(&alerts, "use-after-leak");
     assert_eq!(leak.len(), 1, "{alerts:#?}");
     assert!(leak[0]["summary"]
