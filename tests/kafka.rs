@@ -209,29 +209,56 @@ fn creates(alerts: &[serde_json::Value]) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
-    let Some(brokers) = brokers() else { return };
+/// Fresh input, alerts and dead-letter topics, the scenario file sent to the input, and a
+/// `run` config over them with the scenario's zones.
+struct Setup {
+    input: String,
+    alerts: String,
+    dead: String,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn scenario_on_kafka(brokers: &str) -> Setup {
     let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
-    let scenario = repo("tests/data/scenario.jsonl");
+    create_topics(brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
     let sent = credwatch()
-        .args(["send", "--brokers", &brokers, "--topic", &input])
-        .arg(&scenario)
+        .args(["send", "--brokers", brokers, "--topic", &input])
+        .arg(repo("tests/data/scenario.jsonl"))
         .output()
         .unwrap();
     success(&sent);
     assert!(stderr(&sent).contains("29 records"), "{}", stderr(&sent));
-
     let dir = tempfile::tempdir().unwrap();
+    let base = repo("tests/data/scenario.toml");
     let config = run_config(
         dir.path(),
-        repo("tests/data/scenario.toml").to_str().unwrap(),
-        &brokers,
+        base.to_str().unwrap(),
+        brokers,
         &input,
         &alerts,
         &dead,
     );
+    Setup {
+        input,
+        alerts,
+        dead,
+        config,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
+    let Some(brokers) = brokers() else { return };
+    let Setup {
+        input,
+        alerts,
+        dead,
+        config,
+        _dir,
+    } = scenario_on_kafka(&brokers);
+    let scenario = repo("tests/data/scenario.jsonl");
     let output = credwatch()
         .args(["run", "--exit-when-idle", "3s", "--config"])
         .arg(&config)
@@ -399,25 +426,12 @@ fn demo_through_kafka_scores_like_the_in_memory_demo() {
 #[test]
 fn sigterm_flushes_commits_and_exits_zero() {
     let Some(brokers) = brokers() else { return };
-    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
-    let scenario = repo("tests/data/scenario.jsonl");
-    success(
-        &credwatch()
-            .args(["send", "--brokers", &brokers, "--topic", &input])
-            .arg(&scenario)
-            .output()
-            .unwrap(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let config = run_config(
-        dir.path(),
-        repo("tests/data/scenario.toml").to_str().unwrap(),
-        &brokers,
-        &input,
-        &alerts,
-        &dead,
-    );
+    let Setup {
+        alerts,
+        config,
+        _dir,
+        ..
+    } = scenario_on_kafka(&brokers);
 
     let child = spawn_until_first_alert(&brokers, &config, &alerts, Stdio::piped());
     // The 29 records take milliseconds once the first alert is out; leave time for a commit.
