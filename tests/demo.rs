@@ -9,7 +9,7 @@ fn demo_catches_every_scenario_with_at_most_one_percent_benign_alerts() {
     let out = success(&credwatch().args(["demo"]).output().unwrap());
     // Reported, not asserted: timing belongs in benchmarks, not tests.
     println!("demo took {:.1}s", started.elapsed().as_secs_f64());
-    assert!(out.contains("caught 10 of 10 injected scenarios"), "{out}");
+    assert!(out.contains("caught 11 of 11 injected scenarios"), "{out}");
     assert!(!out.contains("MISSED"), "{out}");
     let line = out
         .lines()
@@ -96,7 +96,7 @@ fn gen_is_deterministic_and_its_ground_truth_is_caught_by_replay() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(scenarios.len(), 10);
+    assert_eq!(scenarios.len(), 11);
     for scenario in &scenarios {
         let caught = alerts.iter().any(|a| {
             a["credential"] == scenario["credential"]

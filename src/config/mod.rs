@@ -41,6 +41,8 @@ struct RawConfig {
     zones: Vec<RawZone>,
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+    #[serde(default = "no_canaries")]
+    canaries: Spanned<Vec<String>>,
     #[serde(default)]
     kafka: Option<Spanned<kafka::RawKafka>>,
     #[serde(default)]
@@ -65,6 +67,10 @@ impl Default for RawLearning {
             min_age: default_min_age(),
         }
     }
+}
+
+fn no_canaries() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
 }
 
 fn default_min_events() -> u32 {
@@ -191,6 +197,9 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// The operations HTTP server of `credwatch run`; `None` when the file has no `[api]`.
     pub api: Option<ApiConfig>,
+    /// Decoy credentials (globs): nobody legitimate ever uses them.
+    pub canary_patterns: Vec<String>,
+    canaries: Option<globset::GlobSet>,
 }
 
 impl Config {
@@ -369,6 +378,25 @@ impl Config {
                 Some(api)
             }
         };
+        let canaries = if raw.canaries.get_ref().is_empty() {
+            None
+        } else {
+            let mut builder = globset::GlobSetBuilder::new();
+            for pattern in raw.canaries.get_ref() {
+                let glob = Glob::new(pattern).map_err(|e| {
+                    FileError::at(
+                        origin,
+                        text,
+                        raw.canaries.span(),
+                        format!("canaries: invalid pattern `{pattern}`: {e}"),
+                    )
+                })?;
+                builder.add(glob);
+            }
+            Some(builder.build().map_err(|e| {
+                FileError::at(origin, text, raw.canaries.span(), format!("canaries: {e}"))
+            })?)
+        };
         Ok(Config {
             origin: origin.to_owned(),
             zones,
@@ -376,6 +404,8 @@ impl Config {
             kafka,
             webhook,
             api,
+            canary_patterns: raw.canaries.get_ref().clone(),
+            canaries,
             learning: Learning {
                 min_events: raw.learning.min_events,
                 min_age: raw.learning.min_age,
@@ -386,6 +416,13 @@ impl Config {
                 rate_alpha: alpha,
             },
         })
+    }
+
+    /// Whether `credential` is a decoy from the canary registry.
+    pub fn is_canary(&self, credential: &str) -> bool {
+        self.canaries
+            .as_ref()
+            .is_some_and(|set| set.is_match(credential))
     }
 
     /// Zones that the first matching issuer rule grants to `principal`.

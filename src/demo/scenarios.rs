@@ -202,6 +202,28 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         start,
     ));
 
+    // A decoy key planted in a CI variable; someone who dumped the CI secrets tries it.
+    let victim = world.add(Credential {
+        id: "AKIACANARYCIDECOY001".into(),
+        role: Role::Service,
+        owner: "canary".into(),
+        issuer: "iam-pipeline".into(),
+        declared_zones: vec!["ci"],
+        networks: vec![[203, 0, 113]],
+        endpoints: vec!["sts:GetCallerIdentity"],
+        user_agent: "aws-cli/2.15.0",
+    });
+    let planted = world.at(1.0);
+    world.push(planted, victim, Action::Issue { expires: None });
+    let start = access(world, victim, 1170.0, internet(77), "sts:GetCallerIdentity");
+    scenarios.push(scenario(
+        world,
+        "decoy key from a CI variable tried",
+        DetectorKind::Canary,
+        victim,
+        start,
+    ));
+
     scenarios
 }
 

@@ -6,6 +6,7 @@
 //! the baseline, which is what makes replays reproducible. Rules (see `rules`) instantiate a
 //! detector with parameters; [`DetectorKind::build`] validates those parameters.
 
+mod canary;
 mod concurrent_zones;
 mod dormant_reuse;
 mod new_endpoint;
@@ -109,6 +110,7 @@ detector_kinds! {
     RateSpike => "rate_spike", rate_spike::RateSpike;
     DormantReuse => "dormant_reuse", dormant_reuse::DormantReuse;
     UnknownCredential => "unknown_credential", unknown_credential::UnknownCredential;
+    Canary => "canary", canary::Canary;
 }
 
 impl fmt::Display for DetectorKind {
@@ -194,6 +196,8 @@ pub(crate) mod testkit {
     use crate::time::Timestamp;
 
     pub const CONFIG: &str = r#"
+canaries = ["AKIADECOY*"]
+
 [learning]
 min_events = 3
 min_age = "10m"

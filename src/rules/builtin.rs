@@ -6,6 +6,7 @@ use super::RuleSource;
 
 /// `(path relative to rules/, contents)` for every shipped rule and test-data file.
 pub const BUILTIN_FILES: &[(&str, &str)] = &[
+    ("canary.toml", include_str!("../../rules/canary.toml")),
     (
         "concurrent-zones.toml",
         include_str!("../../rules/concurrent-zones.toml"),
