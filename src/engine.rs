@@ -116,6 +116,7 @@ impl Engine {
             config,
             endpoints: &self.store.endpoints,
             principals: &self.store.principals,
+            user_agents: &self.store.user_agents,
         };
         let rules = self.rules.rules();
         let scratch = &mut self.scratch;

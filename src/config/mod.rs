@@ -88,6 +88,8 @@ struct RawState {
     max_networks: Spanned<u8>,
     #[serde(default = "default_max_endpoints")]
     max_endpoints: Spanned<u8>,
+    #[serde(default = "default_max_user_agents")]
+    max_user_agents: Spanned<u8>,
     #[serde(default = "default_rate_alpha")]
     rate_alpha: Spanned<f64>,
 }
@@ -97,6 +99,7 @@ impl Default for RawState {
         RawState {
             max_networks: default_max_networks(),
             max_endpoints: default_max_endpoints(),
+            max_user_agents: default_max_user_agents(),
             rate_alpha: default_rate_alpha(),
         }
     }
@@ -108,6 +111,10 @@ fn default_max_networks() -> Spanned<u8> {
 
 fn default_max_endpoints() -> Spanned<u8> {
     Spanned::new(0..0, 8)
+}
+
+fn default_max_user_agents() -> Spanned<u8> {
+    Spanned::new(0..0, 4)
 }
 
 fn default_rate_alpha() -> Spanned<f64> {
@@ -164,6 +171,7 @@ pub struct Learning {
 pub struct StateBounds {
     pub max_networks: usize,
     pub max_endpoints: usize,
+    pub max_user_agents: usize,
     pub rate_alpha: f64,
 }
 
@@ -413,6 +421,7 @@ impl Config {
             bounds: StateBounds {
                 max_networks: bound(&raw.state.max_networks, "max_networks")?,
                 max_endpoints: bound(&raw.state.max_endpoints, "max_endpoints")?,
+                max_user_agents: bound(&raw.state.max_user_agents, "max_user_agents")?,
                 rate_alpha: alpha,
             },
         })

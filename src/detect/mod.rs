@@ -11,6 +11,7 @@ mod concurrent_zones;
 mod dormant_reuse;
 mod new_endpoint;
 mod new_network;
+mod new_user_agent;
 mod rate_spike;
 mod unknown_credential;
 mod use_after_expiry;
@@ -45,6 +46,7 @@ pub struct Context<'a> {
     pub config: &'a Config,
     pub endpoints: &'a Interner,
     pub principals: &'a Interner,
+    pub user_agents: &'a Interner,
 }
 
 /// A detector: judges one event against the credential's state before it.
@@ -111,6 +113,7 @@ detector_kinds! {
     DormantReuse => "dormant_reuse", dormant_reuse::DormantReuse;
     UnknownCredential => "unknown_credential", unknown_credential::UnknownCredential;
     Canary => "canary", canary::Canary;
+    NewUserAgent => "new_user_agent", new_user_agent::NewUserAgent;
 }
 
 impl fmt::Display for DetectorKind {
@@ -241,6 +244,7 @@ zones = ["ci"]
                 config: &self.config,
                 endpoints: &self.store.endpoints,
                 principals: &self.store.principals,
+                user_agents: &self.store.user_agents,
             };
             let mut findings = Vec::new();
             self.store.with_credential(

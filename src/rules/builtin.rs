@@ -24,6 +24,10 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/new-network.toml"),
     ),
     (
+        "new-user-agent.toml",
+        include_str!("../../rules/new-user-agent.toml"),
+    ),
+    (
         "rate-spike.toml",
         include_str!("../../rules/rate-spike.toml"),
     ),

@@ -79,6 +79,8 @@ pub struct CredentialState {
     pub last_zone: Option<(ZoneId, Timestamp)>,
     pub networks: Vec<Seen<Network>>,
     pub endpoints: Vec<Seen<Symbol>>,
+    /// User agents by product (`aws-cli`, not `aws-cli/2.15.0`), interned.
+    pub user_agents: Vec<Seen<Symbol>>,
     pub rate: RateBaseline,
 }
 
@@ -108,6 +110,10 @@ impl CredentialState {
 
     pub fn knows_endpoint(&self, endpoint: Symbol) -> bool {
         self.endpoints.iter().any(|seen| seen.key == endpoint)
+    }
+
+    pub fn knows_user_agent(&self, agent: Symbol) -> bool {
+        self.user_agents.iter().any(|seen| seen.key == agent)
     }
 
     /// Folds one event in. Returns false when the event was late for the rate baseline.
@@ -202,6 +208,14 @@ impl CredentialState {
                 endpoint,
                 ts,
                 config.bounds.max_endpoints,
+            );
+        }
+        if let Some(agent) = observation.user_agent {
+            remember(
+                &mut self.user_agents,
+                agent,
+                ts,
+                config.bounds.max_user_agents,
             );
         }
         self.rate.record(ts.minute(), config.bounds.rate_alpha)

@@ -29,6 +29,8 @@ pub struct Observation<'a> {
     pub zone: ZoneId,
     pub network: Option<Network>,
     pub endpoint: Option<Symbol>,
+    /// The user agent's product token (version stripped), interned.
+    pub user_agent: Option<Symbol>,
     pub principal: Option<Symbol>,
     /// Issue events: the owner, else the principal.
     pub owner: Option<Symbol>,
@@ -39,6 +41,17 @@ pub struct Observation<'a> {
     pub owner_leak: Option<Leak>,
 }
 
+/// The product of a user agent: its first token without the version (`aws-cli/2.15.0 Python/3`
+/// is `aws-cli`), so an upgrade is not a new agent.
+pub fn product(user_agent: &str) -> &str {
+    let first = user_agent.split_whitespace().next().unwrap_or("");
+    first
+        .split('/')
+        .next()
+        .unwrap_or(first)
+        .trim_matches(|c: char| c == '[' || c == ']' || c == '"')
+}
+
 /// Every credential's state, plus the interned names they refer to.
 #[derive(Debug, Default)]
 pub struct StateStore {
@@ -47,6 +60,7 @@ pub struct StateStore {
     owner_leaks: DashMap<Symbol, Leak>,
     pub endpoints: Interner,
     pub principals: Interner,
+    pub user_agents: Interner,
 }
 
 impl StateStore {
@@ -138,6 +152,12 @@ impl StateStore {
             zone,
             network: ip.map(Network::of),
             endpoint: event.endpoint.as_deref().map(|e| self.endpoints.intern(e)),
+            user_agent: event
+                .user_agent
+                .as_deref()
+                .map(product)
+                .filter(|p| !p.is_empty())
+                .map(|p| self.user_agents.intern(p)),
             principal,
             owner,
             declared_zones,
@@ -172,6 +192,11 @@ impl StateStore {
             .iter()
             .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen}))
             .collect();
+        let user_agents: Vec<serde_json::Value> = state
+            .user_agents
+            .iter()
+            .map(|seen| serde_json::json!({"user_agent": &*self.user_agents.name(seen.key), "count": seen.count, "last_seen": seen.last_seen}))
+            .collect();
         let learning = state
             .last_seen
             .is_none_or(|last| state.is_learning(last, config));
@@ -191,6 +216,7 @@ impl StateStore {
             "learning": learning,
             "networks": networks,
             "endpoints": endpoints,
+            "user_agents": user_agents,
             "rate": {
                 "mean_per_active_minute": state.rate.mean,
                 "std_dev": state.rate.variance.max(0.0).sqrt(),
@@ -208,7 +234,8 @@ impl StateStore {
                 std::mem::size_of::<CredentialState>()
                     + entry.key().len()
                     + state.networks.capacity() * std::mem::size_of::<Seen<Network>>()
-                    + state.endpoints.capacity() * std::mem::size_of::<Seen<Symbol>>()
+                    + (state.endpoints.capacity() + state.user_agents.capacity())
+                        * std::mem::size_of::<Seen<Symbol>>()
                     + state
                         .leak
                         .as_ref()
