@@ -15,7 +15,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::decode::{split_records, Decoder, Format};
 use crate::engine::{Engine, EngineStats};
 use crate::event::{Event, Kind};
-use crate::respond::{confirmation_event, Responder};
+use crate::respond::Responder;
 use crate::source::{
     Framing, LineReader, Origin, ReadOutcome, MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES,
 };
@@ -434,15 +434,7 @@ impl<'a> Replay<'a> {
     /// state; then every alert to the sink.
     fn respond(&mut self) -> Result<(), ReplayError> {
         if let Some(responder) = self.responder.as_mut() {
-            let mut extra = Vec::new();
-            for alert in &self.alerts {
-                responder.decide(alert, &mut extra);
-            }
-            self.alerts.append(&mut extra);
-            for (credential, at) in responder.confirmed() {
-                self.engine
-                    .process(&confirmation_event(&credential, at), &mut self.alerts);
-            }
+            responder.respond(self.engine, &mut self.alerts);
         }
         emit(&mut *self.sink, &self.alerts, &mut self.summary)
     }

@@ -16,7 +16,7 @@ use crate::config::KafkaConfig;
 use crate::decode::{split_records, Decoder};
 use crate::engine::{Engine, EngineStats};
 use crate::event::Event;
-use crate::respond::{confirmation_event, Responder};
+use crate::respond::Responder;
 use crate::source::kafka::{Delivery, KafkaSource, KafkaSourceError};
 
 /// Why a run stopped with an error (bad records never stop it).
@@ -230,14 +230,7 @@ fn handle(
             }
             // Decisions reach the outbox (synced) before the offset can be committed.
             if let Some(responder) = responder.as_deref_mut() {
-                let mut extra = Vec::new();
-                for alert in alerts.iter() {
-                    responder.decide(alert, &mut extra);
-                }
-                alerts.append(&mut extra);
-                for (credential, at) in responder.confirmed() {
-                    engine.process(&confirmation_event(&credential, at), alerts);
-                }
+                responder.respond(engine, alerts);
             }
             for alert in alerts.iter() {
                 if alert.activity == Activity::Create {

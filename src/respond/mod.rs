@@ -31,6 +31,7 @@ pub use webhook::{Attempt, Outcome, WebhookClient};
 
 use crate::alerts::{Activity, Alert, Evidence};
 use crate::config::WebhookConfig;
+use crate::engine::Engine;
 use crate::event::Event;
 use crate::rules::{Action, Severity};
 use crate::time::Timestamp;
@@ -308,6 +309,20 @@ impl Responder {
                 at,
                 body,
             });
+        }
+    }
+
+    /// The responder's step after the engine raised `alerts` for one event: decides on each
+    /// (alerts the guards raise are appended), then feeds revocations the broker confirmed back
+    /// into `engine` as revoke events (whatever they raise is appended too).
+    pub fn respond(&mut self, engine: &mut Engine, alerts: &mut Vec<Alert>) {
+        let mut extra = Vec::new();
+        for alert in alerts.iter() {
+            self.decide(alert, &mut extra);
+        }
+        alerts.append(&mut extra);
+        for (credential, at) in self.confirmed() {
+            engine.process(&confirmation_event(&credential, at), alerts);
         }
     }
 
