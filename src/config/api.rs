@@ -1,11 +1,11 @@
 //! `[api]`: the operations HTTP server `credwatch run` starts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Secret;
+use super::{read_secret, Secret};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,36 +51,6 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Recent alerts kept in memory for `GET /v1/alerts`.
     pub alerts_kept: usize,
-}
-
-fn read_secret(
-    env: &Option<String>,
-    file: &Option<String>,
-    field: &str,
-    base: Option<&Path>,
-) -> Result<Option<Secret>, String> {
-    match (env, file) {
-        (None, None) => Ok(None),
-        (Some(name), None) => std::env::var(name)
-            .map(|v| Some(Secret::new(v.into_bytes())))
-            .map_err(|_| format!("{field}_env: environment variable `{name}` is not set")),
-        (None, Some(path)) => {
-            let path = match base {
-                Some(dir) if Path::new(path).is_relative() => dir.join(path),
-                _ => PathBuf::from(path),
-            };
-            std::fs::read_to_string(&path)
-                .map(|text| {
-                    Some(Secret::new(
-                        text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
-                    ))
-                })
-                .map_err(|e| format!("{field}_file: cannot read {}: {e}", path.display()))
-        }
-        (Some(_), Some(_)) => Err(format!(
-            "give one of `{field}_env` or `{field}_file`, not both"
-        )),
-    }
 }
 
 impl RawApi {

@@ -43,10 +43,7 @@ struct Prefix {
 impl AwsIpRanges {
     /// The matching networks, read from `file` (relative to `base`).
     pub fn load(&self, base: Option<&Path>) -> Result<Vec<IpNet>, String> {
-        let path = match base {
-            Some(dir) => dir.join(&self.file),
-            None => Path::new(&self.file).to_path_buf(),
-        };
+        let path = super::resolve(base, &self.file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let file: File = serde_json::from_str(&text)

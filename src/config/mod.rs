@@ -27,6 +27,43 @@ use crate::diagnostic::FileError;
 use crate::time::Period;
 use crate::zones::{ZoneSet, ZoneSpec, ZoneTable};
 
+/// `path` as written in a config file: relative paths are relative to the file (`base`).
+pub(crate) fn resolve(base: Option<&Path>, path: &str) -> std::path::PathBuf {
+    match base {
+        Some(dir) if Path::new(path).is_relative() => dir.join(path),
+        _ => std::path::PathBuf::from(path),
+    }
+}
+
+/// A secret given as `<field>_env` (an environment variable) or `<field>_file` (a file, trailing
+/// newline dropped); never inline. `None` when neither is set.
+pub(crate) fn read_secret(
+    env: &Option<String>,
+    file: &Option<String>,
+    field: &str,
+    base: Option<&Path>,
+) -> Result<Option<Secret>, String> {
+    match (env, file) {
+        (None, None) => Ok(None),
+        (Some(name), None) => std::env::var(name)
+            .map(|v| Some(Secret::new(v.into_bytes())))
+            .map_err(|_| format!("{field}_env: environment variable `{name}` is not set")),
+        (None, Some(path)) => {
+            let path = resolve(base, path);
+            std::fs::read_to_string(&path)
+                .map(|text| {
+                    Some(Secret::new(
+                        text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+                    ))
+                })
+                .map_err(|e| format!("{field}_file: cannot read {}: {e}", path.display()))
+        }
+        (Some(_), Some(_)) => Err(format!(
+            "give one of `{field}_env` or `{field}_file`, not both"
+        )),
+    }
+}
+
 /// The built-in defaults, used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 

@@ -121,23 +121,9 @@ impl RawRespond {
         if !matches!(url.scheme(), "https" | "http") {
             return Err(format!("webhook.url: `{}` must be http or https", raw.url));
         }
-        let relative = |path: &str| match base {
-            Some(dir) if Path::new(path).is_relative() => dir.join(path),
-            _ => PathBuf::from(path),
-        };
-        let secret = match (&raw.secret_env, &raw.secret_file) {
-            (Some(name), None) => std::env::var(name)
-                .map_err(|_| format!("webhook.secret_env: environment variable `{name}` is not set"))?
-                .into_bytes(),
-            (None, Some(file)) => {
-                let path = relative(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("webhook.secret_file: cannot read {}: {e}", path.display()))?;
-                text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
-            }
-            _ => return Err("webhook: give exactly one of `secret_env` or `secret_file` (never the secret itself)".into()),
-        };
-        if secret.len() < 16 {
+        let secret = super::read_secret(&raw.secret_env, &raw.secret_file, "webhook.secret", base)?
+            .ok_or("webhook: give `secret_env` or `secret_file` (never the secret itself)")?;
+        if secret.expose().len() < 16 {
             return Err("webhook: the secret must be at least 16 bytes".into());
         }
         let mut builder = GlobSetBuilder::new();
@@ -165,7 +151,7 @@ impl RawRespond {
         }
         Ok(WebhookConfig {
             url: raw.url,
-            secret: Secret(secret),
+            secret,
             timeout: raw.timeout,
             backoff: raw.backoff,
             max_backoff: raw.max_backoff,
@@ -178,7 +164,7 @@ impl RawRespond {
                 max: r.max,
                 per: r.per,
             }),
-            outbox: relative(&raw.outbox),
+            outbox: super::resolve(base, &raw.outbox),
         })
     }
 }
