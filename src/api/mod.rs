@@ -156,15 +156,8 @@ fn verify_github(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), 
                 "missing X-Hub-Signature-256".into(),
             )
         })?;
-    let tag: Vec<u8> = (0..signature.len() / 2)
-        .map(|i| u8::from_str_radix(signature.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            Refusal(
-                StatusCode::UNAUTHORIZED,
-                "malformed X-Hub-Signature-256".into(),
-            )
-        })?;
+    let tag = crate::decode::from_hex(signature)
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "malformed X-Hub-Signature-256"))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret)
         .map_err(|_| Refusal(StatusCode::INTERNAL_SERVER_ERROR, "bad secret".into()))?;
     mac.update(body);

@@ -157,6 +157,19 @@ pub fn secret_id(secret: &str) -> String {
     )
 }
 
+/// Bytes from hex (either case); `None` for an odd length or any non-hex character.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let value = |digit: u8| (digit as char).to_digit(16);
+    digits
+        .chunks(2)
+        .map(|pair| Some((value(pair[0])? * 16 + value(pair[1])?) as u8))
+        .collect()
+}
+
 /// Lower-case hex of the first `bytes` bytes of `data`.
 pub fn hex_prefix(data: &[u8], bytes: usize) -> String {
     use std::fmt::Write;
@@ -256,6 +269,22 @@ mod tests {
             .parse::<Format>()
             .unwrap_err()
             .contains("known: native, cloudtrail"));
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        assert_eq!(from_hex("00ffA1"), Some(vec![0, 255, 161]));
+        assert_eq!(
+            from_hex(&hex_prefix(&[1, 2, 254], 3)),
+            Some(vec![1, 2, 254])
+        );
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(
+            from_hex("€a"),
+            None,
+            "multi-byte characters are junk, not a panic"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::decode::hex_prefix;
+use crate::decode::{from_hex, hex_prefix};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -59,14 +59,7 @@ pub fn verify(
     let hex = signature
         .strip_prefix("v1=")
         .ok_or(VerifyError::Malformed)?;
-    if hex.len() % 2 != 0 {
-        return Err(VerifyError::Malformed);
-    }
-    let tag: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| VerifyError::Malformed)?;
+    let tag = from_hex(hex).ok_or(VerifyError::Malformed)?;
     mac(secret, timestamp, body)
         .verify_slice(&tag)
         .map_err(|_| VerifyError::Mismatch)?;
@@ -134,6 +127,14 @@ mod tests {
                 1_772_323_210,
                 300
             ),
+            Err(VerifyError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_signature_is_malformed_not_a_panic() {
+        assert_eq!(
+            verify(SECRET, 1, b"{}", "v1=\u{20ac}a", 1, 300),
             Err(VerifyError::Malformed)
         );
     }
