@@ -150,6 +150,21 @@ pub(crate) fn allowed_zones(
     }
 }
 
+/// The novelty detectors' rule: an access whose `key` is missing from the remembered `seen`
+/// list of a baseline that is armed (something remembered, learning period over).
+pub(crate) fn is_novel<T: PartialEq>(
+    key: &T,
+    seen: &[crate::state::Seen<T>],
+    observation: &Observation<'_>,
+    before: &CredentialState,
+    context: &Context<'_>,
+) -> bool {
+    observation.event.kind == crate::event::Kind::Access
+        && !seen.is_empty()
+        && !before.is_learning(observation.event.ts, context.config)
+        && !seen.iter().any(|s| s.key == *key)
+}
+
 /// The observed side of an access, as evidence.
 pub(crate) fn observed_access(observation: &Observation<'_>, context: &Context<'_>) -> Value {
     let event = observation.event;

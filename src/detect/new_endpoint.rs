@@ -7,8 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{observed_access, Context, Detector, Finding};
-use crate::event::Kind;
+use super::{is_novel, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,18 +31,12 @@ impl Detector for NewEndpoint {
         context: &Context<'_>,
         out: &mut Vec<Finding>,
     ) {
-        if observation.event.kind != Kind::Access {
-            return;
-        }
         let (Some(endpoint), Some(name)) =
             (observation.endpoint, observation.event.endpoint.as_deref())
         else {
             return;
         };
-        if before.endpoints.is_empty() || before.is_learning(observation.event.ts, context.config) {
-            return;
-        }
-        if before.knows_endpoint(endpoint) {
+        if !is_novel(&endpoint, &before.endpoints, observation, before, context) {
             return;
         }
         let known: Vec<String> = before

@@ -8,8 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
-use crate::event::Kind;
+use super::{address, is_novel, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,16 +32,10 @@ impl Detector for NewNetwork {
         context: &Context<'_>,
         out: &mut Vec<Finding>,
     ) {
-        if observation.event.kind != Kind::Access {
-            return;
-        }
         let Some(network) = observation.network else {
             return;
         };
-        if before.networks.is_empty() || before.is_learning(observation.event.ts, context.config) {
-            return;
-        }
-        if before.knows_network(network) {
+        if !is_novel(&network, &before.networks, observation, before, context) {
             return;
         }
         let known: Vec<String> = before

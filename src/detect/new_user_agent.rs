@@ -9,8 +9,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
-use crate::event::Kind;
+use super::{address, is_novel, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,20 +52,13 @@ impl Detector for NewUserAgent {
         context: &Context<'_>,
         out: &mut Vec<Finding>,
     ) {
-        if observation.event.kind != Kind::Access {
-            return;
-        }
         let (Some(agent), Some(full)) = (
             observation.user_agent,
             observation.event.user_agent.as_deref(),
         ) else {
             return;
         };
-        if before.user_agents.is_empty() || before.is_learning(observation.event.ts, context.config)
-        {
-            return;
-        }
-        if before.knows_user_agent(agent) {
+        if !is_novel(&agent, &before.user_agents, observation, before, context) {
             return;
         }
         let known: Vec<String> = before

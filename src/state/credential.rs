@@ -104,18 +104,6 @@ impl CredentialState {
             && self.leak.is_none()
     }
 
-    pub fn knows_network(&self, network: Network) -> bool {
-        self.networks.iter().any(|seen| seen.key == network)
-    }
-
-    pub fn knows_endpoint(&self, endpoint: Symbol) -> bool {
-        self.endpoints.iter().any(|seen| seen.key == endpoint)
-    }
-
-    pub fn knows_user_agent(&self, agent: Symbol) -> bool {
-        self.user_agents.iter().any(|seen| seen.key == agent)
-    }
-
     /// Folds one event in. Returns false when the event was late for the rate baseline.
     pub fn apply(&mut self, observation: &Observation<'_>, config: &Config) -> bool {
         let event = observation.event;
