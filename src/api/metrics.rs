@@ -25,6 +25,7 @@ pub struct Metrics {
     pub lag: Vec<(String, i32, i64)>,
     /// Per-message processing time (decode, engine, sinks), microseconds.
     pub latency: Histogram<u64>,
+    /// Set when rendering (the loop leaves them 0).
     pub credentials: usize,
     pub state_bytes: usize,
 }

@@ -86,10 +86,6 @@ impl Shared {
         }
         ring.push_back(alert.clone());
     }
-
-    pub fn store(&self) -> &StateStore {
-        &self.store
-    }
 }
 
 /// The alert sink that keeps recent alerts for `GET /v1/alerts`.
@@ -335,11 +331,15 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = shared
+    let mut metrics = shared
         .metrics
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .render();
+        .clone();
+    // Measured here, on a scrape, rather than on the stream loop's thread.
+    metrics.credentials = shared.store.len();
+    metrics.state_bytes = shared.store.approx_bytes();
+    let text = metrics.render();
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -264,7 +264,11 @@ mod tests {
     fn formats_parse_by_name() {
         for (index, format) in Format::ALL.into_iter().enumerate() {
             assert_eq!(format.as_str().parse::<Format>().unwrap(), format);
-            assert_eq!(format.index(), index, "ALL lists formats in declaration order");
+            assert_eq!(
+                format.index(),
+                index,
+                "ALL lists formats in declaration order"
+            );
         }
         assert!("syslog"
             .parse::<Format>()
