@@ -75,7 +75,7 @@ pub fn send(
             };
             producer.send(topic, key.as_deref().map(str::as_bytes), element, None)?;
             summary.records += 1;
-            if let Some(progress) = progress.filter(|_| summary.records % 8192 == 0) {
+            if let Some(progress) = progress.filter(|_| summary.records.is_multiple_of(8192)) {
                 progress.set_message(format!("{} records to {topic}", summary.records));
             }
         }

@@ -160,7 +160,7 @@ pub fn secret_id(secret: &str) -> String {
 /// Bytes from hex (either case); `None` for an odd length or any non-hex character.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let value = |digit: u8| (digit as char).to_digit(16);

@@ -319,7 +319,7 @@ impl World {
     }
 
     fn vendor(&mut self, i: usize) {
-        let acme = i % 2 == 0;
+        let acme = i.is_multiple_of(2);
         let endpoints = self.pick_endpoints(VENDOR_ENDPOINTS, 2, 4);
         let credential = self.add(Credential {
             id: format!("vnd-{}-{i:03}", if acme { "acme" } else { "globex" }),
