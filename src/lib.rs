@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
@@ -15,6 +16,7 @@ pub mod detect;
 pub mod diagnostic;
 pub mod engine;
 pub mod event;
+pub mod query;
 pub mod redact;
 pub mod replay;
 pub mod respond;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::alerts::{Activity, Alert, AlertSink};
+use crate::archive::{Archive, ArchiveError, ArchiveSummary};
 use crate::dead_letter::DeadLetterWriter;
 use crate::decode::{split_records, Decoder, Format};
 use crate::engine::{Engine, EngineStats};
@@ -29,6 +30,8 @@ pub enum ReplayError {
     Output(io::Error),
     #[error("cannot write dead letters to {path}: {source}")]
     DeadLetter { path: String, source: io::Error },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// What a replay saw and did.
@@ -46,6 +49,8 @@ pub struct ReplaySummary {
     pub elapsed: Duration,
     /// The revocation counters, when a webhook is configured.
     pub respond: Option<String>,
+    /// What was archived, and where.
+    pub archive: Option<(PathBuf, ArchiveSummary)>,
 }
 
 impl ReplaySummary {
@@ -105,6 +110,9 @@ impl ReplaySummary {
         );
         if let Some(respond) = &self.respond {
             text.push_str(respond);
+        }
+        if let Some((dir, archive)) = &self.archive {
+            text.push_str(&archive.render(dir));
         }
         let width = self
             .engine
@@ -194,6 +202,7 @@ const PEEK_BYTES: usize = 64 * 1024;
 pub struct Replay<'a> {
     engine: &'a mut Engine,
     responder: Option<Responder>,
+    archive: Option<Archive>,
     progress: Option<indicatif::ProgressBar>,
     sink: &'a mut dyn AlertSink,
     dead_letters: DeadLetters,
@@ -214,6 +223,7 @@ impl<'a> Replay<'a> {
         Replay {
             engine,
             responder: None,
+            archive: None,
             progress: None,
             sink,
             dead_letters,
@@ -228,6 +238,12 @@ impl<'a> Replay<'a> {
     /// Shows progress (records, events, alerts) on a spinner; for terminals.
     pub fn with_progress(mut self, progress: indicatif::ProgressBar) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Archives every event and alert, and at the end the credentials' state.
+    pub fn with_archive(mut self, archive: Archive) -> Self {
+        self.archive = Some(archive);
         self
     }
 
@@ -358,7 +374,7 @@ impl<'a> Replay<'a> {
     ) -> Result<(), ReplayError> {
         for element in split_records(record) {
             self.summary.records += 1;
-            if self.summary.records % 8192 == 0 {
+            if self.summary.records.is_multiple_of(8192) {
                 if let Some(progress) = &self.progress {
                     progress.set_message(format!(
                         "{} records, {} events, {} alerts, {} malformed",
@@ -419,6 +435,12 @@ impl<'a> Replay<'a> {
         let mut events = std::mem::take(&mut self.events);
         let mut result = Ok(());
         for event in events.drain(..) {
+            if let Some(archive) = self.archive.as_mut() {
+                if let Err(error) = archive.event(&event) {
+                    result = Err(error.into());
+                    break;
+                }
+            }
             self.alerts.clear();
             self.engine.process(&event, &mut self.alerts);
             if let Err(error) = self.respond() {
@@ -436,7 +458,12 @@ impl<'a> Replay<'a> {
         if let Some(responder) = self.responder.as_mut() {
             responder.respond(self.engine, &mut self.alerts);
         }
-        emit(&mut *self.sink, &self.alerts, &mut self.summary)
+        emit(
+            &mut *self.sink,
+            self.archive.as_mut(),
+            &self.alerts,
+            &mut self.summary,
+        )
     }
 
     /// Closes suppression windows, flushes sinks and returns the summary.
@@ -447,13 +474,23 @@ impl<'a> Replay<'a> {
         }
         self.alerts.clear();
         self.engine.finish(&mut self.alerts);
-        emit(&mut *self.sink, &self.alerts, &mut self.summary)?;
+        emit(
+            &mut *self.sink,
+            self.archive.as_mut(),
+            &self.alerts,
+            &mut self.summary,
+        )?;
         if let Some(responder) = self.responder.take() {
             let stats = responder.finish(RESPOND_WAIT);
             self.summary.respond = Some(stats.render());
         }
         self.sink.flush().map_err(ReplayError::Output)?;
         self.dead_letters.flush()?;
+        if let Some(mut archive) = self.archive.take() {
+            archive.export_credentials(self.engine.state())?;
+            let dir = archive.dir().to_owned();
+            self.summary.archive = Some((dir, archive.finish()?));
+        }
         self.summary.engine = self.engine.stats().clone();
         self.summary.elapsed += started.elapsed();
         Ok(self.summary)
@@ -462,10 +499,14 @@ impl<'a> Replay<'a> {
 
 fn emit(
     sink: &mut dyn AlertSink,
+    mut archive: Option<&mut Archive>,
     alerts: &[Alert],
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     for alert in alerts {
+        if let Some(archive) = archive.as_deref_mut() {
+            archive.alert(alert)?;
+        }
         match alert.activity {
             Activity::Create => summary.alerts += 1,
             Activity::Update => summary.updates += 1,

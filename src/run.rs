@@ -2,6 +2,10 @@
 //! committed only after every sink confirmed what was emitted (at-least-once), malformed
 //! records to a dead-letter topic, and a clean stop on SIGINT/SIGTERM.
 //!
+//! With an archive, offsets are committed at archive checkpoints only (when its files are
+//! published and durable, every `roll_age` or `roll_rows`), so a crash neither loses archived
+//! rows nor archives a message twice: what was not committed was not published either.
+//!
 //! The loop is single-threaded over one engine; scaling out is Kafka's job: more instances in
 //! the same consumer group split the input partitions, and with input keyed by credential id
 //! each credential's events stay in one partition, so its state lives in one instance.
@@ -12,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::alerts::{dead_letter_headers, Activity, Alert, AlertSink, Producer};
+use crate::archive::{Archive, ArchiveError};
 use crate::config::KafkaConfig;
 use crate::decode::{split_records, Decoder};
 use crate::engine::{Engine, EngineStats};
@@ -28,6 +33,8 @@ pub enum RunError {
     Producer(rdkafka::error::KafkaError),
     #[error("cannot deliver alerts: {0}")]
     Sink(io::Error),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// What a run did.
@@ -69,6 +76,7 @@ pub fn run(
     kafka: &KafkaConfig,
     sink: &mut dyn AlertSink,
     mut responder: Option<&mut Responder>,
+    mut archive: Option<&mut Archive>,
     options: &RunOptions,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, RunError> {
@@ -89,6 +97,8 @@ pub fn run(
     let mut latency = crate::api::new_latency_histogram();
     let mut last_publish = Instant::now();
     let mut last_lag = Instant::now();
+    let mut last_archive_tick = Instant::now();
+    let mut last_export = None;
     let mut lag = Vec::new();
     let severities: std::collections::BTreeMap<String, &'static str> = engine
         .rules()
@@ -115,6 +125,7 @@ pub fn run(
                     engine,
                     sink,
                     responder.as_deref_mut(),
+                    archive.as_deref_mut(),
                     &producer,
                     kafka,
                     &mut events,
@@ -175,17 +186,54 @@ pub fn run(
                 last_publish = Instant::now();
             }
         }
-        if pending && last_commit.elapsed() >= commit_interval {
-            confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
-            pending = false;
-            last_commit = Instant::now();
+        match archive.as_deref_mut() {
+            None => {
+                if pending && last_commit.elapsed() >= commit_interval {
+                    confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
+                    pending = false;
+                    last_commit = Instant::now();
+                }
+            }
+            Some(archive) => {
+                if last_archive_tick.elapsed() >= Duration::from_secs(1) {
+                    archive.tick()?;
+                    last_archive_tick = Instant::now();
+                }
+                // A file was published (rolled by rows or age): publish the rest too and
+                // commit, so offsets and the archive agree.
+                if archive.sealed_since_checkpoint() {
+                    checkpoint(archive, engine, &mut last_export, false)?;
+                    confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
+                    pending = false;
+                    last_commit = Instant::now();
+                }
+            }
         }
+    }
+    if let Some(archive) = archive {
+        checkpoint(archive, engine, &mut last_export, true)?;
     }
     // Suppression windows stay open: closing them here would emit roll-ups that a restart
     // (which rebuilds the same windows) would emit again with other counts.
     confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
     summary.engine = engine.stats().clone();
     Ok(summary)
+}
+
+/// Publishes the archive's buffered rows, and the credentials table when `force`d or once per
+/// roll age (its cost grows with the credentials tracked, not with the traffic).
+fn checkpoint(
+    archive: &mut Archive,
+    engine: &Engine,
+    last_export: &mut Option<Instant>,
+    force: bool,
+) -> Result<(), RunError> {
+    archive.checkpoint()?;
+    if force || last_export.is_none_or(|at| at.elapsed() >= archive.roll_age()) {
+        archive.export_credentials(engine.state())?;
+        *last_export = Some(Instant::now());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -195,6 +243,7 @@ fn handle(
     engine: &mut Engine,
     sink: &mut dyn AlertSink,
     mut responder: Option<&mut Responder>,
+    mut archive: Option<&mut Archive>,
     producer: &Producer,
     kafka: &KafkaConfig,
     events: &mut Vec<Event>,
@@ -230,6 +279,9 @@ fn handle(
             if delivery.rebuilding {
                 continue;
             }
+            if let Some(archive) = archive.as_deref_mut() {
+                archive.event(event)?;
+            }
             // Decisions reach the outbox (synced) before the offset can be committed.
             if let Some(responder) = responder.as_deref_mut() {
                 responder.respond(engine, alerts);
@@ -237,6 +289,9 @@ fn handle(
             for alert in alerts.iter() {
                 if alert.activity == Activity::Create {
                     summary.alerts += 1;
+                }
+                if let Some(archive) = archive.as_deref_mut() {
+                    archive.alert(alert)?;
                 }
                 sink.emit(alert).map_err(RunError::Sink)?;
             }

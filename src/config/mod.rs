@@ -6,6 +6,7 @@
 //! error names the file, line and field.
 
 mod api;
+mod archive;
 mod aws_ip_ranges;
 mod kafka;
 mod respond;
@@ -14,6 +15,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 pub use api::ApiConfig;
+pub use archive::ArchiveConfig;
 pub use aws_ip_ranges::AwsIpRanges;
 pub use kafka::{KafkaConfig, KafkaInput};
 pub use respond::{RateLimit, Secret, WebhookConfig};
@@ -86,6 +88,8 @@ struct RawConfig {
     respond: Option<Spanned<respond::RawRespond>>,
     #[serde(default)]
     api: Option<Spanned<api::RawApi>>,
+    #[serde(default)]
+    archive: Option<Spanned<archive::RawArchive>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +246,9 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// The operations HTTP server of `credwatch run`; `None` when the file has no `[api]`.
     pub api: Option<ApiConfig>,
+    /// The Parquet archive of `run` and `replay` (`[archive]`; off unless a directory is given
+    /// here or with `--archive`).
+    pub archive: ArchiveConfig,
     /// Decoy credentials (globs): nobody legitimate ever uses them.
     pub canary_patterns: Vec<String>,
     canaries: Option<globset::GlobSet>,
@@ -423,6 +430,16 @@ impl Config {
                 Some(api)
             }
         };
+        let archive = match raw.archive {
+            None => ArchiveConfig::default(),
+            Some(section) => {
+                let span = section.span();
+                section
+                    .into_inner()
+                    .validate(base)
+                    .map_err(|e| FileError::at(origin, text, span, format!("[archive] {e}")))?
+            }
+        };
         let canaries = if raw.canaries.get_ref().is_empty() {
             None
         } else {
@@ -449,6 +466,7 @@ impl Config {
             kafka,
             webhook,
             api,
+            archive,
             canary_patterns: raw.canaries.get_ref().clone(),
             canaries,
             learning: Learning {
@@ -527,6 +545,15 @@ impl Config {
             "state: up to {} networks and {} endpoints per credential, rate alpha {}",
             self.bounds.max_networks, self.bounds.max_endpoints, self.bounds.rate_alpha
         );
+        if let Some(dir) = &self.archive.dir {
+            let _ = writeln!(
+                text,
+                "archive: {} (files of up to {} rows, published every {}s)",
+                dir.display(),
+                self.archive.roll_rows,
+                self.archive.roll_age.as_secs()
+            );
+        }
         text
     }
 }

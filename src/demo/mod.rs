@@ -351,6 +351,7 @@ fn through_kafka(
         &kafka,
         recorder,
         None,
+        None,
         &options,
         &AtomicBool::new(false),
     )?;

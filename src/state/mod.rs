@@ -94,6 +94,14 @@ impl StateStore {
         self.credentials.len()
     }
 
+    /// Calls `visit` on every credential, in no particular order. Each entry is locked only
+    /// while it is visited.
+    pub fn for_each(&self, mut visit: impl FnMut(&str, &CredentialState)) {
+        for entry in self.credentials.iter() {
+            visit(entry.key(), entry.value());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.credentials.is_empty()
     }

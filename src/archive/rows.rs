@@ -1,0 +1,266 @@
+//! Column builders: events and alerts appended one at a time, sealed into a record batch in
+//! the column order of [`super::schema`].
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use crate::alerts::{Activity, Alert};
+use crate::event::{Event, Outcome};
+use crate::zones::Network;
+
+/// A batch of rows of one table being built.
+pub(crate) trait Rows: Send + 'static {
+    fn new() -> Self;
+    fn len(&self) -> usize;
+    /// The rows so far as a batch; the builder is empty afterwards.
+    fn seal(&mut self) -> Result<RecordBatch, ArrowError>;
+}
+
+fn times() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+}
+
+fn list() -> ListBuilder<StringBuilder> {
+    ListBuilder::new(StringBuilder::new())
+}
+
+pub(crate) fn outcome_str(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Unknown => "unknown",
+    }
+}
+
+/// Rows of the `events` table.
+pub(crate) struct EventRows {
+    time: TimestampMicrosecondBuilder,
+    credential: StringBuilder,
+    kind: StringBuilder,
+    outcome: StringBuilder,
+    principal: StringBuilder,
+    owner: StringBuilder,
+    source_ip: StringBuilder,
+    zone: StringBuilder,
+    network: StringBuilder,
+    declared_zone: StringBuilder,
+    endpoint: StringBuilder,
+    user_agent: StringBuilder,
+    expires_at: TimestampMicrosecondBuilder,
+    allowed_zones: ListBuilder<StringBuilder>,
+    leak_source: StringBuilder,
+    leak_url: StringBuilder,
+    event_id: StringBuilder,
+    format: StringBuilder,
+}
+
+impl EventRows {
+    /// Appends `event`, placed in `zone` and `network` by the zones stage.
+    pub(crate) fn push(&mut self, event: &Event, zone: &str, network: Option<Network>) {
+        self.time.append_value(event.ts.micros());
+        self.credential.append_value(&event.credential);
+        self.kind.append_value(event.kind.as_str());
+        self.outcome.append_value(outcome_str(event.outcome));
+        self.principal.append_option(event.principal.as_deref());
+        self.owner.append_option(event.owner.as_deref());
+        self.source_ip.append_option(event.source_ip.as_deref());
+        self.zone.append_value(zone);
+        match network {
+            Some(network) => {
+                // Formatted straight into the column, no String per event.
+                let _ = write!(self.network, "{network}");
+                self.network.append_value("");
+            }
+            None => self.network.append_null(),
+        }
+        self.declared_zone.append_option(event.zone.as_deref());
+        self.endpoint.append_option(event.endpoint.as_deref());
+        self.user_agent.append_option(event.user_agent.as_deref());
+        self.expires_at
+            .append_option(event.expires_at.map(|t| t.micros()));
+        if event.allowed_zones.is_empty() {
+            self.allowed_zones.append_null();
+        } else {
+            for zone in &event.allowed_zones {
+                self.allowed_zones.values().append_value(zone);
+            }
+            self.allowed_zones.append(true);
+        }
+        self.leak_source.append_option(event.leak_source.as_deref());
+        self.leak_url.append_option(event.leak_url.as_deref());
+        self.event_id.append_value(&event.event_id);
+        self.format.append_value(event.format.as_str());
+    }
+}
+
+impl Rows for EventRows {
+    fn new() -> Self {
+        EventRows {
+            time: times(),
+            credential: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            outcome: StringBuilder::new(),
+            principal: StringBuilder::new(),
+            owner: StringBuilder::new(),
+            source_ip: StringBuilder::new(),
+            zone: StringBuilder::new(),
+            network: StringBuilder::new(),
+            declared_zone: StringBuilder::new(),
+            endpoint: StringBuilder::new(),
+            user_agent: StringBuilder::new(),
+            expires_at: times(),
+            allowed_zones: list(),
+            leak_source: StringBuilder::new(),
+            leak_url: StringBuilder::new(),
+            event_id: StringBuilder::new(),
+            format: StringBuilder::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    fn seal(&mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.credential.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.outcome.finish()),
+            Arc::new(self.principal.finish()),
+            Arc::new(self.owner.finish()),
+            Arc::new(self.source_ip.finish()),
+            Arc::new(self.zone.finish()),
+            Arc::new(self.network.finish()),
+            Arc::new(self.declared_zone.finish()),
+            Arc::new(self.endpoint.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.expires_at.finish()),
+            Arc::new(self.allowed_zones.finish()),
+            Arc::new(self.leak_source.finish()),
+            Arc::new(self.leak_url.finish()),
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.format.finish()),
+        ];
+        RecordBatch::try_new(super::schema::events(), columns)
+    }
+}
+
+/// Rows of the `alerts` table.
+pub(crate) struct AlertRows {
+    time: TimestampMicrosecondBuilder,
+    credential: StringBuilder,
+    id: StringBuilder,
+    activity: StringBuilder,
+    rule: StringBuilder,
+    detector: StringBuilder,
+    severity: StringBuilder,
+    action: StringBuilder,
+    count: UInt32Builder,
+    summary: StringBuilder,
+    owner: StringBuilder,
+    source_ip: StringBuilder,
+    endpoint: StringBuilder,
+    user_agent: StringBuilder,
+    event_id: StringBuilder,
+    first_seen: TimestampMicrosecondBuilder,
+    last_seen: TimestampMicrosecondBuilder,
+    ocsf: StringBuilder,
+}
+
+impl AlertRows {
+    pub(crate) fn push(&mut self, alert: &Alert) {
+        let event = &alert.evidence.event;
+        self.time.append_value(alert.time.saturating_mul(1000));
+        self.credential.append_value(&alert.credential);
+        self.id.append_value(&alert.id);
+        self.activity.append_value(match alert.activity {
+            Activity::Create => "create",
+            Activity::Update => "update",
+        });
+        self.rule.append_value(&alert.rule);
+        self.detector.append_value(alert.detector);
+        self.severity.append_value(alert.severity.as_str());
+        self.action.append_value(match alert.action {
+            crate::rules::Action::Alert => "alert",
+            crate::rules::Action::Revoke => "revoke",
+        });
+        self.count.append_value(alert.count);
+        self.summary.append_value(&alert.summary);
+        self.owner.append_option(
+            alert
+                .resources
+                .first()
+                .and_then(|r| r.owner.as_ref())
+                .map(|o| o.name.as_str()),
+        );
+        self.source_ip.append_option(event.source_ip.as_deref());
+        self.endpoint.append_option(event.endpoint.as_deref());
+        self.user_agent.append_option(event.user_agent.as_deref());
+        self.event_id.append_value(&event.event_id);
+        self.first_seen
+            .append_value(alert.finding_info.first_seen_time.saturating_mul(1000));
+        self.last_seen
+            .append_value(alert.finding_info.last_seen_time.saturating_mul(1000));
+        self.ocsf.append_value(alert.to_json());
+    }
+}
+
+impl Rows for AlertRows {
+    fn new() -> Self {
+        AlertRows {
+            time: times(),
+            credential: StringBuilder::new(),
+            id: StringBuilder::new(),
+            activity: StringBuilder::new(),
+            rule: StringBuilder::new(),
+            detector: StringBuilder::new(),
+            severity: StringBuilder::new(),
+            action: StringBuilder::new(),
+            count: UInt32Builder::new(),
+            summary: StringBuilder::new(),
+            owner: StringBuilder::new(),
+            source_ip: StringBuilder::new(),
+            endpoint: StringBuilder::new(),
+            user_agent: StringBuilder::new(),
+            event_id: StringBuilder::new(),
+            first_seen: times(),
+            last_seen: times(),
+            ocsf: StringBuilder::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    fn seal(&mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.credential.finish()),
+            Arc::new(self.id.finish()),
+            Arc::new(self.activity.finish()),
+            Arc::new(self.rule.finish()),
+            Arc::new(self.detector.finish()),
+            Arc::new(self.severity.finish()),
+            Arc::new(self.action.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.summary.finish()),
+            Arc::new(self.owner.finish()),
+            Arc::new(self.source_ip.finish()),
+            Arc::new(self.endpoint.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.first_seen.finish()),
+            Arc::new(self.last_seen.finish()),
+            Arc::new(self.ocsf.finish()),
+        ];
+        RecordBatch::try_new(super::schema::alerts(), columns)
+    }
+}

@@ -1,0 +1,131 @@
+//! The archive's three table schemas, in one place: the writers build batches in this column
+//! order, `query` registers the tables with them, and the README documents them.
+//!
+//! Strings are plain `Utf8` in arrow and dictionary-encoded by the Parquet writer (low-cardinality
+//! columns such as `zone`, `kind` and `endpoint` compress to a few bits per row). Times are
+//! microseconds in UTC. Lists (`allowed_zones`, `networks`, ...) are `List<Utf8>`, so SQL can use
+//! `array_has` and `unnest` on them.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Hive partition columns of `events` and `alerts`: `date=YYYY-MM-DD/hour=HH`.
+pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+
+pub(crate) fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+}
+
+fn string_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// One row per normalized event, as decoded, plus where it was placed (`zone`, `network`).
+pub fn events() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("time", time_type(), false),
+                Field::new("credential", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("outcome", DataType::Utf8, false),
+                Field::new("principal", DataType::Utf8, true),
+                Field::new("owner", DataType::Utf8, true),
+                Field::new("source_ip", DataType::Utf8, true),
+                // The zone credwatch placed the event in (from the address or the declared
+                // environment), by the configuration in force when it was archived.
+                Field::new("zone", DataType::Utf8, false),
+                // The /24 (IPv4) or /48 (IPv6) of `source_ip`.
+                Field::new("network", DataType::Utf8, true),
+                // The environment the log itself declared (`zone` of the native event).
+                Field::new("declared_zone", DataType::Utf8, true),
+                Field::new("endpoint", DataType::Utf8, true),
+                Field::new("user_agent", DataType::Utf8, true),
+                Field::new("expires_at", time_type(), true),
+                Field::new("allowed_zones", string_list(), true),
+                Field::new("leak_source", DataType::Utf8, true),
+                Field::new("leak_url", DataType::Utf8, true),
+                Field::new("event_id", DataType::Utf8, false),
+                Field::new("format", DataType::Utf8, false),
+            ]))
+        })
+        .clone()
+}
+
+/// One row per alert emitted: new findings (`activity = 'create'`) and the roll-ups of
+/// suppressed repeats (`'update'`), with the full OCSF JSON in `ocsf`.
+pub fn alerts() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("time", time_type(), false),
+                Field::new("credential", DataType::Utf8, false),
+                Field::new("id", DataType::Utf8, false),
+                Field::new("activity", DataType::Utf8, false),
+                Field::new("rule", DataType::Utf8, false),
+                Field::new("detector", DataType::Utf8, false),
+                Field::new("severity", DataType::Utf8, false),
+                Field::new("action", DataType::Utf8, false),
+                Field::new("count", DataType::UInt32, false),
+                Field::new("summary", DataType::Utf8, false),
+                Field::new("owner", DataType::Utf8, true),
+                Field::new("source_ip", DataType::Utf8, true),
+                Field::new("endpoint", DataType::Utf8, true),
+                Field::new("user_agent", DataType::Utf8, true),
+                Field::new("event_id", DataType::Utf8, false),
+                Field::new("first_seen", time_type(), false),
+                Field::new("last_seen", time_type(), false),
+                Field::new("ocsf", DataType::Utf8, false),
+            ]))
+        })
+        .clone()
+}
+
+/// One row per tracked credential: its state when the archive was last written.
+pub fn credentials() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("credential", DataType::Utf8, false),
+                Field::new("owner", DataType::Utf8, true),
+                Field::new("accesses", DataType::UInt32, false),
+                Field::new("first_seen", time_type(), true),
+                Field::new("last_seen", time_type(), true),
+                Field::new("issued_at", time_type(), true),
+                Field::new("expires_at", time_type(), true),
+                Field::new("revoked_at", time_type(), true),
+                Field::new("leaked_at", time_type(), true),
+                Field::new("leak_source", DataType::Utf8, true),
+                Field::new("leak_url", DataType::Utf8, true),
+                Field::new("allowed_zones", string_list(), false),
+                Field::new("allowed_from", DataType::Utf8, false),
+                Field::new("seen_zones", string_list(), false),
+                Field::new("networks", string_list(), false),
+                Field::new("endpoints", string_list(), false),
+                Field::new("user_agents", string_list(), false),
+                Field::new("rate_mean", DataType::Float64, false),
+                Field::new("rate_std_dev", DataType::Float64, false),
+                Field::new("rate_active_minutes", DataType::UInt32, false),
+            ]))
+        })
+        .clone()
+}
+
+/// The schema a reader sees: top-level strings as `Utf8View`, which DataFusion filters and groups faster
+/// and the Parquet reader produces without a copy.
+pub fn for_reading(schema: &Schema) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|field| match field.data_type() {
+                DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => field.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    )
+}
