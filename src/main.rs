@@ -1,6 +1,6 @@
 //! The `credwatch` binary: argument parsing and wiring; all behaviour lives in the library.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +59,12 @@ enum Command {
     Demo(DemoArgs),
     /// Write the demo's synthetic day to a file (native JSON lines) with its ground truth.
     Gen(GenArgs),
+    /// Run SQL over an archive (tables events, alerts, credentials); a prompt when no SQL is
+    /// given on a terminal.
+    #[command(after_help = QUERY_HELP)]
+    Query(QueryArgs),
+    /// Show one credential's timeline and alerts from an archive.
+    Explain(ExplainArgs),
     /// Validate rule files or run their inline test cases.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -119,9 +125,63 @@ struct ReplayArgs {
     /// `{"Records": [...]}` files, Kubernetes EventLists) are both accepted.
     #[arg(long, short, default_value = "native")]
     format: Format,
+    /// Archive events and alerts as Parquet under DIR (overrides `[archive] dir`), and the
+    /// credentials' state at the end; query it with `credwatch query`.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
     /// Input files, read in order; `-` reads stdin.
     #[arg(value_name = "FILE", required = true)]
     inputs: Vec<String>,
+}
+
+const QUERY_HELP: &str = "\
+Tables (see README, \"Archive and query\"):
+  events       one row per event: time, credential, kind, outcome, principal, owner, source_ip,
+               zone, network, declared_zone, endpoint, user_agent, expires_at, allowed_zones,
+               leak_source, leak_url, event_id, format; partitions date ('YYYY-MM-DD'), hour ('HH')
+  alerts       one row per alert: time, credential, id, activity, rule, detector, severity,
+               action, count, summary, owner, source_ip, endpoint, user_agent, event_id,
+               first_seen, last_seen, ocsf (the full alert JSON); partitions date, hour
+  credentials  the state at the last export: owner, accesses, first_seen, last_seen, issued_at,
+               expires_at, revoked_at, leaked_at, allowed_zones, seen_zones, networks, ...
+Functions: zone_of(ip) (zones of --config), ip_in_cidr(ip, cidr), and DataFusion's own.
+Filter on date (and hour) to read only those directories.
+
+Examples:
+  credwatch query --archive arch \"SELECT zone, count(*) FROM events WHERE date = '2026-11-23' GROUP BY zone\"
+  credwatch query --archive arch --format csv --file examples/queries/internet-use.sql
+  credwatch query --archive arch     (interactive, on a terminal)";
+
+#[derive(Args)]
+struct QueryArgs {
+    /// The archive directory (written by `replay --archive` or `run`).
+    #[arg(long, value_name = "DIR")]
+    archive: PathBuf,
+    /// Configuration whose zones `zone_of()` uses. Default: built-in defaults.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: credwatch::query::OutputFormat,
+    /// Read the SQL from this file (several statements separated by `;`).
+    #[arg(long, value_name = "FILE", conflicts_with = "sql")]
+    file: Option<PathBuf>,
+    /// The SQL; several statements may be separated by `;`.
+    #[arg(value_name = "SQL")]
+    sql: Option<String>,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The archive directory.
+    #[arg(long, value_name = "DIR")]
+    archive: PathBuf,
+    /// The credential id (an access key id, a Vault accessor, ...).
+    #[arg(value_name = "CREDENTIAL")]
+    credential: String,
+    /// Show at most this many of the most recent events.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
 }
 
 #[derive(Args)]
@@ -140,6 +200,10 @@ struct RunArgs {
     /// Stop cleanly after this long without input (`30s`, `5m`): for backfills.
     #[arg(long, value_name = "DURATION")]
     exit_when_idle: Option<credwatch::time::Period>,
+    /// Archive events and alerts as Parquet under DIR (overrides `[archive] dir`). Offsets
+    /// are then committed when the archive publishes its files.
+    #[arg(long, value_name = "DIR")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -239,6 +303,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(args),
         Command::Run(args) => run_kafka(args),
+        Command::Query(args) => query(args),
+        Command::Explain(args) => explain(args),
         Command::Send(args) => {
             let kafka = credwatch::config::KafkaConfig {
                 brokers: args.brokers,
@@ -369,7 +435,9 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let config = args.setup.config()?;
     let rules = args.setup.rules(&config)?;
     let webhook = config.webhook.clone();
+    let archive = config.archive.options(args.archive.as_deref());
     let mut engine = Engine::new(config, rules);
+    let engine_config = engine.shared_config();
     let dead_letters = match args.dead_letter {
         Some(path) => DeadLetters::to_file(path)?,
         None => DeadLetters::Discard,
@@ -396,6 +464,12 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     if let Some(webhook) = webhook {
         replay = replay.with_responder(credwatch::respond::Responder::start(webhook)?);
+    }
+    if let Some(options) = archive {
+        let dir = options.dir.display().to_string();
+        let archive = credwatch::archive::Archive::open(options, engine_config)
+            .with_context(|| format!("cannot open the archive {dir}"))?;
+        replay = replay.with_archive(archive);
     }
     for input in &args.inputs {
         replay
@@ -425,7 +499,18 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
     let rules = args.setup.rules(&config)?;
     let webhook = config.webhook.clone();
     let config_api = config.api.clone();
+    let archive_options = config.archive.options(args.archive.as_deref());
     let mut engine = Engine::new(config, rules).with_allowed_lateness(kafka.allowed_lateness);
+    let mut archive = match archive_options {
+        Some(options) => {
+            let dir = options.dir.display().to_string();
+            Some(
+                credwatch::archive::Archive::open(options, engine.shared_config())
+                    .with_context(|| format!("cannot open the archive {dir}"))?,
+            )
+        }
+        None => None,
+    };
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -502,10 +587,15 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         &kafka,
         &mut sinks,
         responder.as_mut(),
+        archive.as_mut(),
         &options,
         &shutdown,
     )?;
     eprint!("{}", summary.render());
+    if let Some(archive) = archive {
+        let dir = archive.dir().to_owned();
+        eprint!("{}", archive.finish()?.render(&dir));
+    }
     if let Some(responder) = responder {
         eprint!(
             "{}",
@@ -514,6 +604,51 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
                 .render()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query(args: QueryArgs) -> Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin(),
+    };
+    let query = credwatch::query::Query::open(&args.archive, std::sync::Arc::new(config))?;
+    let script = match (&args.file, &args.sql) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?,
+        (None, Some(sql)) => sql.clone(),
+        (None, None) if io::stdin().is_terminal() => {
+            credwatch::query::prompt::run(&query, args.format)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, None) => {
+            let mut script = String::new();
+            io::stdin()
+                .read_to_string(&mut script)
+                .context("cannot read SQL from stdin")?;
+            script
+        }
+    };
+    let statements = credwatch::query::statements(&script);
+    if statements.is_empty() {
+        anyhow::bail!("no SQL statement given");
+    }
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    for statement in &statements {
+        let results = query
+            .sql(statement)
+            .with_context(|| format!("query failed: {statement}"))?;
+        credwatch::query::write(&results, args.format, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    let query =
+        credwatch::query::Query::open(&args.archive, std::sync::Arc::new(Config::builtin()))?;
+    let report = credwatch::query::explain::explain(&query, &args.credential, args.limit)?;
+    print!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 
