@@ -466,3 +466,50 @@ fn sigterm_flushes_commits_and_exits_zero() {
     );
     assert_eq!(read_topic(&brokers, &alerts).len(), before);
 }
+
+#[test]
+fn run_archives_each_message_once_across_restarts() {
+    let Some(brokers) = brokers() else { return };
+    let Setup { config, _dir, .. } = scenario_on_kafka(&brokers);
+    let archive = _dir.path().join("archive");
+    let count = || {
+        let out = success(
+            &credwatch()
+                .args(["query", "--format", "csv", "--archive"])
+                .arg(&archive)
+                .arg("SELECT count(*) AS n FROM events")
+                .output()
+                .unwrap(),
+        );
+        out.lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    for _ in 0..2 {
+        // The second run re-reads the topic only to rebuild state: nothing new is archived.
+        let output = credwatch()
+            .args(["run", "--exit-when-idle", "3s", "--config"])
+            .arg(&config)
+            .arg("--archive")
+            .arg(&archive)
+            .output()
+            .unwrap();
+        success(&output);
+        assert!(stderr(&output).contains("archive "), "{}", stderr(&output));
+        assert_eq!(count(), crate::archive::valid_scenario_events());
+    }
+    let alerts = success(
+        &credwatch()
+            .args(["query", "--format", "csv", "--archive"])
+            .arg(&archive)
+            .arg("SELECT count(*) AS n FROM alerts WHERE activity = 'create'")
+            .output()
+            .unwrap(),
+    );
+    let expected = expected_alerts(
+        &repo("tests/data/scenario.toml"),
+        &repo("tests/data/scenario.jsonl"),
+    );
+    assert_eq!(
+        alerts.lines().nth(1).unwrap().parse::<usize>().unwrap(),
+        creates(&expected).len()
+    );
+}

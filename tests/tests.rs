@@ -5,6 +5,7 @@
 mod util;
 
 mod api;
+mod archive;
 mod config;
 mod demo;
 mod formats;
