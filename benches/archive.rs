@@ -1,0 +1,215 @@
+//! Archive benchmark: write rate of the Parquet archive, and three representative queries run
+//! by DataFusion (`credwatch query`) and by DuckDB on the same files in the same run.
+//!
+//! Run: `cargo bench --bench archive` (10 million events; `CREDWATCH_BENCH_EVENTS=N` for
+//! another size). DuckDB runs through its Python package (`pip install duckdb`); without it
+//! the DuckDB column is skipped with a note. Figures: rows/s of `Archive::event` through
+//! `finish` (sealing, sorting, zstd, fsync and rename included), with the CPU seconds used by
+//! both threads, and for each query the median of 5 runs after a warm-up.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credwatch::archive::{Archive, ArchiveOptions};
+use credwatch::config::Config;
+use credwatch::demo::World;
+use credwatch::event::Event;
+use credwatch::query::Query;
+
+/// User + system CPU seconds of this process so far (Linux), if known.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Events of the demo's synthetic organisation, about `target` of them, in time order.
+fn events(target: usize) -> Vec<Event> {
+    // A demo credential averages about 2,850 events a day.
+    let credentials = (target / 2_850).max(100);
+    let mut world = World::generate(11, credentials);
+    world.sort();
+    world
+        .plan
+        .iter()
+        .take(target)
+        .enumerate()
+        .map(|(i, planned)| world.render(planned, i as u64))
+        .collect()
+}
+
+struct Timed {
+    name: &'static str,
+    sql: String,
+    rows: usize,
+    time: Duration,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this binary takes no other arguments.
+    let target: usize = std::env::var("CREDWATCH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive_dir = dir.path().join("archive");
+
+    let started = Instant::now();
+    let events = events(target);
+    println!(
+        "generated {} events in {:.1}s",
+        events.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let config = Arc::new(Config::builtin());
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let mut archive = Archive::open(ArchiveOptions::new(&archive_dir), Arc::clone(&config))
+        .expect("open archive");
+    for event in &events {
+        archive.event(event).expect("archive event");
+    }
+    let summary = archive.finish().expect("finish archive");
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    println!(
+        "write: {} rows in {:.2}s = {:.0} rows/s wall; {} files, {:.1} MiB ({:.1} bytes/row)",
+        summary.written.rows,
+        wall,
+        summary.written.rows as f64 / wall,
+        summary.written.files,
+        summary.written.bytes as f64 / 1048576.0,
+        summary.written.bytes as f64 / summary.written.rows.max(1) as f64,
+    );
+    if let Some(cpu) = cpu {
+        println!(
+            "write: {:.2} CPU-s over both threads = {:.0} rows per CPU-second (per core)",
+            cpu,
+            summary.written.rows as f64 / cpu
+        );
+    }
+
+    let day = events[events.len() / 2].ts.to_rfc3339()[..10].to_owned();
+    // A busy credential: the one of the middle event.
+    let credential = events[events.len() / 2].credential.clone();
+    drop(events);
+    let queries = [
+        (
+            "count by zone for a day",
+            format!(
+                "SELECT zone, count(*) AS events FROM events WHERE date = '{day}' \
+                 GROUP BY zone ORDER BY events DESC, zone"
+            ),
+        ),
+        (
+            "top credentials by distinct networks",
+            "SELECT credential, count(DISTINCT network) AS networks FROM events \
+             GROUP BY credential ORDER BY networks DESC, credential LIMIT 10"
+                .to_owned(),
+        ),
+        (
+            "one credential's timeline",
+            format!(
+                "SELECT time, kind, zone, source_ip, endpoint FROM events \
+                 WHERE credential = '{credential}' ORDER BY time, event_id"
+            ),
+        ),
+    ];
+
+    let query = Query::open(&archive_dir, config).expect("open query");
+    let mut timed = Vec::new();
+    for (name, sql) in &queries {
+        let warm = query.sql(sql).expect("query");
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let results = query.sql(sql).expect("query");
+            samples.push(started.elapsed());
+            assert_eq!(results.rows(), warm.rows());
+        }
+        timed.push(Timed {
+            name,
+            sql: sql.clone(),
+            rows: warm.rows(),
+            time: median(samples),
+        });
+    }
+
+    let duckdb = run_duckdb(&archive_dir, &timed);
+    println!();
+    println!(
+        "{:<40} {:>8} {:>14} {:>12} {:>18}",
+        "query", "rows", "DataFusion ms", "DuckDB ms", "DuckDB/DataFusion"
+    );
+    for (i, query) in timed.iter().enumerate() {
+        let datafusion = query.time.as_secs_f64() * 1000.0;
+        match duckdb.as_ref().map(|d| d[i]) {
+            Some((rows, ms)) => {
+                assert_eq!(
+                    rows, query.rows,
+                    "DuckDB and DataFusion disagree on {}",
+                    query.name
+                );
+                println!(
+                    "{:<40} {:>8} {:>14.1} {:>12.1} {:>18.2}",
+                    query.name,
+                    query.rows,
+                    datafusion,
+                    ms,
+                    ms / datafusion
+                );
+            }
+            None => println!(
+                "{:<40} {:>8} {:>14.1} {:>12} {:>18}",
+                query.name, query.rows, datafusion, "-", "-"
+            ),
+        }
+    }
+    println!("(a ratio above 1 means DataFusion was faster)");
+}
+
+/// Runs the same queries with DuckDB over the same files: (rows, median ms) per query.
+fn run_duckdb(archive: &Path, queries: &[Timed]) -> Option<Vec<(usize, f64)>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/duckdb_queries.py");
+    let mut command = Command::new("python3");
+    command.arg(&script).arg(archive);
+    for query in queries {
+        command.arg(&query.sql);
+    }
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) => {
+            println!("DuckDB skipped: cannot run python3 ({e})");
+            return None;
+        }
+    };
+    if !output.status.success() {
+        println!(
+            "DuckDB skipped: {} (install it with `pip install duckdb`)",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let results: Vec<(usize, f64)> = text
+        .lines()
+        .filter_map(|line| {
+            let (rows, ms) = line.split_once(' ')?;
+            Some((rows.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect();
+    (results.len() == queries.len()).then_some(results)
+}
