@@ -154,7 +154,7 @@ pub fn run(
         }
         if let Some(api) = &options.api {
             if last_publish.elapsed() >= Duration::from_secs(1) {
-                api.set_ready(source.has_assignment());
+                api.set_ready(source.has_assignment() && !source.is_rebuilding());
                 if last_lag.elapsed() >= Duration::from_secs(5) || lag.is_empty() {
                     lag = source.lag();
                     last_lag = Instant::now();

@@ -171,6 +171,12 @@ struct PartitionState {
     done: Option<i64>,
 }
 
+fn rebuilding(partitions: &HashMap<(String, i32), PartitionState>) -> bool {
+    partitions
+        .values()
+        .any(|partition| partition.done.unwrap_or(0) < partition.emit_from)
+}
+
 /// The consumer group over the input topics.
 pub struct KafkaSource {
     consumer: BaseConsumer<GroupContext>,
@@ -248,6 +254,13 @@ impl KafkaSource {
         lag
     }
 
+    /// Whether state is still being rebuilt: some assigned partition has not yet been read up
+    /// to the offset the group had committed when it was assigned (everything before it was
+    /// processed by an earlier run; re-reading it restores the baselines).
+    pub fn is_rebuilding(&self) -> bool {
+        rebuilding(&self.partitions)
+    }
+
     /// Whether the group has assigned partitions to this instance yet (a restarted instance
     /// may wait for the previous member's session to time out first).
     pub fn has_assignment(&self) -> bool {
@@ -322,5 +335,37 @@ fn take_rebalances(
     };
     for key in revoked {
         partitions.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(emit_from: i64, done: Option<i64>) -> PartitionState {
+        PartitionState { emit_from, done }
+    }
+
+    #[test]
+    fn rebuilding_lasts_until_every_partition_reaches_its_committed_offset() {
+        let mut partitions = HashMap::new();
+        assert!(
+            !rebuilding(&partitions),
+            "nothing assigned, nothing to rebuild"
+        );
+        partitions.insert(("events".to_owned(), 0), partition(0, None));
+        assert!(!rebuilding(&partitions), "a new group starts at once");
+        partitions.insert(("events".to_owned(), 1), partition(120, None));
+        assert!(
+            rebuilding(&partitions),
+            "partition 1 has history to re-read"
+        );
+        partitions.insert(("events".to_owned(), 1), partition(120, Some(119)));
+        assert!(rebuilding(&partitions));
+        partitions.insert(("events".to_owned(), 1), partition(120, Some(120)));
+        assert!(
+            !rebuilding(&partitions),
+            "caught up with the committed offset"
+        );
     }
 }
