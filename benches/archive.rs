@@ -72,7 +72,9 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let config = Arc::new(Config::builtin());
+    // The demo organisation's zones: prod, staging, ci, corp, vendors.
+    let config =
+        Arc::new(Config::parse("demo config", credwatch::demo::DEMO_CONFIG).expect("demo config"));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut archive = Archive::open(ArchiveOptions::new(&archive_dir), Arc::clone(&config))

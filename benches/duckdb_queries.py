@@ -19,10 +19,10 @@ except ImportError:
 def main():
     archive, queries = sys.argv[1], sys.argv[2:]
     con = duckdb.connect()
+    files = f"{archive}/events/*/*/*.parquet".replace("'", "''")
     con.execute(
-        "CREATE VIEW events AS SELECT * FROM read_parquet(?, hive_partitioning = true, "
-        "hive_types = {'date': VARCHAR, 'hour': VARCHAR})",
-        [f"{archive}/events/*/*/*.parquet"],
+        f"CREATE VIEW events AS SELECT * FROM read_parquet('{files}', hive_partitioning = true, "
+        "hive_types = {'date': VARCHAR, 'hour': VARCHAR})"
     )
     for sql in queries:
         rows = len(con.execute(sql).fetchall())

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod api;
 pub mod archive;
+pub mod backtest;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;

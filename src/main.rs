@@ -65,6 +65,8 @@ enum Command {
     Query(QueryArgs),
     /// Show one credential's timeline and alerts from an archive.
     Explain(ExplainArgs),
+    /// Replay archived events through a rule set with fresh state; alerts per rule per day.
+    Backtest(BacktestArgs),
     /// Validate rule files or run their inline test cases.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -169,6 +171,41 @@ struct QueryArgs {
     /// The SQL; several statements may be separated by `;`.
     #[arg(value_name = "SQL")]
     sql: Option<String>,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+credwatch backtest --archive arch --rules candidate-rules/ --since 2026-11-01\n  \
+credwatch backtest --archive arch --config credwatch.toml --format csv > volume.csv")]
+struct BacktestArgs {
+    #[command(flatten)]
+    setup: Setup,
+    /// The archive directory.
+    #[arg(long, value_name = "DIR")]
+    archive: PathBuf,
+    /// Only events at or after this time (RFC 3339, or a date `YYYY-MM-DD` meaning its start).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<credwatch::time::Timestamp>,
+    /// Only events before this time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<credwatch::time::Timestamp>,
+    /// `text`: a day × rule table with totals; `csv`: date,rule,alerts,folded.
+    #[arg(long, value_enum, default_value = "text")]
+    format: BacktestFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BacktestFormat {
+    Text,
+    Csv,
+}
+
+fn parse_time(text: &str) -> Result<credwatch::time::Timestamp, String> {
+    credwatch::time::Timestamp::parse_rfc3339(text)
+        .or_else(|_| credwatch::time::Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z")))
+        .map_err(|_| {
+            format!("`{text}` is neither RFC 3339 (2026-11-23T10:00:00Z) nor a date (2026-11-23)")
+        })
 }
 
 #[derive(Args)]
@@ -305,6 +342,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_kafka(args),
         Command::Query(args) => query(args),
         Command::Explain(args) => explain(args),
+        Command::Backtest(args) => backtest(args),
         Command::Send(args) => {
             let kafka = credwatch::config::KafkaConfig {
                 brokers: args.brokers,
@@ -649,6 +687,19 @@ fn explain(args: ExplainArgs) -> Result<ExitCode> {
         credwatch::query::Query::open(&args.archive, std::sync::Arc::new(Config::builtin()))?;
     let report = credwatch::query::explain::explain(&query, &args.credential, args.limit)?;
     print!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backtest(args: BacktestArgs) -> Result<ExitCode> {
+    let config = args.setup.config()?;
+    let rules = args.setup.rules(&config)?;
+    let mut engine = Engine::new(config, rules);
+    let query = credwatch::query::Query::open(&args.archive, engine.shared_config())?;
+    let report = credwatch::backtest::backtest(&query, &mut engine, args.since, args.until)?;
+    match args.format {
+        BacktestFormat::Text => print!("{}", report.render()),
+        BacktestFormat::Csv => print!("{}", report.to_csv()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -477,3 +477,92 @@ pub fn valid_scenario_events() -> usize {
         })
         .count()
 }
+
+#[test]
+fn backtest_counts_equal_those_of_a_replay_of_the_same_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generated_day(dir.path(), 100);
+    let archive = dir.path().join("archive");
+    let config = repo("src/demo/config.toml");
+    let alerts = success(
+        &credwatch()
+            .args(["replay", "--output", "json", "--config"])
+            .arg(&config)
+            .arg("--archive")
+            .arg(&archive)
+            .arg(&input)
+            .output()
+            .expect("replay"),
+    );
+    // date,rule -> (alerts, folded) from the replay's own alerts.
+    let mut expected: std::collections::BTreeMap<(String, String), (u64, u64)> = Default::default();
+    for line in alerts.lines() {
+        let alert: serde_json::Value = serde_json::from_str(line).expect("alert JSON");
+        let day = alert["time_dt"].as_str().expect("time_dt")[..10].to_owned();
+        let rule = alert["rule"].as_str().expect("rule").to_owned();
+        let counts = expected.entry((day, rule)).or_default();
+        match alert["activity_id"].as_u64() {
+            Some(1) => counts.0 += 1,
+            _ => counts.1 += alert["count"].as_u64().expect("count") - 1,
+        }
+    }
+    assert!(expected.len() >= 5, "the demo day raises several rules");
+    let mut csv = String::from("date,rule,alerts,folded\n");
+    for ((day, rule), (alerts, folded)) in &expected {
+        csv.push_str(&format!("{day},{rule},{alerts},{folded}\n"));
+    }
+    let backtest = success(
+        &credwatch()
+            .args(["backtest", "--format", "csv", "--config"])
+            .arg(&config)
+            .arg("--archive")
+            .arg(&archive)
+            .output()
+            .expect("backtest"),
+    );
+    assert_eq!(backtest, csv);
+
+    // A rule set without zone-violation: the day's volume without it, judged before a change.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    for entry in std::fs::read_dir(repo("rules")).expect("rules") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && !path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("zone-violation")
+        {
+            std::fs::copy(&path, rules.join(path.file_name().unwrap())).expect("copy rule");
+        }
+    }
+    std::fs::create_dir(rules.join("testdata")).expect("testdata dir");
+    std::fs::copy(
+        repo("rules/testdata/zones.toml"),
+        rules.join("testdata/zones.toml"),
+    )
+    .expect("copy rule test zones");
+    let without = success(
+        &credwatch()
+            .args(["backtest", "--format", "csv", "--config"])
+            .arg(&config)
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--archive")
+            .arg(&archive)
+            .output()
+            .expect("backtest"),
+    );
+    assert!(!without.contains(",zone-violation,"), "{without}");
+    assert!(backtest.contains(",zone-violation,"));
+    // --since after the day: nothing to replay.
+    let later = success(
+        &credwatch()
+            .args(["backtest", "--since", "2100-01-01", "--archive"])
+            .arg(&archive)
+            .output()
+            .expect("backtest"),
+    );
+    assert!(later.starts_with("backtest: 0 events"), "{later}");
+}

@@ -204,8 +204,9 @@ impl Archive {
         let zone = self.config.zones.classify(ip, event.zone.as_deref());
         let zone = self.config.zones.name(zone);
         let network = ip.map(Network::of);
+        let seq = self.summary.events;
         let pushed = self.events.push(event.ts, &self.files, |rows| {
-            rows.push(event, zone, network)
+            rows.push(event, zone, network, seq)
         });
         self.summary.events += 1;
         if self.summary.events.is_multiple_of(4096) {

@@ -194,8 +194,9 @@ mod tests {
             &full,
             "internet",
             crate::zones::parse_ip("203.0.113.9").map(crate::zones::Network::of),
+            0,
         );
-        rows.push(&bare, "unknown", None);
+        rows.push(&bare, "unknown", None, 1);
         let batch = rows.seal().unwrap();
         assert_eq!(rows.len(), 0, "sealing empties the builder");
         assert_eq!(events_from_batch(&batch).unwrap(), vec![full, bare]);
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn an_unknown_kind_is_an_error_naming_row_and_column() {
         let mut rows = EventRows::new();
-        rows.push(&full_event(), "internet", None);
+        rows.push(&full_event(), "internet", None, 0);
         let batch = rows.seal().unwrap();
         let mut columns = batch.columns().to_vec();
         columns[2] = std::sync::Arc::new(StringArray::from(vec!["teleport"]));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+    UInt64Builder,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -58,11 +59,13 @@ pub(crate) struct EventRows {
     leak_url: StringBuilder,
     event_id: StringBuilder,
     format: StringBuilder,
+    ingest_seq: UInt64Builder,
 }
 
 impl EventRows {
-    /// Appends `event`, placed in `zone` and `network` by the zones stage.
-    pub(crate) fn push(&mut self, event: &Event, zone: &str, network: Option<Network>) {
+    /// Appends `event`, placed in `zone` and `network` by the zones stage, as the `seq`th event
+    /// of this writer.
+    pub(crate) fn push(&mut self, event: &Event, zone: &str, network: Option<Network>, seq: u64) {
         self.time.append_value(event.ts.micros());
         self.credential.append_value(&event.credential);
         self.kind.append_value(event.kind.as_str());
@@ -96,6 +99,7 @@ impl EventRows {
         self.leak_url.append_option(event.leak_url.as_deref());
         self.event_id.append_value(&event.event_id);
         self.format.append_value(event.format.as_str());
+        self.ingest_seq.append_value(seq);
     }
 }
 
@@ -120,6 +124,7 @@ impl Rows for EventRows {
             leak_url: StringBuilder::new(),
             event_id: StringBuilder::new(),
             format: StringBuilder::new(),
+            ingest_seq: UInt64Builder::new(),
         }
     }
 
@@ -147,6 +152,7 @@ impl Rows for EventRows {
             Arc::new(self.leak_url.finish()),
             Arc::new(self.event_id.finish()),
             Arc::new(self.format.finish()),
+            Arc::new(self.ingest_seq.finish()),
         ];
         RecordBatch::try_new(super::schema::events(), columns)
     }

@@ -49,6 +49,9 @@ pub fn events() -> SchemaRef {
                 Field::new("leak_url", DataType::Utf8, true),
                 Field::new("event_id", DataType::Utf8, false),
                 Field::new("format", DataType::Utf8, false),
+                // Arrival order within one writing process: ties in `time` keep the order the
+                // events were processed in (what `backtest` replays).
+                Field::new("ingest_seq", DataType::UInt64, false),
             ]))
         })
         .clone()

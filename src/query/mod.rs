@@ -153,6 +153,26 @@ impl Query {
         })
     }
 
+    /// Runs one SQL statement and hands its batches to `each` as they are produced, without
+    /// holding the whole result (for results larger than memory, like `backtest`'s scan).
+    pub fn for_each_batch<E>(
+        &self,
+        sql: &str,
+        mut each: impl FnMut(RecordBatch) -> Result<(), E>,
+    ) -> Result<Result<(), E>, QueryError> {
+        use futures::StreamExt as _;
+        self.runtime.block_on(async {
+            let frame = self.context.sql(sql).await?;
+            let mut stream = frame.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                if let Err(error) = each(batch?) {
+                    return Ok(Err(error));
+                }
+            }
+            Ok(Ok(()))
+        })
+    }
+
     pub fn context(&self) -> &SessionContext {
         &self.context
     }
