@@ -82,6 +82,7 @@ fn main() {
     for event in &events {
         archive.event(event).expect("archive event");
     }
+    let appended = started.elapsed().as_secs_f64();
     let summary = archive.finish().expect("finish archive");
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds()
@@ -95,6 +96,11 @@ fn main() {
         summary.written.files,
         summary.written.bytes as f64 / 1048576.0,
         summary.written.bytes as f64 / summary.written.rows.max(1) as f64,
+    );
+    println!(
+        "write: appending took {appended:.2}s (the file thread working alongside), \
+         finishing the last files {:.2}s",
+        wall - appended
     );
     if let Some(cpu) = cpu {
         println!(

@@ -189,7 +189,7 @@ mod tests {
     fn every_field_survives_a_batch() {
         let bare = Event::new(Timestamp::from_secs(0), Kind::Access, "AKIABARE");
         let full = full_event();
-        let mut rows = EventRows::new();
+        let mut rows = EventRows::with_capacity(2);
         rows.push(
             &full,
             "internet",
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_an_error_naming_row_and_column() {
-        let mut rows = EventRows::new();
+        let mut rows = EventRows::with_capacity(2);
         rows.push(&full_event(), "internet", None, 0);
         let batch = rows.seal().unwrap();
         let mut columns = batch.columns().to_vec();

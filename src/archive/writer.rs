@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -95,10 +95,12 @@ impl<R: Rows> TableWriter<R> {
         push: impl FnOnce(&mut R),
     ) -> Result<(), ArchiveError> {
         let hour = hour_of(ts);
+        // Reserve for a typical hour; builders grow past it by doubling.
+        let capacity = self.roll_rows.min(1 << 16);
         let (rows, _) = self
             .partitions
             .entry(hour)
-            .or_insert_with(|| (R::new(), Instant::now()));
+            .or_insert_with(|| (R::with_capacity(capacity), Instant::now()));
         push(rows);
         self.buffered += 1;
         if rows.len() >= self.roll_rows {
@@ -351,19 +353,38 @@ fn write_file(
     Ok(bytes)
 }
 
-/// Both tables have `time` first and `credential` second.
+/// Sorts a batch by (credential, time); both tables have `time` first and `credential`
+/// second. Rows are bucketed by credential in time order (a stable sort on the timestamps,
+/// skipped when they already are in order, as a stream's mostly are), then the buckets are
+/// concatenated in credential order: linear in the rows plus a sort of the distinct
+/// credentials, instead of a comparison sort over strings.
 fn sort_by_credential_and_time(batch: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
-    let columns = [
-        SortColumn {
-            values: batch.column(1).clone(),
-            options: None,
-        },
-        SortColumn {
-            values: batch.column(0).clone(),
-            options: None,
-        },
-    ];
-    let indices = lexsort_to_indices(&columns, None).map_err(ArchiveError::Arrow)?;
+    use arrow::array::{AsArray, UInt32Array};
+    use arrow::datatypes::TimestampMicrosecondType;
+
+    let times = batch.column(0).as_primitive::<TimestampMicrosecondType>();
+    let credentials = batch.column(1).as_string::<i32>();
+    let times = times.values();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    if times.windows(2).any(|pair| pair[0] > pair[1]) {
+        order.sort_by_key(|&row| times[row as usize]);
+    }
+    let mut buckets: HashMap<&str, Vec<u32>> = HashMap::new();
+    for &row in &order {
+        buckets
+            .entry(credentials.value(row as usize))
+            .or_default()
+            .push(row);
+    }
+    let mut keys: Vec<&str> = buckets.keys().copied().collect();
+    keys.sort_unstable();
+    order.clear();
+    for key in keys {
+        if let Some(rows) = buckets.get(key) {
+            order.extend_from_slice(rows);
+        }
+    }
+    let indices = UInt32Array::from(order);
     take_record_batch(batch, &indices).map_err(ArchiveError::Arrow)
 }
 
@@ -372,6 +393,9 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(encoding.row_group_rows.max(1)))
+        // Page statistics (the page index): a credential's rows are a few pages of a sorted
+        // row group, and a timeline query reads only those. They cost about a fifth of the
+        // encoding time, and make that query about 3 times faster (benches/archive.rs).
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![
             SortingColumn {
@@ -386,9 +410,9 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
             },
         ]))
         .set_created_by(format!("credwatch {}", env!("CARGO_PKG_VERSION")));
-    // Unique per row: a dictionary would only be built to be thrown away.
+    // (Nearly) unique per row: a dictionary would only be built to be thrown away.
     let unique: &[&str] = match table {
-        Table::Events => &["event_id"],
+        Table::Events => &["event_id", "source_ip"],
         Table::Alerts => &["id", "ocsf"],
     };
     for column in unique {

@@ -76,9 +76,14 @@ impl Query {
             .enable_all()
             .thread_name("query")
             .build()?;
-        let session = SessionConfig::new()
+        let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("credwatch", "archive");
+        // Late materialisation: evaluate filters on their own columns first and decode the
+        // other columns only for matching rows (one credential's timeline reads a few pages).
+        let parquet = &mut session.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let context = SessionContext::new_with_config(session);
         for function in udf::functions(config) {
             context.register_udf(function);
