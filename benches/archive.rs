@@ -2,7 +2,7 @@
 //! by DataFusion (`credwatch query`) and by DuckDB on the same files in the same run.
 //!
 //! Run: `cargo bench --bench archive` (10 million events; `CREDWATCH_BENCH_EVENTS=N` for
-//! another size). DuckDB runs through its Python package (`pip install duckdb`); without it
+//! another size). DuckDB runs through its Python package (`pip install duckdb pytz`); without it
 //! the DuckDB column is skipped with a note. Figures: rows/s of `Archive::event` through
 //! `finish` (sealing, sorting, zstd, fsync and rename included), with the CPU seconds used by
 //! both threads, and for each query the median of 5 runs after a warm-up.
@@ -206,7 +206,7 @@ fn run_duckdb(archive: &Path, queries: &[Timed]) -> Option<Vec<(usize, f64)>> {
     };
     if !output.status.success() {
         println!(
-            "DuckDB skipped: {} (install it with `pip install duckdb`)",
+            "DuckDB skipped: {} (install it with `pip install duckdb pytz`)",
             String::from_utf8_lossy(&output.stderr).trim()
         );
         return None;
