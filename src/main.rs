@@ -394,11 +394,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Gen(args) => {
+            let progress = io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{elapsed} generating: {bar:40} {pos}/{len} events",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            });
             let generated = credwatch::demo::generate(
                 args.seed,
                 args.credentials as usize,
                 &args.out,
                 args.truth.as_deref(),
+                progress.as_ref(),
             )?;
             eprintln!(
                 "credwatch gen: {} events for {} credentials, {} injected scenarios, to {}",

@@ -1,5 +1,5 @@
 //! Secrets hygiene: raw secret material planted in inputs (valid and malformed) and the webhook
-//! secret never appear in alerts, logs, dead letters or the revocation outbox.
+//! secret never appear in alerts, logs, dead letters, the revocation outbox or the archive.
 
 use std::path::Path;
 
@@ -68,6 +68,8 @@ fn planted_secrets_appear_in_no_output() {
         .arg(&rules)
         .arg("--dead-letter")
         .arg(&dead)
+        .arg("--archive")
+        .arg(dir.path().join("archive"))
         .arg(&input)
         .output()
         .unwrap();
@@ -89,6 +91,24 @@ fn planted_secrets_appear_in_no_output() {
         !files.is_empty(),
         "a revocation was decided and kept in the outbox"
     );
+    // The archive's content as decoded rows (its files are compressed, so grepping them would
+    // prove nothing).
+    let mut archived = String::new();
+    for table in ["events", "alerts", "credentials"] {
+        let output = credwatch()
+            .args(["query", "--format", "json", "--archive"])
+            .arg(dir.path().join("archive"))
+            .arg(format!("SELECT * FROM {table}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        archived.push_str(&String::from_utf8_lossy(&output.stdout));
+    }
+    assert!(archived.contains("ASIAPLANTED0000001"), "{archived}");
     let letters = std::fs::read_to_string(&dead).unwrap();
     assert!(letters.contains("[redacted sha256:"), "{letters}");
     for secret in PLANTED {
@@ -97,6 +117,7 @@ fn planted_secrets_appear_in_no_output() {
             ("logs", &stderr),
             ("dead letters", &letters),
             ("outbox", &files),
+            ("archive", &archived),
         ] {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
