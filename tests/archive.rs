@@ -75,6 +75,21 @@ fn generated_day(dir: &Path, credentials: u32) -> PathBuf {
     path
 }
 
+/// `credwatch replay --output OUTPUT --config CONFIG --archive ARCHIVE INPUT`, which must
+/// succeed; returns its output.
+fn replay_into(config: &Path, archive: &Path, input: &Path, output: &str) -> std::process::Output {
+    let result = credwatch()
+        .args(["replay", "--output", output, "--config"])
+        .arg(config)
+        .arg("--archive")
+        .arg(archive)
+        .arg(input)
+        .output()
+        .expect("run replay");
+    success(&result);
+    result
+}
+
 #[test]
 fn replayed_events_come_back_identical_from_select() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -88,14 +103,7 @@ fn replayed_events_come_back_identical_from_select() {
             + "\n[archive]\nroll_rows = 50000\nrow_group_rows = 8192\n",
     )
     .expect("write config");
-    let output = credwatch()
-        .args(["replay", "--output", "json", "--config"])
-        .arg(&config)
-        .arg("--archive")
-        .arg(&archive)
-        .arg(&input)
-        .output()
-        .expect("run replay");
+    let output = replay_into(&config, &archive, &input, "json");
     let alerts_json = success(&output);
     assert!(
         stderr(&output).contains("archive "),
@@ -161,15 +169,11 @@ fn replayed_events_come_back_identical_from_select() {
 fn query_prints_tables_csv_and_json_with_zone_functions_and_partition_filters() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("archive");
-    success(
-        &credwatch()
-            .args(["replay", "--output", "none", "--config"])
-            .arg(repo("tests/data/scenario.toml"))
-            .arg("--archive")
-            .arg(&archive)
-            .arg(repo("tests/data/scenario.jsonl"))
-            .output()
-            .expect("replay"),
+    replay_into(
+        &repo("tests/data/scenario.toml"),
+        &archive,
+        &repo("tests/data/scenario.jsonl"),
+        "none",
     );
     let query = |format: &str, sql: &str| {
         success(
@@ -272,14 +276,12 @@ fn query_prints_tables_csv_and_json_with_zone_functions_and_partition_filters() 
 fn explain_shows_a_credentials_state_alerts_and_timeline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let archive = dir.path().join("archive");
-    let output = credwatch()
-        .args(["replay", "--output", "json", "--config"])
-        .arg(repo("tests/data/scenario.toml"))
-        .arg("--archive")
-        .arg(&archive)
-        .arg(repo("tests/data/scenario.jsonl"))
-        .output()
-        .expect("replay");
+    let output = replay_into(
+        &repo("tests/data/scenario.toml"),
+        &archive,
+        &repo("tests/data/scenario.jsonl"),
+        "json",
+    );
     let alerts = success(&output);
     let first: serde_json::Value =
         serde_json::from_str(alerts.lines().next().expect("an alert")).expect("alert JSON");
@@ -427,16 +429,7 @@ fn every_example_query_runs_on_a_demo_archive() {
     let input = generated_day(dir.path(), 100);
     let archive = dir.path().join("archive");
     let config = repo("src/demo/config.toml");
-    success(
-        &credwatch()
-            .args(["replay", "--output", "none", "--config"])
-            .arg(&config)
-            .arg("--archive")
-            .arg(&archive)
-            .arg(&input)
-            .output()
-            .expect("replay"),
-    );
+    replay_into(&config, &archive, &input, "none");
     let mut examples: Vec<PathBuf> = std::fs::read_dir(repo("examples/queries"))
         .expect("examples/queries")
         .map(|e| e.expect("entry").path())
@@ -484,16 +477,7 @@ fn backtest_counts_equal_those_of_a_replay_of_the_same_events() {
     let input = generated_day(dir.path(), 100);
     let archive = dir.path().join("archive");
     let config = repo("src/demo/config.toml");
-    let alerts = success(
-        &credwatch()
-            .args(["replay", "--output", "json", "--config"])
-            .arg(&config)
-            .arg("--archive")
-            .arg(&archive)
-            .arg(&input)
-            .output()
-            .expect("replay"),
-    );
+    let alerts = success(&replay_into(&config, &archive, &input, "json"));
     // date,rule -> (alerts, folded) from the replay's own alerts.
     let mut expected: std::collections::BTreeMap<(String, String), (u64, u64)> = Default::default();
     for line in alerts.lines() {
