@@ -1,16 +1,11 @@
 //! The `credentials` table: every tracked credential's state as one Parquet file, replaced
 //! atomically each time it is exported (`credentials/credentials.parquet`).
 
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
-    UInt32Builder,
-};
+use arrow::array::{ArrayRef, Float64Builder, StringBuilder, UInt32Builder};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -30,8 +25,8 @@ pub fn batch(store: &StateStore, config: &Config) -> Result<RecordBatch, Archive
     store.for_each(|id, _| ids.push(id.to_owned()));
     ids.sort_unstable();
 
-    let times = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    let list = || ListBuilder::new(StringBuilder::new());
+    let times = || super::rows::times(0);
+    let list = super::rows::list;
     let mut credential = StringBuilder::new();
     let mut owner = StringBuilder::new();
     let mut accesses = UInt32Builder::new();
@@ -129,28 +124,12 @@ pub fn export(
 ) -> Result<usize, ArchiveError> {
     let batch = batch(store, config)?;
     let target = path(archive);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ArchiveError::Io { path, source }
-    };
-    let dir = target.parent().unwrap_or(archive).to_owned();
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let temporary = dir.join(".part-credentials.parquet.tmp");
-    let file = File::create(&temporary).map_err(io(&temporary))?;
+    let dir = target.parent().unwrap_or(archive);
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(zstd_level).unwrap_or_default(),
         ))
         .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties))
-        .map_err(ArchiveError::Parquet)?;
-    writer.write(&batch).map_err(ArchiveError::Parquet)?;
-    let file = writer.into_inner().map_err(ArchiveError::Parquet)?;
-    file.sync_all().map_err(io(&temporary))?;
-    drop(file);
-    fs::rename(&temporary, &target).map_err(io(&target))?;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&dir))?;
+    super::writer::publish(dir, "credentials.parquet", &batch, properties)?;
     Ok(batch.num_rows())
 }

@@ -24,11 +24,11 @@ pub(crate) trait Rows: Send + 'static {
     fn seal(&mut self) -> Result<RecordBatch, ArrowError>;
 }
 
-fn times(rows: usize) -> TimestampMicrosecondBuilder {
+pub(crate) fn times(rows: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
-fn list() -> ListBuilder<StringBuilder> {
+pub(crate) fn list() -> ListBuilder<StringBuilder> {
     ListBuilder::new(StringBuilder::new())
 }
 

@@ -308,7 +308,7 @@ impl Drop for FileWriter {
     }
 }
 
-/// Writes one sorted file atomically; returns its size.
+/// Writes one sorted file of a partition; returns its size.
 fn write_file(
     dir: &Path,
     sealed: &Sealed,
@@ -319,21 +319,33 @@ fn write_file(
     let partition = dir
         .join(sealed.table.dir_name())
         .join(partition_path(sealed.hour));
+    publish(&partition, name, &batch, properties(sealed.table, encoding))
+}
+
+/// Writes `batch` as `dir/name` atomically: under the hidden name `.name.tmp`, synced, renamed,
+/// and the directory synced, so the file is either absent or complete, also after a crash.
+/// Returns its size.
+pub(crate) fn publish(
+    dir: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    properties: WriterProperties,
+) -> Result<u64, ArchiveError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ArchiveError::Io { path, source }
     };
-    fs::create_dir_all(&partition).map_err(io(&partition))?;
-    let temporary = partition.join(format!(".{name}.tmp"));
-    let target = partition.join(name);
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
     let file = File::create(&temporary).map_err(io(&temporary))?;
     let mut writer = ArrowWriter::try_new(
         BufWriter::with_capacity(1 << 20, file),
         batch.schema(),
-        Some(properties(sealed.table, encoding)),
+        Some(properties),
     )
     .map_err(ArchiveError::Parquet)?;
-    writer.write(&batch).map_err(ArchiveError::Parquet)?;
+    writer.write(batch).map_err(ArchiveError::Parquet)?;
     let file = writer
         .into_inner()
         .map_err(ArchiveError::Parquet)?
@@ -347,9 +359,9 @@ fn write_file(
     drop(file);
     fs::rename(&temporary, &target).map_err(io(&target))?;
     // The rename is durable once the directory entry is.
-    File::open(&partition)
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io(&partition))?;
+        .map_err(io(dir))?;
     Ok(bytes)
 }
 
@@ -441,7 +453,7 @@ pub(crate) fn remove_temporaries(dir: &Path) -> Result<u64, ArchiveError> {
             let name = name.to_string_lossy();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 pending.push(path);
-            } else if name.starts_with(".part-") && name.ends_with(".tmp") {
+            } else if name.starts_with('.') && name.ends_with(".parquet.tmp") {
                 fs::remove_file(&path).map_err(|source| ArchiveError::Io {
                     path: path.clone(),
                     source,
