@@ -80,7 +80,14 @@ fn main() {
     let mut archive = Archive::open(ArchiveOptions::new(&archive_dir), Arc::clone(&config))
         .expect("open archive");
     for event in &events {
-        archive.event(event).expect("archive event");
+        // The zones stage's placement, as the engine would hand it over.
+        let ip = event
+            .source_ip
+            .as_deref()
+            .and_then(credwatch::zones::parse_ip);
+        let zone = config.zones.classify(ip, event.zone.as_deref());
+        let network = ip.map(credwatch::zones::Network::of);
+        archive.event(event, zone, network).expect("archive event");
     }
     let appended = started.elapsed().as_secs_f64();
     let summary = archive.finish().expect("finish archive");

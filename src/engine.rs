@@ -15,6 +15,7 @@ use crate::event::{Event, Kind};
 use crate::rules::RuleSet;
 use crate::state::StateStore;
 use crate::time::{Period, Timestamp};
+use crate::zones::{Network, ZoneId};
 
 /// Counters for one rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct Engine {
     created: Vec<Alert>,
     allowed_lateness: Period,
     newest: Option<Timestamp>,
+    /// Where the zones stage placed the latest event.
+    placement: (ZoneId, Option<Network>),
 }
 
 impl Engine {
@@ -77,6 +80,7 @@ impl Engine {
             created: Vec::new(),
             allowed_lateness: Period::ZERO,
             newest: None,
+            placement: (ZoneId::UNKNOWN, None),
         }
     }
 
@@ -107,6 +111,7 @@ impl Engine {
 
         let config = &*self.config;
         let observation = self.store.locate(event, config);
+        self.placement = (observation.zone, observation.network);
         if event.kind == Kind::Issue
             && observation.declared_zones.len() < distinct(&event.allowed_zones)
         {
@@ -164,6 +169,12 @@ impl Engine {
             }
             out.append(&mut self.created);
         }
+    }
+
+    /// The zone and network the zones stage placed the latest processed event in (what the
+    /// archive records, so it never places an event differently from detection).
+    pub fn placement(&self) -> (ZoneId, Option<Network>) {
+        self.placement
     }
 
     /// End of input: closes every suppression window.

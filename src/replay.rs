@@ -435,14 +435,15 @@ impl<'a> Replay<'a> {
         let mut events = std::mem::take(&mut self.events);
         let mut result = Ok(());
         for event in events.drain(..) {
+            self.alerts.clear();
+            self.engine.process(&event, &mut self.alerts);
             if let Some(archive) = self.archive.as_mut() {
-                if let Err(error) = archive.event(&event) {
+                let (zone, network) = self.engine.placement();
+                if let Err(error) = archive.event(&event, zone, network) {
                     result = Err(error.into());
                     break;
                 }
             }
-            self.alerts.clear();
-            self.engine.process(&event, &mut self.alerts);
             if let Err(error) = self.respond() {
                 result = Err(error);
                 break;

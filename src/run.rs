@@ -280,7 +280,8 @@ fn handle(
                 continue;
             }
             if let Some(archive) = archive.as_deref_mut() {
-                archive.event(event)?;
+                let (zone, network) = engine.placement();
+                archive.event(event, zone, network)?;
             }
             // Decisions reach the outbox (synced) before the offset can be committed.
             if let Some(responder) = responder.as_deref_mut() {

@@ -34,7 +34,7 @@ use crate::alerts::Alert;
 use crate::config::Config;
 use crate::event::Event;
 use crate::state::StateStore;
-use crate::zones::{parse_ip, Network};
+use crate::zones::{Network, ZoneId};
 
 use rows::{AlertRows, EventRows};
 pub use writer::WrittenStats;
@@ -124,7 +124,7 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Opens (creating) the archive directory for writing. `config` places events in zones.
+    /// Opens (creating) the archive directory for writing. `config` names the zones.
     pub fn open(options: ArchiveOptions, config: Arc<Config>) -> Result<Archive, ArchiveError> {
         let dir = &options.dir;
         fs::create_dir_all(dir).map_err(|source| ArchiveError::Io {
@@ -198,12 +198,15 @@ impl Archive {
         self.options.roll_age
     }
 
-    /// Archives one event, placed in its zone by the configured zones.
-    pub fn event(&mut self, event: &Event) -> Result<(), ArchiveError> {
-        let ip = event.source_ip.as_deref().and_then(parse_ip);
-        let zone = self.config.zones.classify(ip, event.zone.as_deref());
+    /// Archives one event, placed in `zone` and `network` by the zones stage
+    /// ([`crate::engine::Engine::placement`]).
+    pub fn event(
+        &mut self,
+        event: &Event,
+        zone: ZoneId,
+        network: Option<Network>,
+    ) -> Result<(), ArchiveError> {
         let zone = self.config.zones.name(zone);
-        let network = ip.map(Network::of);
         let seq = self.summary.events;
         let pushed = self.events.push(event.ts, &self.files, |rows| {
             rows.push(event, zone, network, seq)
