@@ -24,6 +24,17 @@ pub struct RuleCounts {
     pub alerts: u64,
     /// Findings folded into an earlier alert by suppression.
     pub suppressed: u64,
+    /// Findings an exception covered: no alert.
+    pub excepted: u64,
+}
+
+/// What one exception did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExceptionCounts {
+    /// Findings it turned into no alert.
+    pub suppressed: u64,
+    /// The event time at which it was seen to have expired (it no longer applies).
+    pub expired_at: Option<Timestamp>,
 }
 
 /// What the engine has seen and done.
@@ -41,6 +52,8 @@ pub struct EngineStats {
     /// Names in `allowed_zones` of issue events that match no configured zone.
     pub unknown_zone_names: u64,
     pub rules: BTreeMap<String, RuleCounts>,
+    /// Per exception id, in id order.
+    pub exceptions: BTreeMap<String, ExceptionCounts>,
 }
 
 /// The detection core.
@@ -57,6 +70,8 @@ pub struct Engine {
     newest: Option<Timestamp>,
     /// Where the zones stage placed the latest event.
     placement: (ZoneId, Option<Network>),
+    /// The earliest expiry of an exception not yet reported as expired.
+    next_expiry: Option<Timestamp>,
 }
 
 impl Engine {
@@ -67,8 +82,15 @@ impl Engine {
                 .iter()
                 .map(|r| (r.id.clone(), RuleCounts::default()))
                 .collect(),
+            exceptions: rules
+                .exceptions()
+                .all()
+                .iter()
+                .map(|e| (e.id.clone(), ExceptionCounts::default()))
+                .collect(),
             ..EngineStats::default()
         };
+        let next_expiry = rules.exceptions().all().iter().map(|e| e.expires).min();
         Engine {
             config: config.into(),
             rules,
@@ -81,6 +103,7 @@ impl Engine {
             allowed_lateness: Period::ZERO,
             newest: None,
             placement: (ZoneId::UNKNOWN, None),
+            next_expiry,
         }
     }
 
@@ -108,6 +131,9 @@ impl Engine {
             self.stats.out_of_order += 1;
         }
         self.suppressor.advance(watermark, out);
+        if self.next_expiry.is_some_and(|expiry| newest >= expiry) {
+            self.expire_exceptions(newest);
+        }
 
         let config = &*self.config;
         let observation = self.store.locate(event, config);
@@ -151,8 +177,19 @@ impl Engine {
             return;
         }
         let owner = owner.map(|symbol| self.store.principals.name(symbol).to_string());
+        let exceptions = self.rules.exceptions();
         for (index, finding) in self.fired.drain(..) {
             let rule = &rules[index];
+            if let Some(covering) = exceptions.covering(&rule.id, &observation) {
+                let exception = &exceptions.all()[covering];
+                if let Some(counts) = self.stats.exceptions.get_mut(&exception.id) {
+                    counts.suppressed += 1;
+                }
+                if let Some(counts) = self.stats.rules.get_mut(&rule.id) {
+                    counts.excepted += 1;
+                }
+                continue;
+            }
             let alert = Alert::new(rule, event, owner.clone(), finding);
             self.created.clear();
             self.suppressor
@@ -169,6 +206,35 @@ impl Engine {
             }
             out.append(&mut self.created);
         }
+    }
+
+    /// Marks the exceptions that expired by event time `now`; they already no longer apply
+    /// (see [`crate::rules::Exception::covers`]), this reports it once each.
+    fn expire_exceptions(&mut self, now: Timestamp) {
+        let mut next = None;
+        for exception in self.rules.exceptions().all() {
+            let Some(counts) = self.stats.exceptions.get_mut(&exception.id) else {
+                continue;
+            };
+            if counts.expired_at.is_some() {
+                continue;
+            }
+            if exception.is_expired(now) {
+                counts.expired_at = Some(now);
+                tracing::warn!(
+                    exception = %exception.id,
+                    owner = %exception.owner,
+                    expires = %exception.expires,
+                    suppressed = counts.suppressed,
+                    "exception expired; its findings alert again (renew or delete {})",
+                    exception.file
+                );
+            } else {
+                next =
+                    Some(next.map_or(exception.expires, |n: Timestamp| n.min(exception.expires)));
+            }
+        }
+        self.next_expiry = next;
     }
 
     /// The zone and network the zones stage placed the latest processed event in (what the
@@ -264,6 +330,62 @@ mod tests {
         ]);
         assert_eq!(stats.unknown_zone_names, 1);
         assert_eq!(stats.late_events, 1);
+    }
+
+    #[test]
+    fn an_exception_turns_findings_into_counts_until_it_expires() {
+        let config = Config::parse("test", CONFIG).unwrap();
+        let exceptions = crate::rules::ExceptionSet::parse(
+            &[(
+                "bot.toml".to_owned(),
+                "[[exceptions]]\nid = \"bot\"\nowner = \"platform\"\nreason = \"deploys from outside\"\nexpires = \"2026-03-01T00:10:00Z\"\nrules = [\"zone-violation\"]\ncredentials = [\"k\"]\n".to_owned(),
+            )],
+            &config,
+            &RuleSet::builtin(&config).unwrap().ids(),
+        )
+        .unwrap();
+        let rules = RuleSet::builtin(&config)
+            .unwrap()
+            .with_exceptions(exceptions);
+        let mut engine = Engine::new(config, rules);
+        let mut alerts = Vec::new();
+        let mut events = Vec::new();
+        for line in [
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"k","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:02:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
+            r#"{"ts":"2026-03-01T00:03:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
+            r#"{"ts":"2026-03-01T00:04:00Z","kind":"issue","credential":"other","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:05:00Z","kind":"access","credential":"other","source_ip":"203.0.113.9"}"#,
+        ] {
+            NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+        }
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+        let credentials: Vec<&str> = alerts.iter().map(|a| a.credential.as_str()).collect();
+        assert_eq!(
+            credentials,
+            vec!["other"],
+            "only the excepted credential is quiet"
+        );
+        alerts.clear();
+        assert_eq!(engine.stats().exceptions["bot"].suppressed, 2);
+        assert_eq!(engine.stats().rules["zone-violation"].excepted, 2);
+        assert_eq!(engine.stats().exceptions["bot"].expired_at, None);
+
+        events.clear();
+        NativeDecoder
+            .decode(
+                br#"{"ts":"2026-03-01T00:20:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
+                &mut events,
+            )
+            .unwrap();
+        engine.process(&events[0], &mut alerts);
+        let rules: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(rules, vec!["zone-violation"]);
+        let counts = &engine.stats().exceptions["bot"];
+        assert_eq!(counts.suppressed, 2);
+        assert_eq!(counts.expired_at, events.first().map(|e| e.ts));
     }
 
     #[test]

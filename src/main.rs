@@ -84,6 +84,10 @@ struct Setup {
     /// Directory of rule files (*.toml). Default: the rule set built into credwatch.
     #[arg(long, short, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// Directory of exception files (*.toml with [[exceptions]]: owner, reason, expiry and
+    /// scope). Default: the `exceptions` directory inside --rules, when there is one.
+    #[arg(long, value_name = "DIR")]
+    exceptions: Option<PathBuf>,
 }
 
 impl Setup {
@@ -95,9 +99,13 @@ impl Setup {
     }
 
     fn rules(&self, config: &Config) -> Result<RuleSet> {
-        match &self.rules {
-            Some(dir) => Ok(RuleSet::load_dir(dir, config)?),
-            None => Ok(RuleSet::builtin(config)?),
+        let rules = match &self.rules {
+            Some(dir) => RuleSet::load_dir(dir, config)?,
+            None => RuleSet::builtin(config)?,
+        };
+        match &self.exceptions {
+            Some(dir) => Ok(rules.with_exceptions_from(dir, config, true)?),
+            None => Ok(rules),
         }
     }
 }
@@ -198,6 +206,47 @@ struct BacktestArgs {
 enum BacktestFormat {
     Text,
     Csv,
+}
+
+/// The exceptions of `rules check`, each active or expired as of now (the wall clock: this is
+/// for the person editing the files; detection judges expiry in event time).
+fn describe_exceptions(rules: &RuleSet) -> String {
+    use std::fmt::Write as _;
+    let exceptions = rules.exceptions().all();
+    let mut text = String::new();
+    if exceptions.is_empty() {
+        return text;
+    }
+    let now = credwatch::time::Timestamp::from_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64),
+    );
+    let expired = exceptions.iter().filter(|e| e.is_expired(now)).count();
+    let _ = writeln!(
+        text,
+        "{} exceptions ({} expired: they no longer apply; renew or delete them)",
+        exceptions.len(),
+        expired
+    );
+    for exception in exceptions {
+        let _ = writeln!(
+            text,
+            "  {:<22} {:<8} expires {}  owner {}  [{}]\n  {:<22} {}",
+            exception.id,
+            if exception.is_expired(now) {
+                "EXPIRED"
+            } else {
+                "active"
+            },
+            exception.expires,
+            exception.owner,
+            exception.scope,
+            "",
+            exception.reason
+        );
+    }
+    text
 }
 
 fn parse_time(text: &str) -> Result<credwatch::time::Timestamp, String> {
@@ -437,6 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if rule.enabled { "" } else { " (disabled)" }
                 );
             }
+            print!("{}", describe_exceptions(&rules));
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(RulesCommand::Test(setup)) => {

@@ -124,18 +124,45 @@ impl ReplaySummary {
             .max(4);
         let _ = writeln!(
             text,
-            "  {:<width$}  {:>8}  {:>10}",
-            "rule", "alerts", "suppressed"
+            "  {:<width$}  {:>8}  {:>10}  {:>8}",
+            "rule", "alerts", "suppressed", "excepted"
         );
         for (rule, counts) in &self.engine.rules {
             let _ = writeln!(
                 text,
-                "  {rule:<width$}  {:>8}  {:>10}",
-                counts.alerts, counts.suppressed
+                "  {rule:<width$}  {:>8}  {:>10}  {:>8}",
+                counts.alerts, counts.suppressed, counts.excepted
             );
         }
+        text.push_str(&render_exceptions(&self.engine.exceptions));
         text
     }
+}
+
+/// The exceptions' lines of a summary: findings each one turned into no alert, and which
+/// expired during the input (by event time).
+pub fn render_exceptions(
+    exceptions: &std::collections::BTreeMap<String, crate::engine::ExceptionCounts>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    if exceptions.is_empty() {
+        return text;
+    }
+    let width = exceptions.keys().map(String::len).max().unwrap_or(9).max(9);
+    let _ = writeln!(
+        text,
+        "  {:<width$}  {:>10}  status",
+        "exception", "suppressed"
+    );
+    for (id, counts) in exceptions {
+        let status = match counts.expired_at {
+            Some(at) => format!("expired (seen at {at}); no longer applies"),
+            None => "active".to_owned(),
+        };
+        let _ = writeln!(text, "  {id:<width$}  {:>10}  {status}", counts.suppressed);
+    }
+    text
 }
 
 /// Where rejected records go.

@@ -11,6 +11,26 @@ fn demo_catches_every_scenario_with_at_most_one_percent_benign_alerts() {
     println!("demo took {:.1}s", started.elapsed().as_secs_f64());
     assert!(out.contains("caught 11 of 11 injected scenarios"), "{out}");
     assert!(!out.contains("MISSED"), "{out}");
+    // The CI bot's exception and the canary key are in the table.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("terraform-ci-bot") && l.contains("active")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pentest-2026-q1") && l.contains("expired")),
+        "{out}"
+    );
+    assert!(
+        out.contains("CI bot AKIACIBOTTERRAFORM01: 0 alerts"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("AKIACANARYCIDECOY001") && l.contains("yes")),
+        "{out}"
+    );
     let line = out
         .lines()
         .find(|l| l.starts_with("benign credentials with alerts:"))
@@ -30,6 +50,13 @@ fn demo_events_replay_to_the_demo_alerts() {
     let events = dir.path().join("day.jsonl");
     let config = dir.path().join("demo.toml");
     std::fs::write(&config, credwatch::demo::DEMO_CONFIG).unwrap();
+    let exceptions = dir.path().join("exceptions");
+    std::fs::create_dir(&exceptions).unwrap();
+    std::fs::write(
+        exceptions.join("demo.toml"),
+        credwatch::demo::DEMO_EXCEPTIONS,
+    )
+    .unwrap();
     let demo_alerts = success(
         &credwatch()
             .args(["demo", "--credentials", "100", "--alerts", "--write-events"])
@@ -37,14 +64,23 @@ fn demo_events_replay_to_the_demo_alerts() {
             .output()
             .unwrap(),
     );
-    let replayed = success(
-        &credwatch()
-            .args(["replay", "--config"])
-            .arg(&config)
-            .arg(&events)
-            .output()
-            .unwrap(),
-    );
+    let replay = |exceptions: Option<&std::path::Path>| {
+        let mut command = credwatch();
+        command.args(["replay", "--config"]).arg(&config);
+        if let Some(dir) = exceptions {
+            command.arg("--exceptions").arg(dir);
+        }
+        success(&command.arg(&events).output().unwrap())
+    };
+    let replayed = replay(Some(&exceptions));
+    // Without its exception the Terraform bot storms new-endpoint alerts.
+    let unexcepted = replay(None);
+    let bot_alerts = unexcepted
+        .lines()
+        .filter(|l| l.contains("new-endpoint AKIACIBOTTERRAFORM01"))
+        .count();
+    assert!(bot_alerts >= 20, "{unexcepted}");
+    assert!(!replayed.contains("AKIACIBOTTERRAFORM01"), "{replayed}");
     let demo_lines: Vec<&str> = demo_alerts
         .lines()
         .take_while(|l| !l.starts_with("credwatch demo:"))

@@ -155,3 +155,87 @@ fn a_missing_input_file_is_a_clear_error() {
         stderr(&output)
     );
 }
+
+fn replay_with_exceptions(exceptions: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("payments.toml"), exceptions).unwrap();
+    credwatch()
+        .args(["replay", "--config"])
+        .arg(repo("tests/data/scenario.toml"))
+        .arg("--exceptions")
+        .arg(dir.path())
+        .arg(repo("tests/data/scenario.jsonl"))
+        .output()
+        .expect("run credwatch")
+}
+
+const PAYMENTS_EXCEPTION: &str = r#"
+[[exceptions]]
+id = "payments-tooling"
+owner = "payments-team"
+reason = "operators run ad-hoc tooling with the payments key"
+expires = "EXPIRES"
+rules = ["new-endpoint", "new-user-agent"]
+credentials = ["AKIAPAYMENTS*"]
+"#;
+
+#[test]
+fn an_exception_silences_its_scope_counts_it_and_stops_when_expired() {
+    let unexcepted = success(&scenario("text"));
+    let output =
+        replay_with_exceptions(&PAYMENTS_EXCEPTION.replace("EXPIRES", "2027-01-01T00:00:00Z"));
+    let alerts = success(&output);
+    let summary = stderr(&output);
+    let expected: Vec<&str> = unexcepted
+        .lines()
+        .filter(|line| {
+            !(line.contains("AKIAPAYMENTS")
+                && (line.contains("new-endpoint") || line.contains("new-user-agent")))
+        })
+        .collect();
+    assert!(
+        expected.len() + 3 == unexcepted.lines().count(),
+        "{unexcepted}"
+    );
+    assert_eq!(alerts.lines().collect::<Vec<_>>(), expected);
+    assert!(
+        summary.contains("payments-tooling           3  active"),
+        "{summary}"
+    );
+
+    // Expired before the payments key's misuse at 00:20: everything alerts as before, and the
+    // summary says the exception expired.
+    let output =
+        replay_with_exceptions(&PAYMENTS_EXCEPTION.replace("EXPIRES", "2026-03-01T00:10:00Z"));
+    assert_eq!(success(&output), unexcepted);
+    let summary = stderr(&output);
+    assert!(
+        summary.contains("payments-tooling           0  expired"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn exceptions_are_validated_and_listed_by_rules_check() {
+    let output = credwatch()
+        .args(["rules", "check", "--config"])
+        .arg(repo("examples/credwatch.toml"))
+        .arg("--exceptions")
+        .arg(repo("examples/exceptions"))
+        .output()
+        .unwrap();
+    let listing = success(&output);
+    assert!(listing.contains("1 exceptions (0 expired"), "{listing}");
+    assert!(listing.contains("terraform-ci-bot"), "{listing}");
+    assert!(listing.contains("owner platform-team"), "{listing}");
+
+    let output = replay_with_exceptions(
+        &PAYMENTS_EXCEPTION
+            .replace("EXPIRES", "2027-01-01T00:00:00Z")
+            .replace("new-endpoint", "new-endpoints"),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let error = stderr(&output);
+    assert!(error.contains("payments.toml:7:"), "{error}");
+    assert!(error.contains("unknown rule `new-endpoints`"), "{error}");
+}

@@ -133,6 +133,35 @@ impl Metrics {
                 counts.suppressed
             );
         }
+        let _ = writeln!(out, "# HELP credwatch_alerts_excepted_total Findings an exception turned into no alert, by rule.\n# TYPE credwatch_alerts_excepted_total counter");
+        for (rule, counts) in &self.engine.rules {
+            let _ = writeln!(
+                out,
+                "credwatch_alerts_excepted_total{{rule=\"{}\"}} {}",
+                escape(rule),
+                counts.excepted
+            );
+        }
+        if !self.engine.exceptions.is_empty() {
+            let _ = writeln!(out, "# HELP credwatch_exception_suppressed_total Findings each exception turned into no alert.\n# TYPE credwatch_exception_suppressed_total counter");
+            for (id, counts) in &self.engine.exceptions {
+                let _ = writeln!(
+                    out,
+                    "credwatch_exception_suppressed_total{{exception=\"{}\"}} {}",
+                    escape(id),
+                    counts.suppressed
+                );
+            }
+            let _ = writeln!(out, "# HELP credwatch_exception_expired 1 once event time has passed the exception's expiry (it no longer applies).\n# TYPE credwatch_exception_expired gauge");
+            for (id, counts) in &self.engine.exceptions {
+                let _ = writeln!(
+                    out,
+                    "credwatch_exception_expired{{exception=\"{}\"}} {}",
+                    escape(id),
+                    u8::from(counts.expired_at.is_some())
+                );
+            }
+        }
         let _ = writeln!(out, "# HELP credwatch_revocations_total Revocations by outcome.\n# TYPE credwatch_revocations_total counter");
         for (outcome, count) in &self.revocations {
             let _ = writeln!(

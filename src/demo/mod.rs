@@ -23,11 +23,15 @@ use crate::alerts::{Activity, Alert, AlertSink};
 use crate::config::Config;
 use crate::decode::{Decoder, NativeDecoder};
 use crate::engine::Engine;
-use crate::rules::RuleSet;
+use crate::engine::ExceptionCounts;
+use crate::rules::{Exception, ExceptionSet, RuleSet};
 use crate::time::{Period, Timestamp};
 
 /// The demo's configuration: zones of the synthetic organisation.
 pub const DEMO_CONFIG: &str = include_str!("config.toml");
+
+/// The demo's exceptions: the Terraform CI bot's, and an expired one.
+pub const DEMO_EXCEPTIONS: &str = include_str!("exceptions.toml");
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -66,6 +70,10 @@ pub struct DemoReport {
     pub benign_alerted: BTreeSet<String>,
     /// Alerts on benign credentials per rule.
     pub benign_by_rule: BTreeMap<String, u64>,
+    /// Each exception and what it did.
+    pub exceptions: Vec<(Exception, ExceptionCounts)>,
+    /// New alerts on the Terraform CI bot's key (its exception should keep this at zero).
+    pub ci_bot_alerts: u64,
 }
 
 impl DemoReport {
@@ -137,6 +145,33 @@ impl DemoReport {
         for (rule, count) in &self.benign_by_rule {
             let _ = writeln!(text, "  {rule}: {count} alerts");
         }
+        let _ = writeln!(
+            text,
+            "\n{:<18} {:<14} {:<20} {:>10}  {:<8} scope",
+            "exception", "owner", "expires", "suppressed", "status"
+        );
+        for (exception, counts) in &self.exceptions {
+            let _ = writeln!(
+                text,
+                "{:<18} {:<14} {:<20} {:>10}  {:<8} {}",
+                exception.id,
+                exception.owner,
+                exception.expires.to_rfc3339(),
+                counts.suppressed,
+                if counts.expired_at.is_some() {
+                    "expired"
+                } else {
+                    "active"
+                },
+                exception.scope
+            );
+        }
+        let _ = writeln!(
+            text,
+            "CI bot {}: {} alerts (its new-endpoint findings are counted against terraform-ci-bot)",
+            world::CI_BOT,
+            self.ci_bot_alerts
+        );
         text
     }
 }
@@ -179,7 +214,13 @@ impl AlertSink for Recorder<'_> {
 pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<DemoReport> {
     let started = Instant::now();
     let config = Config::parse("demo config", DEMO_CONFIG)?;
-    let rules = RuleSet::builtin(&config)?;
+    let exceptions = ExceptionSet::parse(
+        &[("demo exceptions".to_owned(), DEMO_EXCEPTIONS.to_owned())],
+        &config,
+        &RuleSet::builtin(&config)?.ids(),
+    )
+    .map_err(crate::rules::RuleErrors)?;
+    let rules = RuleSet::builtin(&config)?.with_exceptions(exceptions);
     let mut engine = Engine::new(config, rules);
 
     let mut world = World::generate(options.seed, options.credentials);
@@ -267,6 +308,25 @@ pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<De
             }
         })
         .collect();
+    let ci_bot_alerts = raised
+        .iter()
+        .filter(|(credential, ..)| credential == world::CI_BOT)
+        .count() as u64;
+    let exceptions = engine
+        .rules()
+        .exceptions()
+        .all()
+        .iter()
+        .map(|exception| {
+            let counts = engine
+                .stats()
+                .exceptions
+                .get(&exception.id)
+                .cloned()
+                .unwrap_or_default();
+            (exception.clone(), counts)
+        })
+        .collect();
     let mut benign_alerted = BTreeSet::new();
     let mut benign_by_rule = BTreeMap::new();
     for (credential, rule, ..) in &raised {
@@ -289,6 +349,8 @@ pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<De
         benign_credentials: world.credentials.len() - victims.len(),
         benign_alerted,
         benign_by_rule,
+        exceptions,
+        ci_bot_alerts,
     })
 }
 

@@ -35,6 +35,34 @@ const CI_ENDPOINTS: &[&str] = &[
     "ecr:BatchGetImage",
     "s3:PutObject",
 ];
+/// What one Terraform plan/apply of the platform stack calls: more APIs than a credential's
+/// bounded endpoint list holds, so without an exception every apply looks like new endpoints.
+const TERRAFORM_ENDPOINTS: &[&str] = &[
+    "sts:GetCallerIdentity",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeInstances",
+    "ec2:DescribeRouteTables",
+    "iam:GetRole",
+    "iam:GetPolicy",
+    "iam:ListAttachedRolePolicies",
+    "s3:GetBucketPolicy",
+    "s3:GetBucketVersioning",
+    "s3:ListBucket",
+    "rds:DescribeDBInstances",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "route53:ListResourceRecordSets",
+    "kms:DescribeKey",
+    "logs:DescribeLogGroups",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+];
+
+/// The Terraform CI bot's key (it has an exception for `new-endpoint` in the demo).
+pub const CI_BOT: &str = "AKIACIBOTTERRAFORM01";
+
 const VENDOR_ENDPOINTS: &[&str] = &[
     "GET /v1/orders",
     "POST /v1/invoices",
@@ -56,6 +84,8 @@ pub enum Role {
     CiJob,
     Vendor,
     Developer,
+    /// Terraform applying infrastructure from the CI runners.
+    CiBot,
 }
 
 /// One credential of the synthetic organisation.
@@ -137,6 +167,7 @@ impl World {
         for i in 0..developers {
             world.developer(i);
         }
+        world.ci_bot();
         world.rotations(services / 10);
         world
     }
@@ -364,6 +395,41 @@ impl World {
         self.issue_at_dawn(credential);
         let rate = self.rng.random_range(0.1..0.6);
         self.steady(credential, 9.0 * 60.0, 17.5 * 60.0, |_| rate);
+    }
+
+    /// The Terraform bot: every 20 minutes a plan/apply from a CI runner calls each of the
+    /// stack's APIs a few times within a minute or two.
+    fn ci_bot(&mut self) {
+        let credential = self.add(Credential {
+            id: CI_BOT.into(),
+            role: Role::CiBot,
+            owner: "terraform-ci".into(),
+            issuer: "iam-pipeline".into(),
+            declared_zones: vec!["ci"],
+            networks: vec![[10, 30, 200]],
+            endpoints: TERRAFORM_ENDPOINTS.to_vec(),
+            user_agent: "Terraform/1.9.5 (+https://www.terraform.io) terraform-provider-aws/5.60.0",
+        });
+        self.issue_at_dawn(credential);
+        let mut start = 2.0;
+        while start < 1430.0 {
+            for (i, endpoint) in TERRAFORM_ENDPOINTS.iter().enumerate() {
+                for call in 0..3 {
+                    let minute = start + i as f64 * 0.05 + call as f64 * 0.4;
+                    let ip = self.address(credential);
+                    self.push(
+                        self.at(minute),
+                        credential,
+                        Action::Access {
+                            ip,
+                            endpoint,
+                            failed: false,
+                        },
+                    );
+                }
+            }
+            start += 20.0;
+        }
     }
 
     /// Some services rotate their key: the new key is issued, takes over, the old is revoked.

@@ -8,6 +8,7 @@
 
 mod builtin;
 mod case;
+mod exception;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -20,6 +21,7 @@ use toml::Spanned;
 
 pub use builtin::{builtin_sources, BUILTIN_FILES};
 pub use case::{run_cases, CaseOutcome, CaseReport, Expect, TestCase};
+pub use exception::{Exception, ExceptionSet};
 
 use crate::config::Config;
 use crate::detect::{Detector, DetectorKind};
@@ -227,10 +229,11 @@ impl fmt::Display for RuleErrors {
 
 impl std::error::Error for RuleErrors {}
 
-/// The loaded rules, sorted by id.
+/// The loaded rules, sorted by id, and the exceptions that apply to them.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    exceptions: ExceptionSet,
 }
 
 impl RuleSet {
@@ -239,7 +242,8 @@ impl RuleSet {
         RuleSet::from_sources(builtin_sources(), config)
     }
 
-    /// Every `*.toml` file directly in `dir` (sub-directories hold test data and are skipped).
+    /// Every `*.toml` file directly in `dir` (sub-directories hold test data and are skipped),
+    /// with the exceptions in `dir/exceptions/*.toml` when that directory exists.
     pub fn load_dir(dir: &Path, config: &Config) -> Result<RuleSet, RuleErrors> {
         let fail = |message: String| {
             RuleErrors(vec![FileError::whole_file(
@@ -280,7 +284,36 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(RuleErrors(errors));
         }
-        RuleSet::from_sources(sources, config)
+        let rules = RuleSet::from_sources(sources, config)?;
+        rules.with_exceptions_from(&dir.join("exceptions"), config, false)
+    }
+
+    /// Adds the exceptions in `dir/*.toml`, validated against these rules and `config`. A
+    /// missing directory is an error only when `required`.
+    pub fn with_exceptions_from(
+        self,
+        dir: &Path,
+        config: &Config,
+        required: bool,
+    ) -> Result<RuleSet, RuleErrors> {
+        let exceptions =
+            ExceptionSet::load_dir(dir, config, &self.ids(), required).map_err(RuleErrors)?;
+        Ok(self.with_exceptions(exceptions))
+    }
+
+    /// Replaces the exceptions.
+    pub fn with_exceptions(mut self, exceptions: ExceptionSet) -> RuleSet {
+        self.exceptions = exceptions;
+        self
+    }
+
+    pub fn exceptions(&self) -> &ExceptionSet {
+        &self.exceptions
+    }
+
+    /// Every rule id.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.rules.iter().map(|rule| rule.id.clone()).collect()
     }
 
     pub fn from_sources(sources: Vec<RuleSource>, config: &Config) -> Result<RuleSet, RuleErrors> {
@@ -305,18 +338,27 @@ impl RuleSet {
             return Err(RuleErrors(errors));
         }
         rules.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(RuleSet { rules })
+        Ok(RuleSet {
+            rules,
+            exceptions: ExceptionSet::default(),
+        })
     }
 
     /// A set holding only `rule` (used to run one rule's test cases alone).
     pub fn single(rule: Rule) -> RuleSet {
-        RuleSet { rules: vec![rule] }
+        RuleSet {
+            rules: vec![rule],
+            exceptions: ExceptionSet::default(),
+        }
     }
 
     /// A set of already validated rules, sorted by id.
     pub fn from_rules(mut rules: Vec<Rule>) -> RuleSet {
         rules.sort_by(|a, b| a.id.cmp(&b.id));
-        RuleSet { rules }
+        RuleSet {
+            rules,
+            exceptions: ExceptionSet::default(),
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
