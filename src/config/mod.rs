@@ -133,6 +133,8 @@ struct RawState {
     max_user_agents: Spanned<u8>,
     #[serde(default = "default_rate_alpha")]
     rate_alpha: Spanned<f64>,
+    #[serde(default = "default_forget_after")]
+    forget_after: Spanned<Period>,
 }
 
 impl Default for RawState {
@@ -142,6 +144,7 @@ impl Default for RawState {
             max_endpoints: default_max_endpoints(),
             max_user_agents: default_max_user_agents(),
             rate_alpha: default_rate_alpha(),
+            forget_after: default_forget_after(),
         }
     }
 }
@@ -156,6 +159,10 @@ fn default_max_endpoints() -> Spanned<u8> {
 
 fn default_max_user_agents() -> Spanned<u8> {
     Spanned::new(0..0, 4)
+}
+
+fn default_forget_after() -> Spanned<Period> {
+    Spanned::new(0..0, Period::from_minutes(30 * 24 * 60))
 }
 
 fn default_rate_alpha() -> Spanned<f64> {
@@ -214,6 +221,9 @@ pub struct StateBounds {
     pub max_endpoints: usize,
     pub max_user_agents: usize,
     pub rate_alpha: f64,
+    /// Networks, endpoints and user agents unseen for longer than this are forgotten: using
+    /// them again is novel.
+    pub forget_after: Period,
 }
 
 /// Credentials issued by (or, when their issuance was never seen, used by) a principal that
@@ -380,6 +390,15 @@ impl Config {
                 format!("[state] rate_alpha: {alpha} is out of range (0, 1]"),
             ));
         }
+        let forget_after = *raw.state.forget_after.get_ref();
+        if forget_after <= Period::ZERO {
+            return Err(FileError::at(
+                origin,
+                text,
+                raw.state.forget_after.span(),
+                format!("[state] forget_after: {forget_after} must be longer than zero"),
+            ));
+        }
         let kafka = match raw.kafka {
             None => None,
             Some(section) => {
@@ -478,6 +497,7 @@ impl Config {
                 max_endpoints: bound(&raw.state.max_endpoints, "max_endpoints")?,
                 max_user_agents: bound(&raw.state.max_user_agents, "max_user_agents")?,
                 rate_alpha: alpha,
+                forget_after,
             },
         })
     }
@@ -542,8 +562,11 @@ impl Config {
         }
         let _ = writeln!(
             text,
-            "state: up to {} networks and {} endpoints per credential, rate alpha {}",
-            self.bounds.max_networks, self.bounds.max_endpoints, self.bounds.rate_alpha
+            "state: up to {} networks and {} endpoints per credential, forgotten after {} unseen, rate alpha {}",
+            self.bounds.max_networks,
+            self.bounds.max_endpoints,
+            self.bounds.forget_after,
+            self.bounds.rate_alpha
         );
         if let Some(dir) = &self.archive.dir {
             let _ = writeln!(

@@ -150,19 +150,60 @@ pub(crate) fn allowed_zones(
     }
 }
 
+/// Why an access is novel: the remembered keys still in memory, and when the key itself was
+/// last seen if it was remembered once but has been forgotten (`[state] forget_after`).
+pub(crate) struct Novelty<'a, T> {
+    pub known: Vec<&'a crate::state::Seen<T>>,
+    pub forgotten: Option<crate::time::Timestamp>,
+}
+
+impl<T> Novelty<'_, T> {
+    /// `; last seen <time>, forgotten after <period>` for a summary, or nothing.
+    pub fn forgotten_note(&self, context: &Context<'_>) -> String {
+        self.forgotten
+            .map(|last| {
+                format!(
+                    "; last seen {last}, forgotten after {}",
+                    context.config.bounds.forget_after
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// The novelty detectors' rule: an access whose `key` is missing from the remembered `seen`
-/// list of a baseline that is armed (something remembered, learning period over).
-pub(crate) fn is_novel<T: PartialEq>(
+/// list of a baseline that is armed (something remembered, learning period over). Entries
+/// unseen for longer than `[state] forget_after` count as forgotten, so a network that comes
+/// back after months is judged new again.
+pub(crate) fn novelty<'a, T: PartialEq>(
     key: &T,
-    seen: &[crate::state::Seen<T>],
+    seen: &'a [crate::state::Seen<T>],
     observation: &Observation<'_>,
     before: &CredentialState,
     context: &Context<'_>,
-) -> bool {
-    observation.event.kind == crate::event::Kind::Access
-        && !seen.is_empty()
-        && !before.is_learning(observation.event.ts, context.config)
-        && !seen.iter().any(|s| s.key == *key)
+) -> Option<Novelty<'a, T>> {
+    let now = observation.event.ts;
+    if observation.event.kind != crate::event::Kind::Access
+        || seen.is_empty()
+        || before.is_learning(now, context.config)
+    {
+        return None;
+    }
+    let forget_after = context.config.bounds.forget_after;
+    let fresh = |s: &crate::state::Seen<T>| now.since(s.last_seen) <= forget_after;
+    let mut forgotten = None;
+    for entry in seen {
+        if entry.key == *key {
+            if fresh(entry) {
+                return None;
+            }
+            forgotten = Some(entry.last_seen);
+        }
+    }
+    Some(Novelty {
+        known: seen.iter().filter(|s| fresh(s)).collect(),
+        forgotten,
+    })
 }
 
 /// The observed side of an access, as evidence.

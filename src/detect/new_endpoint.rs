@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{is_novel, observed_access, Context, Detector, Finding};
+use super::{novelty, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,18 +36,19 @@ impl Detector for NewEndpoint {
         else {
             return;
         };
-        if !is_novel(&endpoint, &before.endpoints, observation, before, context) {
+        let Some(novelty) = novelty(&endpoint, &before.endpoints, observation, before, context) else {
             return;
-        }
-        let known: Vec<String> = before
-            .endpoints
+        };
+        let known: Vec<String> = novelty
+            .known
             .iter()
             .map(|seen| context.endpoints.name(seen.key).to_string())
             .collect();
         out.push(Finding {
             summary: format!(
-                "called new endpoint {name}; known endpoints [{}]",
-                known.join(", ")
+                "called new endpoint {name}; known endpoints [{}]{}",
+                known.join(", "),
+                novelty.forgotten_note(context)
             ),
             expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
             observed: observed_access(observation, context),

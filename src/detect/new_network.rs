@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, is_novel, observed_access, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,20 +35,21 @@ impl Detector for NewNetwork {
         let Some(network) = observation.network else {
             return;
         };
-        if !is_novel(&network, &before.networks, observation, before, context) {
+        let Some(novelty) = novelty(&network, &before.networks, observation, before, context) else {
             return;
-        }
-        let known: Vec<String> = before
-            .networks
+        };
+        let known: Vec<String> = novelty
+            .known
             .iter()
             .map(|seen| seen.key.to_string())
             .collect();
         out.push(Finding {
             summary: format!(
-                "called from new network {network} ({}, zone {}); known networks [{}]",
+                "called from new network {network} ({}, zone {}); known networks [{}]{}",
                 address(observation),
                 context.config.zones.name(observation.zone),
-                known.join(", ")
+                known.join(", "),
+                novelty.forgotten_note(context)
             ),
             expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
             observed: observed_access(observation, context),
@@ -88,6 +89,37 @@ mod tests {
                 .is_empty(),
             "now known"
         );
+    }
+
+    #[test]
+    fn a_network_unseen_for_longer_than_forget_after_is_new_again() {
+        let mut bench = Bench::new(DetectorKind::NewNetwork, "");
+        bench.config.bounds.forget_after = crate::time::Period::from_minutes(60);
+        for m in 0..12 {
+            bench.feed(access(at(m, 0), "k", "10.0.1.5", "a"));
+        }
+        // 10.0.2.0/24 is learned at minute 12, then unused while 10.0.1.0/24 stays busy.
+        bench.feed(access(at(12, 0), "k", "10.0.2.5", "a"));
+        for m in 13..80 {
+            bench.feed(access(at(m, 0), "k", "10.0.1.5", "a"));
+        }
+        assert!(
+            bench
+                .feed(access(at(72, 0), "k", "10.0.2.6", "a"))
+                .is_empty(),
+            "60 minutes after its last use it is still remembered"
+        );
+        let findings = bench.feed(access(at(133, 0), "k", "10.0.2.7", "a"));
+        assert_eq!(findings.len(), 1, "61 minutes unseen: forgotten");
+        let summary = &findings[0].summary;
+        assert!(summary.contains("new network 10.0.2.0/24"), "{summary}");
+        assert!(
+            summary.contains("known networks [10.0.1.0/24]; last seen 2026-03-01T01:12:00Z, forgotten after 1h"),
+            "{summary}"
+        );
+        assert!(bench
+            .feed(access(at(134, 0), "k", "10.0.1.5", "a"))
+            .is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, is_novel, observed_access, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,11 +58,11 @@ impl Detector for NewUserAgent {
         ) else {
             return;
         };
-        if !is_novel(&agent, &before.user_agents, observation, before, context) {
+        let Some(novelty) = novelty(&agent, &before.user_agents, observation, before, context) else {
             return;
-        }
-        let known: Vec<String> = before
-            .user_agents
+        };
+        let known: Vec<String> = novelty
+            .known
             .iter()
             .map(|seen| context.user_agents.name(seen.key).to_string())
             .collect();
@@ -71,9 +71,10 @@ impl Detector for NewUserAgent {
             .unwrap_or_default();
         out.push(Finding {
             summary: format!(
-                "called with new user agent {full}{what} from {}; known agents [{}]",
+                "called with new user agent {full}{what} from {}; known agents [{}]{}",
                 address(observation),
-                known.join(", ")
+                known.join(", "),
+                novelty.forgotten_note(context)
             ),
             expected: json!({ "seen_user_agents": known, "baseline_events": before.accesses }),
             observed: {
