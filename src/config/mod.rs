@@ -99,6 +99,8 @@ struct RawLearning {
     min_events: u32,
     #[serde(default = "default_min_age")]
     min_age: Period,
+    #[serde(default = "default_inherit")]
+    inherit: bool,
 }
 
 impl Default for RawLearning {
@@ -106,6 +108,7 @@ impl Default for RawLearning {
         RawLearning {
             min_events: default_min_events(),
             min_age: default_min_age(),
+            inherit: default_inherit(),
         }
     }
 }
@@ -116,6 +119,10 @@ fn no_canaries() -> Spanned<Vec<String>> {
 
 fn default_min_events() -> u32 {
     50
+}
+
+fn default_inherit() -> bool {
+    true
 }
 
 fn default_min_age() -> Period {
@@ -212,6 +219,9 @@ impl<'de> Deserialize<'de> for Cidr {
 pub struct Learning {
     pub min_events: u32,
     pub min_age: Period,
+    /// A credential issued to an owner (a user, a role, an AppRole) starts from the armed
+    /// baseline of that owner's previous credential instead of learning from nothing.
+    pub inherit: bool,
 }
 
 /// Per-credential memory bounds and baseline smoothing.
@@ -491,6 +501,7 @@ impl Config {
             learning: Learning {
                 min_events: raw.learning.min_events,
                 min_age: raw.learning.min_age,
+                inherit: raw.learning.inherit,
             },
             bounds: StateBounds {
                 max_networks: bound(&raw.state.max_networks, "max_networks")?,

@@ -158,16 +158,23 @@ pub(crate) struct Novelty<'a, T> {
 }
 
 impl<T> Novelty<'_, T> {
-    /// `; last seen <time>, forgotten after <period>` for a summary, or nothing.
-    pub fn forgotten_note(&self, context: &Context<'_>) -> String {
-        self.forgotten
-            .map(|last| {
-                format!(
-                    "; last seen {last}, forgotten after {}",
-                    context.config.bounds.forget_after
-                )
-            })
-            .unwrap_or_default()
+    /// `; last seen <time>, forgotten after <period>` and `; baseline inherited from
+    /// <lineage>` for a summary, when they apply.
+    pub fn notes(&self, before: &CredentialState, context: &Context<'_>) -> String {
+        let mut notes = String::new();
+        if let Some(last) = self.forgotten {
+            notes.push_str(&format!(
+                "; last seen {last}, forgotten after {}",
+                context.config.bounds.forget_after
+            ));
+        }
+        if let Some(lineage) = before.inherited_from {
+            notes.push_str(&format!(
+                "; baseline inherited from {}",
+                context.principals.name(lineage)
+            ));
+        }
+        notes
     }
 }
 

@@ -36,7 +36,8 @@ impl Detector for NewEndpoint {
         else {
             return;
         };
-        let Some(novelty) = novelty(&endpoint, &before.endpoints, observation, before, context) else {
+        let Some(novelty) = novelty(&endpoint, &before.endpoints, observation, before, context)
+        else {
             return;
         };
         let known: Vec<String> = novelty
@@ -48,7 +49,7 @@ impl Detector for NewEndpoint {
             summary: format!(
                 "called new endpoint {name}; known endpoints [{}]{}",
                 known.join(", "),
-                novelty.forgotten_note(context)
+                novelty.notes(before, context)
             ),
             expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
             observed: observed_access(observation, context),

@@ -35,7 +35,8 @@ impl Detector for NewNetwork {
         let Some(network) = observation.network else {
             return;
         };
-        let Some(novelty) = novelty(&network, &before.networks, observation, before, context) else {
+        let Some(novelty) = novelty(&network, &before.networks, observation, before, context)
+        else {
             return;
         };
         let known: Vec<String> = novelty
@@ -49,7 +50,7 @@ impl Detector for NewNetwork {
                 address(observation),
                 context.config.zones.name(observation.zone),
                 known.join(", "),
-                novelty.forgotten_note(context)
+                novelty.notes(before, context)
             ),
             expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
             observed: observed_access(observation, context),
@@ -114,12 +115,89 @@ mod tests {
         let summary = &findings[0].summary;
         assert!(summary.contains("new network 10.0.2.0/24"), "{summary}");
         assert!(
-            summary.contains("known networks [10.0.1.0/24]; last seen 2026-03-01T01:12:00Z, forgotten after 1h"),
+            summary.contains(
+                "known networks [10.0.1.0/24]; last seen 2026-03-01T01:12:00Z, forgotten after 1h"
+            ),
             "{summary}"
         );
         assert!(bench
             .feed(access(at(134, 0), "k", "10.0.1.5", "a"))
             .is_empty());
+    }
+
+    fn issue_to(minute: i64, credential: &str, owner: &str) -> crate::event::Event {
+        let mut event =
+            crate::detect::testkit::lifecycle(at(minute, 0), crate::event::Kind::Issue, credential);
+        event.owner = Some(owner.to_owned());
+        event
+    }
+
+    #[test]
+    fn a_new_session_inherits_its_roles_baseline() {
+        let role = "arn:aws:sts::1:assumed-role/deploy";
+        let bench = Bench::new(DetectorKind::NewNetwork, "");
+        bench.feed(issue_to(0, "ASIAOLD", &format!("{role}/session-1")));
+        for m in 0..12 {
+            let ip = if m % 2 == 0 { "10.0.1.5" } else { "10.0.2.5" };
+            bench.feed(access(at(m, 0), "ASIAOLD", ip, "a"));
+        }
+        // The next session of the role: its own first uses come from one of the role's two
+        // networks, then from the other. Learned from scratch, the other would look new once
+        // the short learning period is over; inherited, it is known from the start.
+        bench.feed(issue_to(20, "ASIANEW", &format!("{role}/session-2")));
+        for m in 21..33 {
+            assert!(bench
+                .feed(access(at(m, 0), "ASIANEW", "10.0.1.6", "a"))
+                .is_empty());
+        }
+        assert!(
+            bench
+                .feed(access(at(33, 0), "ASIANEW", "10.0.2.6", "a"))
+                .is_empty(),
+            "the role's other network is inherited, not new"
+        );
+        let findings = bench.feed(access(at(34, 0), "ASIANEW", "203.0.113.5", "a"));
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0]
+                .summary
+                .ends_with("; baseline inherited from arn:aws:sts::1:assumed-role/deploy"),
+            "{}",
+            findings[0].summary
+        );
+
+        // A credential of another owner learns alone, and so does the false alert.
+        bench.feed(issue_to(
+            20,
+            "ASIAOTHER",
+            "arn:aws:sts::1:assumed-role/other/s",
+        ));
+        for m in 21..33 {
+            bench.feed(access(at(m, 0), "ASIAOTHER", "10.0.1.6", "a"));
+        }
+        assert_eq!(
+            bench
+                .feed(access(at(33, 0), "ASIAOTHER", "10.0.2.6", "a"))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_inherited_baseline_arms_a_new_key_at_its_first_use() {
+        let bench = Bench::new(DetectorKind::NewNetwork, "");
+        bench.feed(issue_to(0, "AKIAOLD", "bob"));
+        for m in 0..12 {
+            bench.feed(access(at(m, 0), "AKIAOLD", "10.0.1.5", "a"));
+        }
+        bench.feed(issue_to(20, "AKIANEW", "bob"));
+        assert_eq!(
+            bench
+                .feed(access(at(21, 0), "AKIANEW", "203.0.113.5", "a"))
+                .len(),
+            1,
+            "bob's rotated key used first from a network bob never used"
+        );
     }
 
     #[test]

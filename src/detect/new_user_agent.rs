@@ -58,7 +58,8 @@ impl Detector for NewUserAgent {
         ) else {
             return;
         };
-        let Some(novelty) = novelty(&agent, &before.user_agents, observation, before, context) else {
+        let Some(novelty) = novelty(&agent, &before.user_agents, observation, before, context)
+        else {
             return;
         };
         let known: Vec<String> = novelty
@@ -74,7 +75,7 @@ impl Detector for NewUserAgent {
                 "called with new user agent {full}{what} from {}; known agents [{}]{}",
                 address(observation),
                 known.join(", "),
-                novelty.forgotten_note(context)
+                novelty.notes(before, context)
             ),
             expected: json!({ "seen_user_agents": known, "baseline_events": before.accesses }),
             observed: {

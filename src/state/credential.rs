@@ -82,12 +82,18 @@ pub struct CredentialState {
     /// User agents by product (`aws-cli`, not `aws-cli/2.15.0`), interned.
     pub user_agents: Vec<Seen<Symbol>>,
     pub rate: RateBaseline,
+    /// The lineage whose baseline this credential started from at issuance; such a credential
+    /// is armed from its first use.
+    pub inherited_from: Option<Symbol>,
 }
 
 impl CredentialState {
     /// Still in its learning period at `now`: too few events, or too young.
     pub fn is_learning(&self, now: Timestamp, config: &Config) -> bool {
         let learning = &config.learning;
+        if self.inherited_from.is_some() {
+            return false;
+        }
         match self.first_seen {
             None => true,
             Some(first) => {
@@ -116,6 +122,11 @@ impl CredentialState {
                 }
                 if let Some(owner) = observation.owner {
                     self.owner = Some(owner);
+                }
+                if let Some(inherited) = &observation.inherited {
+                    if self.accesses == 0 {
+                        self.inherit(inherited);
+                    }
                 }
                 if !observation.declared_zones.is_empty() {
                     self.allowed = observation.declared_zones;
@@ -146,6 +157,23 @@ impl CredentialState {
             }
             Kind::Access => self.apply_access(observation, config),
         }
+    }
+
+    /// Starts from a previous credential's baseline: where it was used from, what it called,
+    /// with what agents and how fast. Zones learned (not declared) come along too.
+    fn inherit(&mut self, inherited: &crate::state::Inherited) {
+        let parent = &inherited.state;
+        self.networks = parent.networks.clone();
+        self.endpoints = parent.endpoints.clone();
+        self.user_agents = parent.user_agents.clone();
+        self.seen_zones = parent.seen_zones;
+        self.rate = parent.rate;
+        if self.allowed_from == AllowedFrom::Nothing && parent.allowed_from == AllowedFrom::Learned
+        {
+            self.allowed = parent.allowed;
+            self.allowed_from = AllowedFrom::Learned;
+        }
+        self.inherited_from = Some(inherited.lineage);
     }
 
     fn apply_access(&mut self, observation: &Observation<'_>, config: &Config) -> bool {

@@ -39,6 +39,33 @@ pub struct Observation<'a> {
     /// Access events: a leak report naming the calling principal as owner (for example AWS's
     /// quarantine policy attached to the user), which covers all of that principal's keys.
     pub owner_leak: Option<Leak>,
+    /// Issue events: the armed baseline of the previous credential of the same lineage, which
+    /// the new credential starts from (see [`lineage`]).
+    pub inherited: Option<Box<Inherited>>,
+}
+
+/// A baseline handed from one credential of a lineage to the next.
+#[derive(Debug, Clone)]
+pub struct Inherited {
+    /// The lineage (interned in `principals`).
+    pub lineage: Symbol,
+    pub state: CredentialState,
+}
+
+/// The lineage of an issued credential: its owner, with the session name of an assumed-role
+/// ARN dropped (`arn:aws:sts::1:assumed-role/web/i-1` → `arn:aws:sts::1:assumed-role/web`).
+/// Consecutive credentials of one lineage (a user's rotated keys, a role's sessions, an
+/// AppRole's tokens) serve the same workload, so the next starts from the last one's baseline.
+pub fn lineage(owner: &str) -> &str {
+    if owner.starts_with("arn:aws:sts::") && owner.contains(":assumed-role/") {
+        if let Some(role_end) = owner
+            .rfind('/')
+            .filter(|&slash| owner[..slash].contains(":assumed-role/"))
+        {
+            return &owner[..role_end];
+        }
+    }
+    owner
 }
 
 /// The product of a user agent: its first token without the version (`aws-cli/2.15.0 Python/3`
@@ -58,6 +85,8 @@ pub struct StateStore {
     credentials: DashMap<Box<str>, CredentialState>,
     /// Leak reports that name an owner rather than one credential, by owner.
     owner_leaks: DashMap<Symbol, Leak>,
+    /// The latest credential issued in each lineage.
+    lineages: DashMap<Symbol, Box<str>>,
     pub endpoints: Interner,
     pub principals: Interner,
     pub user_agents: Interner,
@@ -139,6 +168,12 @@ impl StateStore {
                     .or_insert(report);
             }
         }
+        let inherited = match (event.kind, event.owner.as_deref()) {
+            (crate::event::Kind::Issue, Some(owner)) if config.learning.inherit => {
+                self.inherit(event, self.principals.intern(lineage(owner)), config)
+            }
+            _ => None,
+        };
         let (owner, declared_zones) = if event.kind == crate::event::Kind::Issue {
             let owner = event
                 .owner
@@ -170,7 +205,33 @@ impl StateStore {
             owner,
             declared_zones,
             owner_leak,
+            inherited,
         }
+    }
+
+    /// The baseline an issued credential inherits from the lineage's previous credential, if
+    /// that one is armed at the issuance; records the new credential as the lineage's latest.
+    /// Runs before the new credential's entry is locked (no two entries are held at once).
+    fn inherit(
+        &self,
+        event: &Event,
+        lineage: Symbol,
+        config: &crate::config::Config,
+    ) -> Option<Box<Inherited>> {
+        let previous = self
+            .lineages
+            .insert(lineage, event.credential.as_str().into())?;
+        if *previous == *event.credential {
+            return None;
+        }
+        let state = self.credentials.get(&*previous)?;
+        if state.is_learning(event.ts, config) || state.accesses == 0 {
+            return None;
+        }
+        Some(Box::new(Inherited {
+            lineage,
+            state: state.clone(),
+        }))
     }
 }
 
@@ -250,5 +311,27 @@ impl StateStore {
                         .map_or(0, |_| std::mem::size_of::<Leak>())
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lineage;
+
+    #[test]
+    fn a_roles_sessions_share_a_lineage_and_other_owners_are_their_own() {
+        assert_eq!(
+            lineage("arn:aws:sts::123:assumed-role/web/i-0abc"),
+            "arn:aws:sts::123:assumed-role/web"
+        );
+        assert_eq!(
+            lineage("arn:aws:sts::123:assumed-role/path/web/i-0abc"),
+            "arn:aws:sts::123:assumed-role/path/web"
+        );
+        assert_eq!(
+            lineage("arn:aws:iam::123:user/bob"),
+            "arn:aws:iam::123:user/bob"
+        );
+        assert_eq!(lineage("approle-billing"), "approle-billing");
     }
 }
