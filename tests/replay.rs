@@ -49,6 +49,40 @@ fn alerts_are_ocsf_detection_findings_with_evidence() {
     );
     assert_eq!(leak["evidence"]["event"]["source_ip"], "198.51.100.9");
     assert_eq!(leak["id"], leak["finding_info"]["uid"]);
+    assert!(
+        leak.get("anomaly_analyses").is_none(),
+        "a fact, not a deviation from a baseline"
+    );
+
+    // Baseline detectors carry OCSF anomaly_analyses: the anomaly and the baseline.
+    let network = alerts
+        .iter()
+        .find(|a| a["rule"] == "new-network")
+        .expect("new-network alert");
+    let analysis = &network["anomaly_analyses"][0];
+    assert_eq!(
+        analysis["analysis_targets"][0]["name"],
+        "AKIAPAYMENTS00000001"
+    );
+    let anomaly = &analysis["anomalies"][0];
+    assert_eq!(anomaly["observation_parameter"], "network");
+    assert_eq!(anomaly["observation_type"], "Frequency Analysis");
+    assert_eq!(anomaly["observed_pattern"], "UNSEEN");
+    assert_eq!(anomaly["observations"][0]["value"], "203.0.113.0/24");
+    let baseline = &analysis["baselines"][0];
+    assert_eq!(baseline["observations"][0]["value"], "10.0.1.0/24");
+    assert!(baseline["observations"][0]["count"].as_u64().unwrap() > 1);
+    let violation = alerts
+        .iter()
+        .find(|a| a["rule"] == "zone-violation" && a["activity_id"] == 1)
+        .expect("zone-violation alert");
+    let analysis = &violation["anomaly_analyses"][0];
+    assert_eq!(
+        analysis["anomalies"][0]["observations"][0]["value"],
+        "internet"
+    );
+    assert_eq!(analysis["baselines"][0]["observed_pattern"], "DECLARED");
+    assert_eq!(analysis["baselines"][0]["observations"][0]["value"], "prod");
 }
 
 #[test]

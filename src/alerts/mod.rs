@@ -19,7 +19,7 @@ pub use sink::{AlertSink, Fanout, JsonLinesSink, TextSink};
 pub use suppress::Suppressor;
 
 use crate::decode::hex_prefix;
-use crate::detect::Finding;
+use crate::detect::{Anomaly, Finding};
 use crate::event::Event;
 use crate::rules::{Action, Rule, Severity};
 
@@ -74,6 +74,26 @@ pub struct Alert {
     pub metadata: Metadata,
     pub resources: Vec<Resource>,
     pub evidence: Evidence,
+    /// OCSF `anomaly_analyses`: for baseline detectors, the anomaly and the baseline it departs
+    /// from (absent for rules that judge a fact, such as use after revocation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomaly_analyses: Vec<AnomalyAnalysis>,
+}
+
+/// OCSF Anomaly Analysis: the target analysed (the credential), what was anomalous and the
+/// baseline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnomalyAnalysis {
+    pub analysis_targets: Vec<AnalysisTarget>,
+    pub anomalies: Vec<Anomaly>,
+    pub baselines: Vec<Anomaly>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnalysisTarget {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -130,6 +150,19 @@ impl Alert {
     pub fn new(rule: &Rule, event: &Event, owner: Option<String>, finding: Finding) -> Alert {
         let id = alert_id(&rule.id, &event.credential, &event.event_id);
         let time = event.ts.millis();
+        let anomaly_analyses = finding
+            .analysis
+            .map(|analysis| {
+                vec![AnomalyAnalysis {
+                    analysis_targets: vec![AnalysisTarget {
+                        name: event.credential.clone(),
+                        kind: "Credential",
+                    }],
+                    anomalies: vec![analysis.anomaly],
+                    baselines: vec![analysis.baseline],
+                }]
+            })
+            .unwrap_or_default();
         Alert {
             id: id.clone(),
             rule: rule.id.clone(),
@@ -181,6 +214,7 @@ impl Alert {
                 observed: finding.observed,
                 event: event.clone(),
             },
+            anomaly_analyses,
         }
     }
 

@@ -163,6 +163,7 @@ mod tests {
         let mut event = Event::new(Timestamp::from_secs(secs), Kind::Access, credential);
         event.event_id = format!("e{secs}");
         let finding = Finding {
+            analysis: None,
             summary: "s".into(),
             expected: serde_json::json!({}),
             observed: serde_json::json!({}),

@@ -41,6 +41,7 @@ impl Detector for Canary {
             .network
             .map_or_else(|| "no network".to_owned(), |n| n.to_string());
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "decoy credential used from zone {} ({}, network {network}), user agent {}",
                 context.config.zones.name(observation.zone),

@@ -69,6 +69,7 @@ impl Detector for ConcurrentZones {
         }
         let zones = &context.config.zones;
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "used from zone {} ({}) {}s after a use from zone {}; window {}",
                 zones.name(observation.zone),

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
+use super::{address, observed_access, Analysis, Anomaly, Context, Detector, Finding, Observed};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -63,6 +63,26 @@ impl Detector for DormantReuse {
             return;
         }
         out.push(Finding {
+            analysis: Some(Analysis {
+                anomaly: Anomaly {
+                    observation_parameter: "idle_time",
+                    observation_type: "Time Pattern Analysis",
+                    observed_pattern: "UNUSUAL_TIME",
+                    observations: vec![Observed::new(
+                        format!("{:.1} days idle", idle.as_secs_f64() / 86_400.0),
+                        None,
+                    )],
+                },
+                baseline: Anomaly {
+                    observation_parameter: "idle_time",
+                    observation_type: "Time Pattern Analysis",
+                    observed_pattern: "ACTIVE",
+                    observations: vec![Observed::new(
+                        format!("last use {last}"),
+                        Some(u64::from(before.accesses)),
+                    )],
+                },
+            }),
             summary: format!(
                 "used again after {:.1} days idle, from zone {} ({}); last use {last}",
                 idle.as_secs_f64() / 86_400.0,

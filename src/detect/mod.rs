@@ -38,6 +38,70 @@ pub struct Finding {
     pub expected: Value,
     /// What was observed (a JSON object).
     pub observed: Value,
+    /// The anomaly and the baseline it departs from, in OCSF terms (for detectors that judge
+    /// against a baseline).
+    pub analysis: Option<Analysis>,
+}
+
+/// An OCSF Anomaly, or a Baseline (the same shape): which attribute, how it was analysed,
+/// the pattern found and the values behind it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Anomaly {
+    pub observation_parameter: &'static str,
+    pub observation_type: &'static str,
+    pub observed_pattern: &'static str,
+    pub observations: Vec<Observed>,
+}
+
+/// An OCSF Observation: a value and how often it was seen.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Observed {
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl Observed {
+    pub fn new(value: impl Into<String>, count: Option<u64>) -> Observed {
+        Observed {
+            value: value.into(),
+            count,
+        }
+    }
+}
+
+/// What a baseline detector found: the anomaly and the baseline it was judged against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub anomaly: Anomaly,
+    pub baseline: Anomaly,
+}
+
+impl Analysis {
+    /// A value never seen in a remembered list: Frequency Analysis, pattern `UNSEEN`.
+    pub fn unseen(
+        parameter: &'static str,
+        value: impl Into<String>,
+        known: impl IntoIterator<Item = (String, u32)>,
+    ) -> Analysis {
+        Analysis {
+            anomaly: Anomaly {
+                observation_parameter: parameter,
+                observation_type: "Frequency Analysis",
+                observed_pattern: "UNSEEN",
+                observations: vec![Observed::new(value, Some(1))],
+            },
+            baseline: Anomaly {
+                observation_parameter: parameter,
+                observation_type: "Frequency Analysis",
+                observed_pattern: "FREQUENT",
+                observations: known
+                    .into_iter()
+                    .map(|(value, count)| Observed::new(value, Some(u64::from(count))))
+                    .collect(),
+            },
+        }
+    }
 }
 
 /// Read-only context a detector may consult.

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{novelty, observed_access, Context, Detector, Finding};
+use super::{novelty, observed_access, Analysis, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +46,14 @@ impl Detector for NewEndpoint {
             .map(|seen| context.endpoints.name(seen.key).to_string())
             .collect();
         out.push(Finding {
+            analysis: Some(Analysis::unseen(
+                "endpoint",
+                name,
+                novelty
+                    .known
+                    .iter()
+                    .map(|seen| (context.endpoints.name(seen.key).to_string(), seen.count)),
+            )),
             summary: format!(
                 "called new endpoint {name}; known endpoints [{}]{}",
                 known.join(", "),

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, novelty, observed_access, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +45,14 @@ impl Detector for NewNetwork {
             .map(|seen| seen.key.to_string())
             .collect();
         out.push(Finding {
+            analysis: Some(Analysis::unseen(
+                "network",
+                network.to_string(),
+                novelty
+                    .known
+                    .iter()
+                    .map(|seen| (seen.key.to_string(), seen.count)),
+            )),
             summary: format!(
                 "called from new network {network} ({}, zone {}); known networks [{}]{}",
                 address(observation),

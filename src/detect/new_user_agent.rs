@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, novelty, observed_access, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +71,14 @@ impl Detector for NewUserAgent {
             .map(|name| format!(" ({name})"))
             .unwrap_or_default();
         out.push(Finding {
+            analysis: Some(Analysis::unseen(
+                "user_agent",
+                full,
+                novelty
+                    .known
+                    .iter()
+                    .map(|seen| (context.user_agents.name(seen.key).to_string(), seen.count)),
+            )),
             summary: format!(
                 "called with new user agent {full}{what} from {}; known agents [{}]{}",
                 address(observation),

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{observed_access, Context, Detector, Finding};
+use super::{observed_access, Analysis, Anomaly, Context, Detector, Finding, Observed};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 
@@ -88,6 +88,23 @@ impl Detector for RateSpike {
             return;
         }
         out.push(Finding {
+            analysis: Some(Analysis {
+                anomaly: Anomaly {
+                    observation_parameter: "calls_per_minute",
+                    observation_type: "Volume Analysis",
+                    observed_pattern: "SURGE",
+                    observations: vec![Observed::new(view.count.to_string(), Some(u64::from(view.count)))],
+                },
+                baseline: Anomaly {
+                    observation_parameter: "calls_per_minute",
+                    observation_type: "Volume Analysis",
+                    observed_pattern: "NORMAL_VOLUME",
+                    observations: vec![Observed::new(
+                        format!("{:.1} ± {:.1} per active minute over {} minutes", view.mean, view.std_dev, view.minutes),
+                        Some(u64::from(view.minutes)),
+                    )],
+                },
+            }),
             summary: format!(
                 "{} calls within one minute; usual {:.1} ± {:.1} per active minute (threshold {:.0})",
                 view.count, view.mean, view.std_dev, threshold

@@ -39,6 +39,7 @@ impl Detector for UnknownCredential {
             return;
         }
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "used but never issued, from zone {} ({})",
                 context.config.zones.name(observation.zone),

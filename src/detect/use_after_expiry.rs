@@ -49,6 +49,7 @@ impl Detector for UseAfterExpiry {
             return;
         }
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "used {} minutes after it expired, from zone {} ({})",
                 minutes(ts.since(expires)),

@@ -56,6 +56,7 @@ impl Detector for UseAfterLeak {
         let after = ts.since(leak.at);
         let source = leak.source.as_deref().unwrap_or("an unnamed source");
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "used {} minutes after it was reported leaked by {source}{}, from zone {} ({})",
                 minutes(after),

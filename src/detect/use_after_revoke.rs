@@ -49,6 +49,7 @@ impl Detector for UseAfterRevoke {
             return;
         }
         out.push(Finding {
+            analysis: None,
             summary: format!(
                 "used {} minutes after it was revoked, from zone {} ({}), outcome {}",
                 minutes(ts.since(revoked)),

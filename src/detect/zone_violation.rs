@@ -7,7 +7,10 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, allowed_zones, observed_access, zone_list, Context, Detector, Finding};
+use super::{
+    address, allowed_zones, observed_access, zone_list, Analysis, Anomaly, Context, Detector,
+    Finding, Observed,
+};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::zones::ZoneId;
@@ -68,6 +71,20 @@ impl Detector for ZoneViolation {
             .map(|seen| seen.key.to_string())
             .collect();
         out.push(Finding {
+            analysis: Some(Analysis {
+                anomaly: Anomaly {
+                    observation_parameter: "zone",
+                    observation_type: "Distribution Analysis",
+                    observed_pattern: "OUTSIDE_ALLOWED_ZONES",
+                    observations: vec![Observed::new(zone, None)],
+                },
+                baseline: Anomaly {
+                    observation_parameter: "zone",
+                    observation_type: "Distribution Analysis",
+                    observed_pattern: if from.is_declared() { "DECLARED" } else { "LEARNED" },
+                    observations: allowed.iter().map(|z| Observed::new(z.clone(), None)).collect(),
+                },
+            }),
             summary: format!(
                 "used from zone {zone} ({}); allowed zones [{}] ({})",
                 address(observation),
