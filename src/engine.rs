@@ -51,6 +51,8 @@ pub struct EngineStats {
     pub out_of_order: u64,
     /// Names in `allowed_zones` of issue events that match no configured zone.
     pub unknown_zone_names: u64,
+    /// Leak reports that named a secret's hash and were matched to a credential id.
+    pub leaks_matched_by_hash: u64,
     pub rules: BTreeMap<String, RuleCounts>,
     /// Per exception id, in id order.
     pub exceptions: BTreeMap<String, ExceptionCounts>,
@@ -117,6 +119,24 @@ impl Engine {
     /// Runs one event through every stage; alerts (new ones and closed roll-ups) are appended
     /// to `out` in a deterministic order.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
+        // A leak reported by its secret's hash reaches the credential the logs tied it to.
+        let resolved;
+        let event = match (event.kind, &self.store) {
+            (Kind::Leak, store) if crate::decode::is_secret_hash(&event.credential) => {
+                match store.credential_of_secret(&event.credential) {
+                    Some(credential) => {
+                        resolved = Event {
+                            credential,
+                            ..event.clone()
+                        };
+                        self.stats.leaks_matched_by_hash += 1;
+                        &resolved
+                    }
+                    None => event,
+                }
+            }
+            _ => event,
+        };
         self.stats.events += 1;
         self.stats.by_kind[event.kind.index()] += 1;
         self.stats.by_format[event.format.index()][event.kind.index()] += 1;

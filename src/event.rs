@@ -97,6 +97,11 @@ pub struct Event {
     /// Leak only: where the secret was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak_url: Option<String>,
+    /// A hash of the credential's secret as the log carries it (`hmac-sha256:<hex>` from
+    /// Vault's audit device, or `sha256:<hex>` sent with an issuance); never the secret. A
+    /// leak report holding the raw secret is matched to this credential through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
     /// Id from the log; when absent the decoder derives one from a hash of the raw record.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub event_id: String,
@@ -123,6 +128,7 @@ impl Event {
             owner: None,
             leak_source: None,
             leak_url: None,
+            secret_hash: None,
             event_id: String::new(),
             format: Format::Native,
         }

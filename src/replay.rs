@@ -311,7 +311,9 @@ impl<'a> Replay<'a> {
             .map_err(input_error)?;
         let framing = Framing::detect(&head);
         let input = io::Cursor::new(head).chain(reader);
-        let mut decoder = self.format.decoder();
+        let mut decoder = self
+            .format
+            .decoder_with(&self.engine.config().secret_hasher);
         let result = match framing {
             Framing::Lines => self.lines(name, input, &mut *decoder),
             Framing::Document => self.document(name, input, &mut *decoder),

@@ -85,7 +85,12 @@ pub fn run(
     let mut decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
         .inputs
         .iter()
-        .map(|i| (i.topic.clone(), i.format.decoder()))
+        .map(|i| {
+            (
+                i.topic.clone(),
+                i.format.decoder_with(&engine.config().secret_hasher),
+            )
+        })
         .collect();
     let commit_interval = Duration::from_micros(kafka.commit_interval.micros().max(0) as u64);
     let mut summary = RunSummary::default();

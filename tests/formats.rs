@@ -334,3 +334,96 @@ fn github_secret_scanning_webhook_then_use_fires_use_after_leak() {
         .unwrap()
         .contains("12.0 minutes after it was reported leaked by github-secret-scanning"));
 }
+
+/// Vault's audit device logs a token as `hmac-sha256:` + hex(HMAC-SHA256(key, token)).
+fn vault_hmac(key: &str, token: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(token.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hmac-sha256:{hex}")
+}
+
+#[test]
+fn a_leaked_raw_secret_is_matched_by_keyed_hash_and_by_sha256_without_storing_it() {
+    let key = "audit-device-hmac-key";
+    let token = "hvs.CAESIJleakedTokenValue0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hmac.key"), format!("{key}\n")).unwrap();
+    let zones = std::fs::read_to_string(repo("tests/data/vault.toml")).unwrap();
+    let keyed = dir.path().join("keyed.toml");
+    std::fs::write(
+        &keyed,
+        format!("{zones}\n[leaks]\nsecret_hmac_key_file = \"hmac.key\"\n"),
+    )
+    .unwrap();
+    let unkeyed = dir.path().join("unkeyed.toml");
+    std::fs::write(&unkeyed, &zones).unwrap();
+
+    let token_hmac = vault_hmac(key, token);
+    let other_secret = "sk_live_51Hx0therSecretValue";
+    let other_sha256: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(other_secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &input,
+        [
+            // An AppRole login issues a token (its accessor is the credential).
+            format!(r#"{{"time":"2026-03-01T10:00:00Z","type":"response","auth":{{"client_token":"","accessor":""}},"request":{{"id":"r1","operation":"update","path":"auth/approle/login","remote_address":"10.0.5.10"}},"response":{{"auth":{{"client_token":"{token_hmac}","accessor":"hmac-sha256:acc9","display_name":"approle","token_ttl":7200}}}}}}"#),
+            format!(r#"{{"time":"2026-03-01T10:05:00Z","type":"response","auth":{{"client_token":"{token_hmac}","accessor":"hmac-sha256:acc9","display_name":"approle"}},"request":{{"id":"r2","operation":"read","path":"secret/data/billing","remote_address":"10.0.5.10"}}}}"#),
+            // A payments key whose issuance carried the SHA-256 of its secret.
+            format!(r#"{{"ts":"2026-03-01T10:06:00Z","kind":"issue","credential":"pk_payments_1","secret_hash":"sha256:{other_sha256}","allowed_zones":["apps"]}}"#),
+            // Someone pastes both secrets; the report carries them raw.
+            format!(r#"{{"time":"2026-03-01T10:10:00Z","secret":"{token}","source":"paste-monitor","url":"https://paste.example/abc"}}"#),
+            format!(r#"{{"time":"2026-03-01T10:11:00Z","secret":"{other_secret}","source":"paste-monitor"}}"#),
+            format!(r#"{{"time":"2026-03-01T10:20:00Z","type":"response","auth":{{"client_token":"{token_hmac}","accessor":"hmac-sha256:acc9","display_name":"approle"}},"request":{{"id":"r3","operation":"read","path":"secret/data/billing","remote_address":"203.0.113.5"}}}}"#),
+            r#"{"ts":"2026-03-01T10:21:00Z","kind":"access","credential":"pk_payments_1","source_ip":"10.0.5.20","endpoint":"POST /v1/charges"}"#.to_owned(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let run = |config: &Path| {
+        let output = credwatch()
+            .args(["replay", "--output", "json", "--format", "auto", "--config"])
+            .arg(config)
+            .arg(&input)
+            .output()
+            .unwrap();
+        let out = success(&output);
+        assert!(!out.contains(token) && !out.contains(other_secret), "{out}");
+        assert!(!stderr(&output).contains(token));
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let alerts = run(&keyed);
+    let leaks = created(&alerts, "use-after-leak");
+    let credentials: Vec<&str> = leaks
+        .iter()
+        .map(|a| a["credential"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        credentials,
+        vec!["hmac-sha256:acc9", "pk_payments_1"],
+        "{alerts:#?}"
+    );
+    assert!(leaks[0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("10.0 minutes after it was reported leaked by paste-monitor"));
+
+    // Without the audit device's key only the plain SHA-256 can match.
+    let alerts = run(&unkeyed);
+    let credentials: Vec<&str> = created(&alerts, "use-after-leak")
+        .iter()
+        .map(|a| a["credential"].as_str().unwrap())
+        .collect();
+    assert_eq!(credentials, vec!["pk_payments_1"]);
+}

@@ -200,9 +200,10 @@ async fn post_leak(
     }
     let mut events = Vec::new();
     let decoded = if from_github {
-        GithubSecretScanningDecoder.decode(&body, &mut events)
+        GithubSecretScanningDecoder::new(shared.config.secret_hasher.clone())
+            .decode(&body, &mut events)
     } else {
-        LeakReportDecoder.decode(&body, &mut events)
+        LeakReportDecoder::new(shared.config.secret_hasher.clone()).decode(&body, &mut events)
     };
     if let Err(reason) = decoded {
         return error(StatusCode::BAD_REQUEST, reason.reason);

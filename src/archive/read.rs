@@ -97,6 +97,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, ReadError> {
     let allowed_zones = lists(batch, "allowed_zones")?;
     let leak_source = strings(batch, "leak_source")?;
     let leak_url = strings(batch, "leak_url")?;
+    let secret_hash = strings(batch, "secret_hash")?;
     let event_id = strings(batch, "event_id")?;
     let format = strings(batch, "format")?;
 
@@ -151,6 +152,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, ReadError> {
             owner: optional(&owner, row),
             leak_source: optional(&leak_source, row),
             leak_url: optional(&leak_url, row),
+            secret_hash: optional(&secret_hash, row),
             event_id: event_id.value(row).to_owned(),
             format,
         });
@@ -180,6 +182,7 @@ mod tests {
         event.owner = Some("ci-bot".into());
         event.leak_source = Some("github".into());
         event.leak_url = Some("https://example.com/leak".into());
+        event.secret_hash = Some("hmac-sha256:00ff".into());
         event.event_id = "e-1".into();
         event.format = Format::Cloudtrail;
         event

@@ -89,6 +89,7 @@ pub(crate) struct EventRows {
     allowed_zones: ListBuilder<StringBuilder>,
     leak_source: StringBuilder,
     leak_url: StringBuilder,
+    secret_hash: StringBuilder,
     event_id: StringBuilder,
     format: StringBuilder,
     ingest_seq: UInt64Builder,
@@ -133,6 +134,7 @@ impl EventRows {
         }
         self.leak_source.append_option(event.leak_source.as_deref());
         self.leak_url.append_option(event.leak_url.as_deref());
+        self.secret_hash.append_option(event.secret_hash.as_deref());
         self.event_id.append_value(&event.event_id);
         self.format.append_value(event.format.as_str());
         self.ingest_seq.append_value(seq);
@@ -158,6 +160,7 @@ impl Rows for EventRows {
             allowed_zones: list(),
             leak_source: strings(rows, 0),
             leak_url: strings(rows, 0),
+            secret_hash: strings(rows, 0),
             event_id: strings(rows, 16),
             format: strings(rows, 6),
             ingest_seq: UInt64Builder::with_capacity(rows),
@@ -186,6 +189,7 @@ impl Rows for EventRows {
             Arc::new(self.allowed_zones.finish()),
             Arc::new(self.leak_source.finish()),
             Arc::new(self.leak_url.finish()),
+            Arc::new(self.secret_hash.finish()),
             Arc::new(self.event_id.finish()),
             Arc::new(self.format.finish()),
             Arc::new(self.ingest_seq.finish()),

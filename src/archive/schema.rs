@@ -47,6 +47,8 @@ pub fn events() -> SchemaRef {
                 Field::new("allowed_zones", string_list(), true),
                 Field::new("leak_source", DataType::Utf8, true),
                 Field::new("leak_url", DataType::Utf8, true),
+                // A hash of the secret as the log carried it; never the secret.
+                Field::new("secret_hash", DataType::Utf8, true),
                 Field::new("event_id", DataType::Utf8, false),
                 Field::new("format", DataType::Utf8, false),
                 // Arrival order within one writing process: ties in `time` keep the order the

@@ -424,7 +424,7 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
         .set_created_by(format!("credwatch {}", env!("CARGO_PKG_VERSION")));
     // (Nearly) unique per row: a dictionary would only be built to be thrown away.
     let unique: &[&str] = match table {
-        Table::Events => &["event_id", "source_ip"],
+        Table::Events => &["event_id", "source_ip", "secret_hash"],
         Table::Alerts => &["id", "ocsf"],
     };
     for column in unique {

@@ -90,6 +90,20 @@ struct RawConfig {
     api: Option<Spanned<api::RawApi>>,
     #[serde(default)]
     archive: Option<Spanned<archive::RawArchive>>,
+    #[serde(default)]
+    leaks: Option<Spanned<RawLeaks>>,
+}
+
+/// `[leaks]`: how raw secrets in leak reports are matched to credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeaks {
+    /// The HMAC-SHA256 key under which logs carry secrets (Vault: the audit device's HMAC
+    /// key), from an environment variable or a file.
+    #[serde(default)]
+    secret_hmac_key_env: Option<String>,
+    #[serde(default)]
+    secret_hmac_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +283,8 @@ pub struct Config {
     /// The Parquet archive of `run` and `replay` (`[archive]`; off unless a directory is given
     /// here or with `--archive`).
     pub archive: ArchiveConfig,
+    /// Turns raw secrets in leak reports into the ids logs know them by (`[leaks]`).
+    pub secret_hasher: crate::decode::SecretHasher,
     /// Decoy credentials (globs): nobody legitimate ever uses them.
     pub canary_patterns: Vec<String>,
     canaries: Option<globset::GlobSet>,
@@ -469,6 +485,28 @@ impl Config {
                     .map_err(|e| FileError::at(origin, text, span, format!("[archive] {e}")))?
             }
         };
+        let secret_hasher = match &raw.leaks {
+            None => crate::decode::SecretHasher::default(),
+            Some(section) => {
+                let leaks = section.get_ref();
+                let key = read_secret(
+                    &leaks.secret_hmac_key_env,
+                    &leaks.secret_hmac_key_file,
+                    "secret_hmac_key",
+                    base,
+                )
+                .map_err(|e| FileError::at(origin, text, section.span(), format!("[leaks] {e}")))?;
+                if key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+                    return Err(FileError::at(
+                        origin,
+                        text,
+                        section.span(),
+                        "[leaks] secret_hmac_key: the key is empty",
+                    ));
+                }
+                crate::decode::SecretHasher::new(key)
+            }
+        };
         let canaries = if raw.canaries.get_ref().is_empty() {
             None
         } else {
@@ -496,6 +534,7 @@ impl Config {
             webhook,
             api,
             archive,
+            secret_hasher,
             canary_patterns: raw.canaries.get_ref().clone(),
             canaries,
             learning: Learning {

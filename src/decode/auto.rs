@@ -4,12 +4,24 @@
 
 use super::{
     contains, CloudTrailDecoder, DecodeError, Decoder, GithubSecretScanningDecoder,
-    K8sAuditDecoder, LeakReportDecoder, NativeDecoder, VaultAuditDecoder,
+    K8sAuditDecoder, LeakReportDecoder, NativeDecoder, SecretHasher, VaultAuditDecoder,
 };
 use crate::event::Event;
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct AutoDecoder;
+#[derive(Debug, Default, Clone)]
+pub struct AutoDecoder {
+    github: GithubSecretScanningDecoder,
+    leaks: LeakReportDecoder,
+}
+
+impl AutoDecoder {
+    pub fn new(hasher: SecretHasher) -> AutoDecoder {
+        AutoDecoder {
+            github: GithubSecretScanningDecoder::new(hasher.clone()),
+            leaks: LeakReportDecoder::new(hasher),
+        }
+    }
+}
 
 impl Decoder for AutoDecoder {
     fn decode(&mut self, record: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
@@ -22,14 +34,14 @@ impl Decoder for AutoDecoder {
         } else if has("\"audit.k8s.io/") || (has("\"auditID\"") && has("\"verb\"")) {
             K8sAuditDecoder.decode(record, out)
         } else if has("\"secret_type\"") || (has("\"alert\"") && has("\"action\"")) {
-            GithubSecretScanningDecoder.decode(record, out)
+            self.github.decode(record, out)
         } else if has("\"type\"") && has("\"request\"") && has("\"time\"") {
             VaultAuditDecoder.decode(record, out)
         } else if has("\"kind\"") && has("\"credential\"") && has("\"ts\"") {
             NativeDecoder.decode(record, out)
         } else if has("\"time\"") && (has("\"credential\"") || has("\"secret") || has("\"owner\""))
         {
-            LeakReportDecoder.decode(record, out)
+            self.leaks.decode(record, out)
         } else {
             Err(DecodeError::new(
                 "unrecognised record: not native, CloudTrail, Vault audit, Kubernetes audit, GitHub secret scanning or a leak report",
@@ -73,12 +85,14 @@ mod tests {
         ];
         for (record, format) in samples {
             let mut out = Vec::new();
-            AutoDecoder
+            AutoDecoder::default()
                 .decode(record.as_bytes(), &mut out)
                 .unwrap_or_else(|e| panic!("{format}: {e}"));
             assert_eq!(out[0].format, format, "{record}");
         }
         let mut out = Vec::new();
-        assert!(AutoDecoder.decode(b"{\"hello\":1}", &mut out).is_err());
+        assert!(AutoDecoder::default()
+            .decode(b"{\"hello\":1}", &mut out)
+            .is_err());
     }
 }

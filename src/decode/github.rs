@@ -7,12 +7,20 @@
 
 use serde::Deserialize;
 
-use super::{secret_id, DecodeError, Decoder, Format};
+use super::{DecodeError, Decoder, Format, SecretHasher};
 use crate::event::{Event, Kind};
 use crate::time::Timestamp;
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct GithubSecretScanningDecoder;
+#[derive(Debug, Default, Clone)]
+pub struct GithubSecretScanningDecoder {
+    hasher: SecretHasher,
+}
+
+impl GithubSecretScanningDecoder {
+    pub fn new(hasher: SecretHasher) -> GithubSecretScanningDecoder {
+        GithubSecretScanningDecoder { hasher }
+    }
+}
 
 #[derive(Deserialize)]
 struct Webhook {
@@ -85,28 +93,35 @@ impl Decoder for GithubSecretScanningDecoder {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| DecodeError::new("invalid GitHub secret scanning webhook: alert has no `secret` to identify the credential"))?;
-        let credential = if is_aws_key_id(secret) {
-            secret.to_owned()
+        let credentials = if is_aws_key_id(secret) {
+            vec![secret.to_owned()]
         } else {
-            secret_id(secret)
+            self.hasher.ids(secret)
         };
-        let mut event = Event::new(ts, Kind::Leak, credential);
-        event.leak_source = Some(match &alert.secret_type {
-            Some(kind) => format!("github-secret-scanning ({kind})"),
-            None => "github-secret-scanning".to_owned(),
-        });
-        event.leak_url = alert.html_url;
         let repository = hook
             .repository
             .and_then(|r| r.full_name)
             .unwrap_or_default();
-        event.event_id = format!(
+        let event_id = format!(
             "github:{repository}:{}:{}",
             alert.number.unwrap_or(0),
             hook.action
         );
-        event.format = Format::GithubSecretScanning;
-        out.push(event);
+        for (index, credential) in credentials.into_iter().enumerate() {
+            let mut event = Event::new(ts, Kind::Leak, credential);
+            event.leak_source = Some(match &alert.secret_type {
+                Some(kind) => format!("github-secret-scanning ({kind})"),
+                None => "github-secret-scanning".to_owned(),
+            });
+            event.leak_url = alert.html_url.clone();
+            event.event_id = if index == 0 {
+                event_id.clone()
+            } else {
+                format!("{event_id}:{index}")
+            };
+            event.format = Format::GithubSecretScanning;
+            out.push(event);
+        }
         Ok(())
     }
 }
@@ -121,7 +136,7 @@ mod tests {
             "secret":"ghp_supersecretvalue","html_url":"https://github.com/o/r/security/secret-scanning/42",
             "created_at":"2026-03-01T10:00:00Z"},"repository":{"full_name":"o/r"}}"#;
         let mut out = Vec::new();
-        GithubSecretScanningDecoder
+        GithubSecretScanningDecoder::default()
             .decode(record, &mut out)
             .unwrap();
         assert_eq!(out[0].kind, Kind::Leak);
@@ -135,14 +150,14 @@ mod tests {
     fn aws_key_ids_are_kept_and_resolutions_ignored() {
         let record = br#"{"action":"created","alert":{"secret_type":"aws_access_key_id","secret":"AKIAIOSFODNN7EXAMPLE","created_at":"2026-03-01T10:00:00Z"}}"#;
         let mut out = Vec::new();
-        GithubSecretScanningDecoder
+        GithubSecretScanningDecoder::default()
             .decode(record, &mut out)
             .unwrap();
         assert_eq!(out[0].credential, "AKIAIOSFODNN7EXAMPLE");
         out.clear();
         let resolved =
             br#"{"action":"resolved","alert":{"secret":"x","created_at":"2026-03-01T10:00:00Z"}}"#;
-        GithubSecretScanningDecoder
+        GithubSecretScanningDecoder::default()
             .decode(resolved, &mut out)
             .unwrap();
         assert!(out.is_empty());

@@ -11,12 +11,20 @@
 
 use serde::Deserialize;
 
-use super::{record_hash_id, secret_id, DecodeError, Decoder, Format};
+use super::{record_hash_id, DecodeError, Decoder, Format, SecretHasher};
 use crate::event::{Event, Kind};
 use crate::time::Timestamp;
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LeakReportDecoder;
+#[derive(Debug, Default, Clone)]
+pub struct LeakReportDecoder {
+    hasher: SecretHasher,
+}
+
+impl LeakReportDecoder {
+    pub fn new(hasher: SecretHasher) -> LeakReportDecoder {
+        LeakReportDecoder { hasher }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +64,8 @@ impl Decoder for LeakReportDecoder {
                 "invalid leak report: give exactly one of `credential`, `secret_sha256`, `secret` or `owner`",
             ));
         }
-        let credential = if let Some(id) = report.credential.filter(|v| !v.trim().is_empty()) {
-            id
+        let credentials = if let Some(id) = report.credential.filter(|v| !v.trim().is_empty()) {
+            vec![id]
         } else if let Some(hash) = report.secret_sha256.filter(|v| !v.trim().is_empty()) {
             let hash = hash.trim().to_ascii_lowercase();
             if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -65,22 +73,30 @@ impl Decoder for LeakReportDecoder {
                     "invalid leak report: `secret_sha256` must be 64 hex digits",
                 ));
             }
-            format!("sha256:{hash}")
+            vec![format!("sha256:{hash}")]
         } else if let Some(secret) = report.secret.filter(|v| !v.trim().is_empty()) {
-            secret_id(&secret)
+            self.hasher.ids(&secret)
         } else {
             let owner = report.owner.clone().unwrap_or_default();
-            format!("owner:{owner}")
+            vec![format!("owner:{owner}")]
         };
-        let mut event = Event::new(report.time, Kind::Leak, credential);
-        event.owner = report.owner;
-        event.leak_source = report.source;
-        event.leak_url = report.url;
-        event.event_id = report
+        let event_id = report
             .id
             .unwrap_or_else(|| record_hash_id(record.trim_ascii()));
-        event.format = Format::Leak;
-        out.push(event);
+        // A secret known by several ids (plain and keyed hash) is one report per id.
+        for (index, credential) in credentials.into_iter().enumerate() {
+            let mut event = Event::new(report.time, Kind::Leak, credential);
+            event.owner = report.owner.clone();
+            event.leak_source = report.source.clone();
+            event.leak_url = report.url.clone();
+            event.event_id = if index == 0 {
+                event_id.clone()
+            } else {
+                format!("{event_id}:{index}")
+            };
+            event.format = Format::Leak;
+            out.push(event);
+        }
         Ok(())
     }
 }
@@ -91,7 +107,7 @@ mod tests {
 
     fn decode(record: &str) -> Result<Vec<Event>, DecodeError> {
         let mut out = Vec::new();
-        LeakReportDecoder
+        LeakReportDecoder::default()
             .decode(record.as_bytes(), &mut out)
             .map(|_| out)
     }
@@ -109,7 +125,7 @@ mod tests {
         .unwrap();
         assert_eq!(by_hash[0].credential, format!("sha256:{}", "a".repeat(64)));
         let by_secret = decode(r#"{"time":"2026-03-01T10:00:00Z","secret":"hunter2"}"#).unwrap();
-        assert_eq!(by_secret[0].credential, secret_id("hunter2"));
+        assert_eq!(by_secret[0].credential, crate::decode::secret_id("hunter2"));
         assert!(!serde_json::to_string(&by_secret[0])
             .unwrap()
             .contains("hunter2"));

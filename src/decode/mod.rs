@@ -89,14 +89,21 @@ impl Format {
     }
 
     pub fn decoder(self) -> Box<dyn Decoder + Send> {
+        self.decoder_with(&SecretHasher::default())
+    }
+
+    /// A decoder that turns raw secrets in leak reports into ids with `hasher`.
+    pub fn decoder_with(self, hasher: &SecretHasher) -> Box<dyn Decoder + Send> {
         match self {
             Format::Native => Box::new(NativeDecoder),
             Format::Cloudtrail => Box::new(CloudTrailDecoder),
             Format::Vault => Box::new(VaultAuditDecoder),
             Format::K8s => Box::new(K8sAuditDecoder),
-            Format::GithubSecretScanning => Box::new(GithubSecretScanningDecoder),
-            Format::Leak => Box::new(LeakReportDecoder),
-            Format::Auto => Box::new(AutoDecoder),
+            Format::GithubSecretScanning => {
+                Box::new(GithubSecretScanningDecoder::new(hasher.clone()))
+            }
+            Format::Leak => Box::new(LeakReportDecoder::new(hasher.clone())),
+            Format::Auto => Box::new(AutoDecoder::new(hasher.clone())),
         }
     }
 }
@@ -147,6 +154,51 @@ pub trait Decoder {
 pub fn record_hash_id(record: &[u8]) -> String {
     let digest = Sha256::digest(record);
     hex_prefix(&digest, 16)
+}
+
+/// How raw secrets in leak reports become credential ids, never stored themselves: always the
+/// plain SHA-256 (`sha256:<hex>`), and with a configured key also HMAC-SHA256 under it
+/// (`hmac-sha256:<hex>`), which is how Vault's audit device logs tokens. Events whose
+/// `secret_hash` is one of these bind it to their credential, so a leak report holding only the
+/// secret reaches the credential it belongs to.
+#[derive(Clone, Default)]
+pub struct SecretHasher {
+    key: Option<std::sync::Arc<crate::config::Secret>>,
+}
+
+impl std::fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretHasher(keyed: {})", self.key.is_some())
+    }
+}
+
+impl SecretHasher {
+    pub fn new(key: Option<crate::config::Secret>) -> SecretHasher {
+        SecretHasher {
+            key: key.map(std::sync::Arc::new),
+        }
+    }
+
+    /// The ids a raw secret is known by: `sha256:<hex>`, then `hmac-sha256:<hex>` when keyed.
+    pub fn ids(&self, secret: &str) -> Vec<String> {
+        let mut ids = vec![secret_id(secret)];
+        if let Some(key) = &self.key {
+            use hmac::Mac;
+            if let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key.expose()) {
+                mac.update(secret.as_bytes());
+                ids.push(format!(
+                    "hmac-sha256:{}",
+                    hex_prefix(&mac.finalize().into_bytes(), 32)
+                ));
+            }
+        }
+        ids
+    }
+}
+
+/// Whether a credential id names a secret by its hash (`sha256:` or `hmac-sha256:`).
+pub fn is_secret_hash(id: &str) -> bool {
+    id.starts_with("sha256:") || id.starts_with("hmac-sha256:")
 }
 
 /// The credential id credwatch uses for a raw secret: never the secret, only its SHA-256.

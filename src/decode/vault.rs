@@ -44,6 +44,9 @@ struct Entry<'a> {
 struct Auth<'a> {
     #[serde(borrow, default)]
     accessor: Option<Cow<'a, str>>,
+    /// The token, HMAC-ed by the audit device (`hmac-sha256:<hex>`) unless configured not to.
+    #[serde(borrow, default)]
+    client_token: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     display_name: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -139,6 +142,10 @@ impl Decoder for VaultAuditDecoder {
             } else {
                 Outcome::Success
             };
+            event.secret_hash = entry
+                .auth
+                .as_ref()
+                .and_then(|a| token_hmac(a.client_token.as_ref()));
             event.event_id = base_id.clone();
             event.format = Format::Vault;
             out.push(event);
@@ -149,6 +156,7 @@ impl Decoder for VaultAuditDecoder {
         if let Some(issued) = entry.response.as_ref().and_then(|r| r.auth.as_ref()) {
             if let Some(new_accessor) = non_empty(issued.accessor.as_ref()) {
                 let mut event = Event::new(ts, Kind::Issue, new_accessor);
+                event.secret_hash = token_hmac(issued.client_token.as_ref());
                 event.principal = caller
                     .clone()
                     .or_else(|| (!path.is_empty()).then(|| path.clone()));
@@ -190,6 +198,15 @@ impl Decoder for VaultAuditDecoder {
     }
 }
 
+/// The token's HMAC as the audit device logged it; a raw token (an audit device with
+/// `hmac_accessor`/`log_raw` settings that leave it readable) is never kept.
+fn token_hmac(token: Option<&Cow<'_, str>>) -> Option<String> {
+    token
+        .map(|t| t.as_ref())
+        .filter(|t| t.starts_with("hmac-sha256:"))
+        .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,9 +235,20 @@ mod tests {
             events[0].expires_at,
             Timestamp::parse_rfc3339("2026-03-01T11:00:00Z").ok()
         );
-        assert!(!serde_json::to_string(&events[0])
-            .unwrap()
-            .contains("hmac-sha256:tok"));
+        // The token itself is never read; its audit HMAC is kept only as the secret's hash,
+        // so a leak report of the raw token can be matched (see `[leaks]`).
+        assert_eq!(events[0].secret_hash.as_deref(), Some("hmac-sha256:tok"));
+    }
+
+    #[test]
+    fn a_raw_token_in_an_unhashed_audit_log_is_not_kept() {
+        let events = decode(
+            r#"{"time":"2026-03-01T10:05:00Z","type":"response","auth":{"client_token":"hvs.rawtoken","accessor":"acc1"},
+            "request":{"id":"r9","operation":"read","path":"secret/data/x"}}"#,
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].secret_hash, None);
+        assert!(!serde_json::to_string(&events[0]).unwrap().contains("hvs.rawtoken"));
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub struct Observation<'a> {
     pub owner: Option<Symbol>,
     /// Issue events: `allowed_zones` resolved against the configured zones.
     pub declared_zones: ZoneSet,
-    /// Access events: a leak report naming the calling principal as owner (for example AWS's
-    /// quarantine policy attached to the user), which covers all of that principal's keys.
+    /// Access events: a leak report that covers this credential under another name: its owner
+    /// (for example AWS's quarantine policy attached to the user, which covers all of that
+    /// principal's keys), or its secret's hash reported before any log tied it to the credential.
     pub owner_leak: Option<Leak>,
     /// Issue events: the armed baseline of the previous credential of the same lineage, which
     /// the new credential starts from (see [`lineage`]).
@@ -87,6 +88,8 @@ pub struct StateStore {
     owner_leaks: DashMap<Symbol, Leak>,
     /// The latest credential issued in each lineage.
     lineages: DashMap<Symbol, Box<str>>,
+    /// Secret hashes logs carried (`secret_hash`), to the credential they belong to.
+    secret_hashes: DashMap<Box<str>, Box<str>>,
     pub endpoints: Interner,
     pub principals: Interner,
     pub user_agents: Interner,
@@ -112,6 +115,11 @@ impl StateStore {
         let result = inspect(&entry);
         update(&mut entry);
         result
+    }
+
+    /// The credential a secret hash (`sha256:…`, `hmac-sha256:…`) was seen with in the logs.
+    pub fn credential_of_secret(&self, hash: &str) -> Option<String> {
+        self.secret_hashes.get(hash).map(|id| id.to_string())
     }
 
     /// A copy of one credential's state.
@@ -145,12 +153,31 @@ impl StateStore {
             .principal
             .as_deref()
             .map(|p| self.principals.intern(p));
-        let owner_leak = match (event.kind, principal) {
+        let mut owner_leak = match (event.kind, principal) {
             (crate::event::Kind::Access, Some(principal)) if !self.owner_leaks.is_empty() => {
                 self.owner_leaks.get(&principal).map(|leak| leak.clone())
             }
             _ => None,
         };
+        if let Some(hash) = event.secret_hash.as_deref() {
+            if event.kind != crate::event::Kind::Leak && hash != event.credential {
+                let bound = self
+                    .secret_hashes
+                    .get(hash)
+                    .is_some_and(|credential| **credential == *event.credential);
+                if !bound {
+                    self.secret_hashes
+                        .insert(hash.into(), event.credential.as_str().into());
+                }
+                // A leak reported by the secret before any log tied it to this credential.
+                if owner_leak.is_none() && event.kind == crate::event::Kind::Access {
+                    owner_leak = self
+                        .credentials
+                        .get(hash)
+                        .and_then(|state| state.leak.as_deref().cloned());
+                }
+            }
+        }
         if event.kind == crate::event::Kind::Leak {
             if let Some(owner) = event.owner.as_deref().map(|o| self.principals.intern(o)) {
                 let report = Leak {
