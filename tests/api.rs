@@ -17,6 +17,29 @@ use crate::util::{credwatch, success};
 const TOKEN: &str = "api-token-0123456789abcdef";
 const GITHUB_SECRET: &str = "github-secret-0123456789";
 
+/// The test's stand-in for GitHub's secret scanning signing key.
+fn partner_signer() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[42u8; 32]).unwrap()
+}
+
+/// GitHub's public keys document, as served at /meta/public_keys/secret_scanning.
+fn partner_keys_document() -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let pem = partner_signer()
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .unwrap();
+    serde_json::json!({"public_keys": [{"key_identifier": "test-key-1", "key": pem, "is_current": true}]})
+        .to_string()
+}
+
+fn partner_signature(body: &[u8]) -> String {
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Signer;
+    let signature: p256::ecdsa::Signature = partner_signer().sign(body);
+    base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
+}
+
 struct Running {
     child: Child,
     base: String,
@@ -65,8 +88,9 @@ fn start(brokers: &str, dir: &Path, events: &str, leaks: &str) -> Running {
         .port();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(dir.join("github"), GITHUB_SECRET).unwrap();
+    std::fs::write(dir.join("github-keys.json"), partner_keys_document()).unwrap();
     let config = format!(
-        "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n\n[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{}\"\ncommit_interval = \"200ms\"\n\n[[kafka.inputs]]\ntopic = \"{events}\"\n\n[[kafka.inputs]]\ntopic = \"{leaks}\"\n\n[kafka.properties]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\ngithub_secret_file = \"github\"\nleaks_topic = \"{leaks}\"\nmax_body_bytes = 4096\n",
+        "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n\n[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{}\"\ncommit_interval = \"200ms\"\n\n[[kafka.inputs]]\ntopic = \"{events}\"\n\n[[kafka.inputs]]\ntopic = \"{leaks}\"\n\n[kafka.properties]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\ngithub_secret_file = \"github\"\ngithub_partner_keys_file = \"github-keys.json\"\nleaks_topic = \"{leaks}\"\nmax_body_bytes = 4096\n",
         unique("group")
     );
     let path = dir.join("run.toml");
@@ -235,6 +259,45 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
         .unwrap();
     assert_eq!(good.status().as_u16(), 202);
 
+    // A GitHub partner-program delivery: ECDSA P-256 over the body with GitHub's key.
+    let delivery = r#"[{"token":"AKIAPARTNEREXAMPLE01","type":"aws_access_key_id","url":"https://github.com/o/r/blob/main/deploy.sh","source":"content"}]"#;
+    let forged = client
+        .post(&leaks_url)
+        .header("Github-Public-Key-Identifier", "test-key-1")
+        .header("Github-Public-Key-Signature", partner_signature(b"[]"))
+        .body(delivery)
+        .send()
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    assert!(forged.text().unwrap().contains("does not match the body"));
+    let unknown_key = client
+        .post(&leaks_url)
+        .header("Github-Public-Key-Identifier", "retired-key")
+        .header(
+            "Github-Public-Key-Signature",
+            partner_signature(delivery.as_bytes()),
+        )
+        .body(delivery)
+        .send()
+        .unwrap();
+    assert_eq!(unknown_key.status().as_u16(), 401);
+    let verified = client
+        .post(&leaks_url)
+        .header("Github-Public-Key-Identifier", "test-key-1")
+        .header(
+            "Github-Public-Key-Signature",
+            partner_signature(delivery.as_bytes()),
+        )
+        .body(delivery)
+        .send()
+        .unwrap();
+    assert_eq!(
+        verified.status().as_u16(),
+        202,
+        "{}",
+        verified.text().unwrap_or_default()
+    );
+
     // The leak report posted over HTTP makes the next use fire use_after_leak.
     let report = client
         .post(&leaks_url)
@@ -248,7 +311,7 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
         "{}",
         report.text().unwrap_or_default()
     );
-    // Both reports (GitHub and generic) arrive as leak events, labelled with their source format.
+    // All three reports (GitHub webhook, GitHub partner, generic) arrive as leak events, labelled with their source format.
     let leaks_seen = |samples: &BTreeMap<String, f64>| -> f64 {
         samples
             .iter()
@@ -258,7 +321,7 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
             .map(|(_, v)| v)
             .sum()
     };
-    assert!(wait_for(|| leaks_seen(&metrics(&client, base)) == 2.0));
+    assert!(wait_for(|| leaks_seen(&metrics(&client, base)) == 3.0));
     send(
         &brokers,
         &events,

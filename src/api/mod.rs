@@ -141,6 +141,14 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
+/// The wall-clock time a report arrived at this edge (for reports that carry no time).
+fn received_now() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Timestamp::from_micros(micros)
+}
+
 fn verify_github(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
     let signature = headers
         .get("x-hub-signature-256")
@@ -185,7 +193,30 @@ async fn post_leak(
         }
     };
     let from_github = headers.contains_key("x-github-event");
-    if from_github {
+    let from_partner_program =
+        headers.contains_key(crate::decode::github_partner::SIGNATURE_HEADER);
+    if from_partner_program {
+        let Some(keys) = &shared.api.github_partner_keys else {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "GitHub partner deliveries are not configured ([api] github_partner_keys_file)",
+            );
+        };
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        if let Err(reason) = keys.verify(
+            header(crate::decode::github_partner::KEY_IDENTIFIER_HEADER),
+            header(crate::decode::github_partner::SIGNATURE_HEADER),
+            &body,
+        ) {
+            tracing::warn!(%reason, "refused a GitHub partner delivery");
+            return error(StatusCode::UNAUTHORIZED, reason);
+        }
+    } else if from_github {
         let Some(secret) = &shared.api.github_secret else {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -199,7 +230,11 @@ async fn post_leak(
         return refusal.into_response();
     }
     let mut events = Vec::new();
-    let decoded = if from_github {
+    let decoded = if from_partner_program {
+        crate::decode::github_partner::decode(&body, &shared.config.secret_hasher, received_now())
+            .map(|decoded| events = decoded)
+            .map_err(crate::decode::DecodeError::new)
+    } else if from_github {
         GithubSecretScanningDecoder::new(shared.config.secret_hasher.clone())
             .decode(&body, &mut events)
     } else {

@@ -21,6 +21,8 @@ pub(super) struct RawApi {
     #[serde(default)]
     github_secret_file: Option<String>,
     #[serde(default)]
+    github_partner_keys_file: Option<String>,
+    #[serde(default)]
     leaks_topic: Option<String>,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
@@ -46,6 +48,8 @@ pub struct ApiConfig {
     pub token: Secret,
     /// Secret of GitHub webhook deliveries (`X-Hub-Signature-256`), if GitHub posts here.
     pub github_secret: Option<Secret>,
+    /// GitHub's secret scanning public keys, if GitHub's partner program posts here.
+    pub github_partner_keys: Option<crate::decode::github_partner::PartnerKeys>,
     /// Input topic (native format) that leak reports posted here are produced to.
     pub leaks_topic: Option<String>,
     pub max_body_bytes: usize,
@@ -72,6 +76,22 @@ impl RawApi {
             "github_secret",
             base,
         )?;
+        let github_partner_keys = match &self.github_partner_keys_file {
+            None => None,
+            Some(path) => {
+                let path = super::resolve(base, path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "github_partner_keys_file: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(
+                    crate::decode::github_partner::PartnerKeys::parse(&text)
+                        .map_err(|e| format!("github_partner_keys_file {}: {e}", path.display()))?,
+                )
+            }
+        };
         if self.max_body_bytes == 0 || self.alerts_kept == 0 {
             return Err("max_body_bytes and alerts_kept must be positive".into());
         }
@@ -79,6 +99,7 @@ impl RawApi {
             listen,
             token,
             github_secret,
+            github_partner_keys,
             leaks_topic: self.leaks_topic.filter(|t| !t.is_empty()),
             max_body_bytes: self.max_body_bytes,
             alerts_kept: self.alerts_kept,

@@ -53,7 +53,7 @@ struct Repository {
 }
 
 /// AWS access key ids are 20 upper-case letters and digits starting with a known prefix.
-fn is_aws_key_id(secret: &str) -> bool {
+pub(crate) fn is_aws_key_id(secret: &str) -> bool {
     secret.len() == 20
         && [
             "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "APKA",

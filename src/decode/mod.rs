@@ -14,6 +14,7 @@
 mod auto;
 mod cloudtrail;
 mod github;
+pub mod github_partner;
 mod k8s;
 mod leak;
 mod native;

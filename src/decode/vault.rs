@@ -248,7 +248,9 @@ mod tests {
         );
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].secret_hash, None);
-        assert!(!serde_json::to_string(&events[0]).unwrap().contains("hvs.rawtoken"));
+        assert!(!serde_json::to_string(&events[0])
+            .unwrap()
+            .contains("hvs.rawtoken"));
     }
 
     #[test]
