@@ -370,18 +370,18 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 
-    // Counters match what was sent: 3 events on the events topic, 2 leaks via HTTP.
+    // Counters match what was sent: 3 events on the events topic, 3 leaks via HTTP.
     assert!(wait_for(|| metrics(&client, base)
         .get("credwatch_messages_total")
         .copied()
-        == Some(5.0)));
+        == Some(6.0)));
     let samples = metrics(&client, base);
     let events_total: f64 = samples
         .iter()
         .filter(|(k, _)| k.starts_with("credwatch_events_total{"))
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(events_total, 5.0, "{samples:#?}");
+    assert_eq!(events_total, 6.0, "{samples:#?}");
     assert_eq!(
         samples["credwatch_events_total{format=\"native\",kind=\"access\"}"],
         2.0
