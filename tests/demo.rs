@@ -9,7 +9,7 @@ fn demo_catches_every_scenario_with_at_most_one_percent_benign_alerts() {
     let out = success(&credwatch().args(["demo"]).output().unwrap());
     // Reported, not asserted: timing belongs in benchmarks, not tests.
     println!("demo took {:.1}s", started.elapsed().as_secs_f64());
-    assert!(out.contains("caught 11 of 11 injected scenarios"), "{out}");
+    assert!(out.contains("caught 12 of 12 injected scenarios"), "{out}");
     assert!(!out.contains("MISSED"), "{out}");
     // The CI bot's exception and the canary key are in the table.
     assert!(

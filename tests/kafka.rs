@@ -419,7 +419,7 @@ fn demo_through_kafka_scores_like_the_in_memory_demo() {
         through_kafka.contains("through Kafka at"),
         "{through_kafka}"
     );
-    assert!(through_kafka.contains("caught 11 of 11"), "{through_kafka}");
+    assert!(through_kafka.contains("caught 12 of 12"), "{through_kafka}");
     assert_eq!(table(&in_memory), table(&through_kafka));
 }
 

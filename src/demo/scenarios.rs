@@ -85,6 +85,20 @@ pub fn inject(world: &mut World) -> Vec<Scenario> {
         start,
     ));
 
+    // A service key an attacker found before the scanner did: tried from the internet at 14:10,
+    // reported leaked at 15:40. The report looks back and names the earlier internet use.
+    let victim = victims.service(world, Some("prod"));
+    access(world, victim, 850.0, internet(88), "sts:GetCallerIdentity");
+    let report = world.at(940.0);
+    world.push(report, victim, Action::Leak);
+    scenarios.push(scenario(
+        world,
+        "key used before its leak report",
+        DetectorKind::LeakLookback,
+        victim,
+        report,
+    ));
+
     // A rotated key still used by a forgotten cron job 90 minutes after revocation.
     let (victim, revoked) = victims.revoked(world);
     let ip = world.address(victim);

@@ -9,6 +9,7 @@
 mod canary;
 mod concurrent_zones;
 mod dormant_reuse;
+mod leak_lookback;
 mod new_endpoint;
 mod new_network;
 mod new_user_agent;
@@ -178,6 +179,7 @@ detector_kinds! {
     UnknownCredential => "unknown_credential", unknown_credential::UnknownCredential;
     Canary => "canary", canary::Canary;
     NewUserAgent => "new_user_agent", new_user_agent::NewUserAgent;
+    LeakLookback => "leak_lookback", leak_lookback::LeakLookback;
 }
 
 impl fmt::Display for DetectorKind {

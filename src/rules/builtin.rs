@@ -16,6 +16,10 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/dormant-reuse.toml"),
     ),
     (
+        "leak-lookback.toml",
+        include_str!("../../rules/leak-lookback.toml"),
+    ),
+    (
         "new-endpoint.toml",
         include_str!("../../rules/new-endpoint.toml"),
     ),

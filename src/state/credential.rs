@@ -50,6 +50,20 @@ pub struct Seen<T> {
     pub last_seen: Timestamp,
 }
 
+/// A use from a network or zone the credential's armed baseline did not know: kept for a
+/// while so that a leak report can look back at what happened in the hours before it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NovelUse {
+    pub at: Timestamp,
+    pub network: Option<Network>,
+    pub zone: ZoneId,
+    /// The zone itself was new, not only the network.
+    pub new_zone: bool,
+}
+
+/// Novel uses kept per credential (the newest).
+pub const MAX_NOVEL_USES: usize = 8;
+
 /// The leak report a credential got (the earliest one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leak {
@@ -85,6 +99,9 @@ pub struct CredentialState {
     /// The lineage whose baseline this credential started from at issuance; such a credential
     /// is armed from its first use.
     pub inherited_from: Option<Symbol>,
+    /// Recent uses from new networks or zones after the baseline was armed, oldest first (at
+    /// most [`MAX_NOVEL_USES`]); boxed because most credentials never have one.
+    pub novel_uses: Option<Box<Vec<NovelUse>>>,
 }
 
 impl CredentialState {
@@ -206,6 +223,28 @@ impl CredentialState {
             self.owner = observation.principal;
         }
 
+        if !learning {
+            let forget_after = config.bounds.forget_after;
+            let new_network = observation.network.is_some_and(|network| {
+                !self
+                    .networks
+                    .iter()
+                    .any(|seen| seen.key == network && ts.since(seen.last_seen) <= forget_after)
+            });
+            let new_zone = zone != ZoneId::UNKNOWN && !self.seen_zones.contains(zone);
+            if new_network || new_zone {
+                let uses = self.novel_uses.get_or_insert_with(Default::default);
+                if uses.len() == MAX_NOVEL_USES {
+                    uses.remove(0);
+                }
+                uses.push(NovelUse {
+                    at: ts,
+                    network: observation.network,
+                    zone,
+                    new_zone,
+                });
+            }
+        }
         self.accesses = self.accesses.saturating_add(1);
         self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
         self.last_seen = Some(self.last_seen.map_or(ts, |last| last.max(ts)));

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use dashmap::DashMap;
 
-pub use credential::{AllowedFrom, CredentialState, Leak, Seen};
+pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use interner::{Interner, Symbol};
 
 use crate::event::Event;
