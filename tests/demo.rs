@@ -132,7 +132,7 @@ fn gen_is_deterministic_and_its_ground_truth_is_caught_by_replay() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(scenarios.len(), 11);
+    assert_eq!(scenarios.len(), 12);
     for scenario in &scenarios {
         let caught = alerts.iter().any(|a| {
             a["credential"] == scenario["credential"]

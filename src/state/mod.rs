@@ -310,6 +310,13 @@ impl StateStore {
             "allowed_from": state.allowed_from.as_str(),
             "seen_zones": zones(state.seen_zones),
             "learning": learning,
+            "inherited_from": state.inherited_from.map(|l| self.principals.name(l).to_string()),
+            "recent_novel_uses": state.novel_uses.as_deref().map(|uses| uses.iter().map(|u| serde_json::json!({
+                "time": u.at,
+                "network": u.network.map(|n| n.to_string()),
+                "zone": config.zones.name(u.zone),
+                "new_zone": u.new_zone,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
             "networks": networks,
             "endpoints": endpoints,
             "user_agents": user_agents,
