@@ -107,21 +107,15 @@ impl Decoder for GithubSecretScanningDecoder {
             alert.number.unwrap_or(0),
             hook.action
         );
-        for (index, credential) in credentials.into_iter().enumerate() {
-            let mut event = Event::new(ts, Kind::Leak, credential);
-            event.leak_source = Some(match &alert.secret_type {
-                Some(kind) => format!("github-secret-scanning ({kind})"),
-                None => "github-secret-scanning".to_owned(),
-            });
-            event.leak_url = alert.html_url.clone();
-            event.event_id = if index == 0 {
-                event_id.clone()
-            } else {
-                format!("{event_id}:{index}")
-            };
-            event.format = Format::GithubSecretScanning;
-            out.push(event);
-        }
+        let mut event = Event::new(ts, Kind::Leak, String::new());
+        event.leak_source = Some(match &alert.secret_type {
+            Some(kind) => format!("github-secret-scanning ({kind})"),
+            None => "github-secret-scanning".to_owned(),
+        });
+        event.leak_url = alert.html_url;
+        event.event_id = event_id;
+        event.format = Format::GithubSecretScanning;
+        super::leak_per_id(credentials, event, out);
         Ok(())
     }
 }

@@ -145,26 +145,20 @@ pub fn decode(
             )
             .as_bytes(),
         );
-        for (index, credential) in credentials.into_iter().enumerate() {
-            let mut event = Event::new(received, Kind::Leak, credential);
-            event.leak_source = Some(format!(
-                "github-secret-scanning-partner ({}{})",
-                found.kind.as_deref().unwrap_or("unknown type"),
-                found
-                    .source
-                    .as_deref()
-                    .map(|s| format!(", {s}"))
-                    .unwrap_or_default()
-            ));
-            event.leak_url = found.url.clone();
-            event.event_id = if index == 0 {
-                base_id.clone()
-            } else {
-                format!("{base_id}:{index}")
-            };
-            event.format = Format::GithubSecretScanning;
-            events.push(event);
-        }
+        let mut event = Event::new(received, Kind::Leak, String::new());
+        event.leak_source = Some(format!(
+            "github-secret-scanning-partner ({}{})",
+            found.kind.as_deref().unwrap_or("unknown type"),
+            found
+                .source
+                .as_deref()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default()
+        ));
+        event.leak_url = found.url;
+        event.event_id = base_id;
+        event.format = Format::GithubSecretScanning;
+        super::leak_per_id(credentials, event, &mut events);
     }
     Ok(events)
 }

@@ -83,20 +83,13 @@ impl Decoder for LeakReportDecoder {
         let event_id = report
             .id
             .unwrap_or_else(|| record_hash_id(record.trim_ascii()));
-        // A secret known by several ids (plain and keyed hash) is one report per id.
-        for (index, credential) in credentials.into_iter().enumerate() {
-            let mut event = Event::new(report.time, Kind::Leak, credential);
-            event.owner = report.owner.clone();
-            event.leak_source = report.source.clone();
-            event.leak_url = report.url.clone();
-            event.event_id = if index == 0 {
-                event_id.clone()
-            } else {
-                format!("{event_id}:{index}")
-            };
-            event.format = Format::Leak;
-            out.push(event);
-        }
+        let mut event = Event::new(report.time, Kind::Leak, String::new());
+        event.owner = report.owner;
+        event.leak_source = report.source;
+        event.leak_url = report.url;
+        event.event_id = event_id;
+        event.format = Format::Leak;
+        super::leak_per_id(credentials, event, out);
         Ok(())
     }
 }

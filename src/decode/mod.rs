@@ -197,6 +197,20 @@ impl SecretHasher {
     }
 }
 
+/// One leak event per id a reported secret is known by (see [`SecretHasher`]): copies of
+/// `report` naming each credential; the first keeps `report.event_id`, the others get `:1`,
+/// `:2`, so every copy has an id of its own and a redelivery the same ids.
+pub(crate) fn leak_per_id(credentials: Vec<String>, report: Event, out: &mut Vec<Event>) {
+    for (index, credential) in credentials.into_iter().enumerate() {
+        let mut event = report.clone();
+        event.credential = credential;
+        if index > 0 {
+            event.event_id = format!("{}:{index}", report.event_id);
+        }
+        out.push(event);
+    }
+}
+
 /// Whether a credential id names a secret by its hash (`sha256:` or `hmac-sha256:`).
 pub fn is_secret_hash(id: &str) -> bool {
     id.starts_with("sha256:") || id.starts_with("hmac-sha256:")
