@@ -1,5 +1,6 @@
-//! Secrets hygiene: raw secret material planted in inputs (valid and malformed) and the webhook
-//! secret never appear in alerts, logs, dead letters, the revocation outbox or the archive.
+//! Secrets hygiene: raw secret material planted in inputs (valid and malformed), the webhook
+//! secret and the leak-matching HMAC key never appear in alerts, logs, dead letters, the
+//! revocation outbox or the archive.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ const PLANTED: &[&str] = &[
     "PLANTEDsessionTOKENvalid05",
     "PLANTEDsessionTOKENbroken6",
     "PLANTED-webhook-secret-0007",
+    "PLANTED-hmac-key-0008",
 ];
 
 fn everything_under(dir: &Path, out: &mut String) {
@@ -41,6 +43,7 @@ fn planted_secrets_appear_in_no_output() {
     let input = dir.path().join("mixed.jsonl");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     std::fs::write(dir.path().join("secret"), "PLANTED-webhook-secret-0007").unwrap();
+    std::fs::write(dir.path().join("hmac.key"), "PLANTED-hmac-key-0008").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -49,7 +52,7 @@ fn planted_secrets_appear_in_no_output() {
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
-        format!("[respond.webhook]\nurl = \"http://127.0.0.1:{port}/revoke\"\nsecret_file = \"secret\"\noutbox = \"outbox\"\nmax_attempts = 1\nmin_severity = \"low\"\n"),
+        format!("[leaks]\nsecret_hmac_key_file = \"hmac.key\"\n\n[respond.webhook]\nurl = \"http://127.0.0.1:{port}/revoke\"\nsecret_file = \"secret\"\noutbox = \"outbox\"\nmax_attempts = 1\nmin_severity = \"low\"\n"),
     )
     .unwrap();
     let rules = dir.path().join("rules");
