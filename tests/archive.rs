@@ -305,6 +305,55 @@ fn explain_shows_a_credentials_state_alerts_and_timeline() {
 }
 
 #[test]
+fn a_leak_report_looks_back_in_state_and_explain_looks_back_in_the_archive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    let mut lines = vec![
+        r#"{"ts":"2026-02-27T00:00:00Z","kind":"issue","credential":"AKIALOOKBACK","owner":"svc-reports","allowed_zones":["prod"]}"#.to_owned(),
+    ];
+    for minute in 0..120 {
+        lines.push(format!(
+            r#"{{"ts":"2026-02-27T{:02}:{:02}:30Z","kind":"access","credential":"AKIALOOKBACK","source_ip":"10.0.1.7","endpoint":"s3:GetObject"}}"#,
+            minute / 60,
+            minute % 60
+        ));
+    }
+    lines.push(r#"{"ts":"2026-03-01T04:00:00Z","kind":"access","credential":"AKIALOOKBACK","source_ip":"10.0.1.8","endpoint":"s3:GetObject"}"#.to_owned());
+    lines.push(r#"{"ts":"2026-03-01T05:00:00Z","kind":"access","credential":"AKIALOOKBACK","source_ip":"203.0.113.44","endpoint":"sts:GetCallerIdentity"}"#.to_owned());
+    lines.push(r#"{"ts":"2026-03-01T07:00:00Z","kind":"leak","credential":"AKIALOOKBACK","leak_source":"github-secret-scanning"}"#.to_owned());
+    let input = dir.path().join("lookback.jsonl");
+    std::fs::write(&input, lines.join("\n")).expect("write input");
+    let output = replay_into(&repo("tests/data/scenario.toml"), &archive, &input, "text");
+    let alerts = success(&output);
+    let lookback: Vec<&str> = alerts
+        .lines()
+        .filter(|l| l.contains("leak-lookback"))
+        .collect();
+    assert_eq!(lookback.len(), 1, "{alerts}");
+    assert!(
+        lookback[0].contains("203.0.113.0/24 (new zone internet) at 2026-03-01T05:00:00Z"),
+        "{alerts}"
+    );
+    let report = success(
+        &credwatch()
+            .args(["explain", "--archive"])
+            .arg(&archive)
+            .arg("AKIALOOKBACK")
+            .output()
+            .expect("explain"),
+    );
+    let section = report
+        .split("new networks in the 24h before the leak report: 1")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no look-back section:\n{report}"));
+    assert!(section.contains("203.0.113.0/24"), "{report}");
+    assert!(
+        !section[..section.find("alerts:").unwrap_or(section.len())].contains("10.0.1.0/24"),
+        "{report}"
+    );
+}
+
+#[test]
 fn a_second_writer_is_refused_while_the_first_holds_the_archive() {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = credwatch::archive::ArchiveOptions::new(dir.path());

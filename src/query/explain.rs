@@ -59,6 +59,31 @@ pub fn explain(query: &Query, credential: &str, limit: usize) -> Result<String, 
         let _ = writeln!(report, "{}\n", table(&usage)?);
     }
 
+    // Look-back: networks this credential used for the first time (in all archived history)
+    // in the 24 hours before its first leak report, which is what an attacker who found the
+    // secret before the scanner would leave. The leak time comes from its events or, for a
+    // report matched by the secret's hash, from the exported state.
+    let before_leak = query.sql(&format!(
+        "WITH leak AS (SELECT min(at) AS at FROM ( \
+             SELECT min(time) AS at FROM events WHERE credential = {id} AND kind = 'leak' \
+             UNION ALL SELECT leaked_at AS at FROM credentials WHERE credential = {id})), \
+         firsts AS (SELECT zone, network, min(time) AS first_use, count(*) AS calls \
+             FROM events WHERE credential = {id} AND kind = 'access' GROUP BY zone, network) \
+         SELECT f.zone, f.network, f.first_use, f.calls, l.at AS leak_reported \
+         FROM firsts f CROSS JOIN leak l \
+         WHERE l.at IS NOT NULL AND f.first_use >= l.at - INTERVAL '24 hours' \
+           AND f.first_use <= l.at \
+         ORDER BY f.first_use"
+    ))?;
+    if before_leak.rows() > 0 {
+        let _ = writeln!(
+            report,
+            "new networks in the 24h before the leak report: {}\n{}\n",
+            before_leak.rows(),
+            table(&before_leak)?
+        );
+    }
+
     let alerts = query.sql(&format!(
         "SELECT time, rule, severity, activity, count, summary FROM alerts \
          WHERE credential = {id} ORDER BY time, id"
