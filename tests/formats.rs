@@ -427,3 +427,98 @@ fn a_leaked_raw_secret_is_matched_by_keyed_hash_and_by_sha256_without_storing_it
         .collect();
     assert_eq!(credentials, vec!["pk_payments_1"]);
 }
+
+/// A CloudTrail record of EC2 assuming role `web` for instance session `session`, issuing `key`.
+fn assume_role(time: &str, key: &str, session: &str) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"{time}","eventName":"AssumeRole","eventSource":"sts.amazonaws.com","eventID":"assume-{key}","sourceIPAddress":"ec2.amazonaws.com","userIdentity":{{"type":"AWSService","invokedBy":"ec2.amazonaws.com"}},"responseElements":{{"credentials":{{"accessKeyId":"{key}","sessionToken":"token-of-{key}","expiration":"Mar 1, 2026, 11:00:00 PM"}},"assumedRoleUser":{{"arn":"arn:aws:sts::111122223333:assumed-role/web/{session}"}}}}}}"#
+    )
+}
+
+fn role_call(time: &str, key: &str, ip: &str, id: usize) -> String {
+    format!(
+        r#"{{"eventVersion":"1.08","eventTime":"{time}","eventName":"GetObject","eventSource":"s3.amazonaws.com","eventID":"call-{key}-{id}","sourceIPAddress":"{ip}","userAgent":"aws-sdk-go-v2/1.30","userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/web/i","accessKeyId":"{key}"}}}}"#
+    )
+}
+
+#[test]
+fn a_new_cloudtrail_role_session_inherits_the_roles_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[learning]\nmin_events = 5\nmin_age = \"10m\"\n\n[[zones]]\nname = \"vpc\"\ncidrs = [\"10.0.0.0/16\"]\n",
+    )
+    .unwrap();
+    let mut records = vec![assume_role(
+        "2026-03-01T00:00:00Z",
+        "ASIAWEBSESSION000001",
+        "i-1",
+    )];
+    // The first session runs on two subnets.
+    for minute in 0..20 {
+        let ip = if minute % 2 == 0 {
+            "10.0.1.5"
+        } else {
+            "10.0.2.5"
+        };
+        records.push(role_call(
+            &format!("2026-03-01T00:{minute:02}:00Z"),
+            "ASIAWEBSESSION000001",
+            ip,
+            minute,
+        ));
+    }
+    // The next session: its own first calls come from one subnet, then from the other.
+    records.push(assume_role(
+        "2026-03-01T01:00:00Z",
+        "ASIAWEBSESSION000002",
+        "i-2",
+    ));
+    for minute in 0..20 {
+        records.push(role_call(
+            &format!("2026-03-01T01:{:02}:00Z", minute + 1),
+            "ASIAWEBSESSION000002",
+            "10.0.1.6",
+            minute,
+        ));
+    }
+    records.push(role_call(
+        "2026-03-01T01:30:00Z",
+        "ASIAWEBSESSION000002",
+        "10.0.2.6",
+        99,
+    ));
+    let input = dir.path().join("trail.json");
+    std::fs::write(&input, format!("{{\"Records\":[{}]}}", records.join(","))).unwrap();
+    let run = |inherit: bool| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let path = dir.path().join(format!("c-{inherit}.toml"));
+        std::fs::write(
+            &path,
+            text.replace(
+                "min_age = \"10m\"",
+                &format!("min_age = \"10m\"\ninherit = {inherit}"),
+            ),
+        )
+        .unwrap();
+        let output = credwatch()
+            .args(["replay", "--format", "cloudtrail", "--config"])
+            .arg(&path)
+            .arg(&input)
+            .output()
+            .unwrap();
+        success(&output)
+    };
+    let inherited = run(true);
+    assert!(
+        !inherited.contains("new-network ASIAWEBSESSION000002"),
+        "the role's other subnet is known to its new session:\n{inherited}"
+    );
+    let learned_alone = run(false);
+    assert!(
+        learned_alone
+            .contains("new-network ASIAWEBSESSION000002 called from new network 10.0.2.0/24"),
+        "without inheritance the same call is a false new-network alert:\n{learned_alone}"
+    );
+}
