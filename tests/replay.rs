@@ -262,6 +262,18 @@ fn exceptions_are_validated_and_listed_by_rules_check() {
     assert!(listing.contains("1 exceptions (0 expired"), "{listing}");
     assert!(listing.contains("terraform-ci-bot"), "{listing}");
     assert!(listing.contains("owner platform-team"), "{listing}");
+    let empty = tempfile::tempdir().unwrap();
+    let output = credwatch()
+        .args(["rules", "check", "--exceptions"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("no exception files"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = replay_with_exceptions(
         &PAYMENTS_EXCEPTION

@@ -159,6 +159,9 @@ impl ExceptionSet {
             }
         }
         paths.sort();
+        if paths.is_empty() && required {
+            return Err(fail("no exception files (*.toml) in this directory".into()));
+        }
         let mut sources = Vec::with_capacity(paths.len());
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|e| {
