@@ -591,8 +591,23 @@ impl Config {
         }
         let _ = writeln!(
             text,
-            "learning: {} events and {} before novelty detectors arm",
-            self.learning.min_events, self.learning.min_age
+            "learning: {} events and {} before novelty detectors arm; a new credential {} its lineage's baseline",
+            self.learning.min_events,
+            self.learning.min_age,
+            if self.learning.inherit {
+                "inherits"
+            } else {
+                "does not inherit"
+            }
+        );
+        let _ = writeln!(
+            text,
+            "leaks: raw secrets matched by SHA-256{}",
+            if self.secret_hasher.is_keyed() {
+                " and by HMAC-SHA256 under [leaks] secret_hmac_key"
+            } else {
+                ""
+            }
         );
         if let Some(kafka) = &self.kafka {
             let inputs: Vec<String> = kafka

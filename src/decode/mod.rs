@@ -180,6 +180,11 @@ impl SecretHasher {
         }
     }
 
+    /// Whether raw secrets are also HMAC-ed under a configured key.
+    pub fn is_keyed(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// The ids a raw secret is known by: `sha256:<hex>`, then `hmac-sha256:<hex>` when keyed.
     pub fn ids(&self, secret: &str) -> Vec<String> {
         let mut ids = vec![secret_id(secret)];
