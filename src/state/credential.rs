@@ -193,6 +193,15 @@ impl CredentialState {
         self.inherited_from = Some(inherited.lineage);
     }
 
+    /// Keeps the newest [`MAX_NOVEL_USES`] uses from new places.
+    fn record_novel_use(&mut self, novel: NovelUse) {
+        let uses = self.novel_uses.get_or_insert_with(Default::default);
+        if uses.len() == MAX_NOVEL_USES {
+            uses.remove(0);
+        }
+        uses.push(novel);
+    }
+
     fn apply_access(&mut self, observation: &Observation<'_>, config: &Config) -> bool {
         let ts = observation.event.ts;
         let zone = observation.zone;
@@ -223,28 +232,7 @@ impl CredentialState {
             self.owner = observation.principal;
         }
 
-        if !learning {
-            let forget_after = config.bounds.forget_after;
-            let new_network = observation.network.is_some_and(|network| {
-                !self
-                    .networks
-                    .iter()
-                    .any(|seen| seen.key == network && ts.since(seen.last_seen) <= forget_after)
-            });
-            let new_zone = zone != ZoneId::UNKNOWN && !self.seen_zones.contains(zone);
-            if new_network || new_zone {
-                let uses = self.novel_uses.get_or_insert_with(Default::default);
-                if uses.len() == MAX_NOVEL_USES {
-                    uses.remove(0);
-                }
-                uses.push(NovelUse {
-                    at: ts,
-                    network: observation.network,
-                    zone,
-                    new_zone,
-                });
-            }
-        }
+        let new_zone = zone != ZoneId::UNKNOWN && !self.seen_zones.contains(zone);
         self.accesses = self.accesses.saturating_add(1);
         self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
         self.last_seen = Some(self.last_seen.map_or(ts, |last| last.max(ts)));
@@ -254,8 +242,18 @@ impl CredentialState {
                 self.last_zone = Some((zone, ts));
             }
         }
-        if let Some(network) = observation.network {
-            remember(&mut self.networks, network, ts, config.bounds.max_networks);
+        // The network's previous last use, from the same pass that records this one.
+        let new_network = observation.network.is_some_and(|network| {
+            remember(&mut self.networks, network, ts, config.bounds.max_networks)
+                .is_none_or(|last| ts.since(last) > config.bounds.forget_after)
+        });
+        if !learning && (new_network || new_zone) {
+            self.record_novel_use(NovelUse {
+                at: ts,
+                network: observation.network,
+                zone,
+                new_zone,
+            });
         }
         if let Some(endpoint) = observation.endpoint {
             remember(
@@ -278,11 +276,18 @@ impl CredentialState {
 }
 
 /// Counts `key` in a bounded list, replacing the least recently seen entry when full.
-fn remember<T: Copy + PartialEq>(list: &mut Vec<Seen<T>>, key: T, ts: Timestamp, max: usize) {
+/// Returns the key's last use before this one, `None` when it was not in the list.
+fn remember<T: Copy + PartialEq>(
+    list: &mut Vec<Seen<T>>,
+    key: T,
+    ts: Timestamp,
+    max: usize,
+) -> Option<Timestamp> {
     if let Some(seen) = list.iter_mut().find(|seen| seen.key == key) {
+        let previous = seen.last_seen;
         seen.count = seen.count.saturating_add(1);
         seen.last_seen = seen.last_seen.max(ts);
-        return;
+        return Some(previous);
     }
     let entry = Seen {
         key,
@@ -297,6 +302,7 @@ fn remember<T: Copy + PartialEq>(list: &mut Vec<Seen<T>>, key: T, ts: Timestamp,
     {
         *oldest = entry;
     }
+    None
 }
 
 #[cfg(test)]
