@@ -121,21 +121,20 @@ impl Engine {
     pub fn process(&mut self, event: &Event, out: &mut Vec<Alert>) {
         // A leak reported by its secret's hash reaches the credential the logs tied it to.
         let resolved;
-        let event = match (event.kind, &self.store) {
-            (Kind::Leak, store) if crate::decode::is_secret_hash(&event.credential) => {
-                match store.credential_of_secret(&event.credential) {
-                    Some(credential) => {
-                        resolved = Event {
-                            credential,
-                            ..event.clone()
-                        };
-                        self.stats.leaks_matched_by_hash += 1;
-                        &resolved
-                    }
-                    None => event,
-                }
+        let matched = (event.kind == Kind::Leak
+            && crate::decode::is_secret_hash(&event.credential))
+        .then(|| self.store.credential_of_secret(&event.credential))
+        .flatten();
+        let event = match matched {
+            Some(credential) => {
+                self.stats.leaks_matched_by_hash += 1;
+                resolved = Event {
+                    credential,
+                    ..event.clone()
+                };
+                &resolved
             }
-            _ => event,
+            None => event,
         };
         self.stats.events += 1;
         self.stats.by_kind[event.kind.index()] += 1;

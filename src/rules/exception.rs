@@ -142,23 +142,13 @@ impl ExceptionSet {
     ) -> Result<ExceptionSet, Vec<FileError>> {
         let fail =
             |message: String| vec![FileError::whole_file(dir.display().to_string(), message)];
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
+        let paths = match super::toml_files(dir) {
+            Ok(paths) => paths,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(ExceptionSet::default())
             }
             Err(e) => return Err(fail(format!("cannot read exceptions directory: {e}"))),
         };
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry
-                .map_err(|e| fail(format!("cannot read exceptions directory: {e}")))?
-                .path();
-            if path.is_file() && path.extension().is_some_and(|ext| ext == "toml") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
         if paths.is_empty() && required {
             return Err(fail("no exception files (*.toml) in this directory".into()));
         }

@@ -251,18 +251,8 @@ impl RuleSet {
                 message,
             )])
         };
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry
-                .map_err(|e| fail(format!("cannot read rules directory: {e}")))?
-                .path();
-            if path.is_file() && path.extension().is_some_and(|ext| ext == "toml") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
+        let paths =
+            toml_files(dir).map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
         if paths.is_empty() {
             return Err(fail("no rule files (*.toml) in this directory".into()));
         }
@@ -470,6 +460,19 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
         tests,
         test_config,
     })
+}
+
+/// The `*.toml` files directly in `dir`, sorted (sub-directories are skipped).
+pub(crate) fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|ext| ext == "toml") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
 }
 
 fn globs(patterns: &[String]) -> Result<Option<GlobSet>, String> {
