@@ -261,36 +261,21 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
 
     // A GitHub partner-program delivery: ECDSA P-256 over the body with GitHub's key.
     let delivery = r#"[{"token":"AKIAPARTNEREXAMPLE01","type":"aws_access_key_id","url":"https://github.com/o/r/blob/main/deploy.sh","source":"content"}]"#;
-    let forged = client
-        .post(&leaks_url)
-        .header("Github-Public-Key-Identifier", "test-key-1")
-        .header("Github-Public-Key-Signature", partner_signature(b"[]"))
-        .body(delivery)
-        .send()
-        .unwrap();
+    let deliver = |key: &str, signed: &[u8]| {
+        client
+            .post(&leaks_url)
+            .header("Github-Public-Key-Identifier", key)
+            .header("Github-Public-Key-Signature", partner_signature(signed))
+            .body(delivery)
+            .send()
+            .unwrap()
+    };
+    let forged = deliver("test-key-1", b"[]");
     assert_eq!(forged.status().as_u16(), 401);
     assert!(forged.text().unwrap().contains("does not match the body"));
-    let unknown_key = client
-        .post(&leaks_url)
-        .header("Github-Public-Key-Identifier", "retired-key")
-        .header(
-            "Github-Public-Key-Signature",
-            partner_signature(delivery.as_bytes()),
-        )
-        .body(delivery)
-        .send()
-        .unwrap();
+    let unknown_key = deliver("retired-key", delivery.as_bytes());
     assert_eq!(unknown_key.status().as_u16(), 401);
-    let verified = client
-        .post(&leaks_url)
-        .header("Github-Public-Key-Identifier", "test-key-1")
-        .header(
-            "Github-Public-Key-Signature",
-            partner_signature(delivery.as_bytes()),
-        )
-        .body(delivery)
-        .send()
-        .unwrap();
+    let verified = deliver("test-key-1", delivery.as_bytes());
     assert_eq!(
         verified.status().as_u16(),
         202,
