@@ -8,17 +8,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::alerts::{Alert, Suppressor};
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::{Alert, Suppressor, SuppressorSnapshot};
+use crate::checkpoint::CheckpointError;
 use crate::config::Config;
 use crate::detect::{Context, Finding};
 use crate::event::{Event, Kind};
 use crate::rules::RuleSet;
-use crate::state::StateStore;
+use crate::state::{StateStore, StoreSnapshot};
 use crate::time::{Period, Timestamp};
 use crate::zones::{Network, ZoneId};
 
 /// Counters for one rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounts {
     /// Alerts emitted (new findings, not roll-ups).
     pub alerts: u64,
@@ -29,7 +32,7 @@ pub struct RuleCounts {
 }
 
 /// What one exception did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ExceptionCounts {
     /// Findings it turned into no alert.
     pub suppressed: u64,
@@ -38,7 +41,7 @@ pub struct ExceptionCounts {
 }
 
 /// What the engine has seen and done.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStats {
     pub events: u64,
     pub by_kind: [u64; 4],
@@ -56,6 +59,19 @@ pub struct EngineStats {
     pub rules: BTreeMap<String, RuleCounts>,
     /// Per exception id, in id order.
     pub exceptions: BTreeMap<String, ExceptionCounts>,
+}
+
+/// Everything the engine's output depends on besides its configuration and rules: what a
+/// checkpoint keeps so that a restart continues exactly where the engine was.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// The configured zones, in id order: records hold zone ids, which only mean the same
+    /// under the same zones.
+    pub zones: Vec<String>,
+    pub store: StoreSnapshot,
+    pub suppressor: SuppressorSnapshot,
+    pub stats: EngineStats,
+    pub newest: Option<Timestamp>,
 }
 
 /// The detection core.
@@ -225,6 +241,61 @@ impl Engine {
             }
             out.append(&mut self.created);
         }
+    }
+
+    /// The engine's state as data (see [`EngineSnapshot`]).
+    pub fn snapshot(&self) -> Result<EngineSnapshot, CheckpointError> {
+        Ok(EngineSnapshot {
+            zones: self.config.zones.names().to_vec(),
+            store: self.store.snapshot(),
+            suppressor: self.suppressor.snapshot().map_err(CheckpointError::Alert)?,
+            stats: self.stats.clone(),
+            newest: self.newest,
+        })
+    }
+
+    /// Continues from `snapshot`. Only a new engine (nothing processed) can be restored, and
+    /// only under the zones the snapshot was taken with. Counters of rules and exceptions
+    /// that no longer exist are dropped; new ones start at zero.
+    pub fn restore(&mut self, snapshot: EngineSnapshot) -> Result<(), CheckpointError> {
+        if self.stats.events > 0 {
+            return Err(CheckpointError::EngineInUse);
+        }
+        let zones = self.config.zones.names();
+        if snapshot.zones != zones {
+            return Err(CheckpointError::ZonesChanged {
+                then: snapshot.zones,
+                now: zones.to_vec(),
+            });
+        }
+        self.store.restore(snapshot.store)?;
+        self.suppressor =
+            Suppressor::restore(snapshot.suppressor).map_err(CheckpointError::Alert)?;
+        let mut stats = snapshot.stats;
+        for (id, counts) in self.stats.rules.iter_mut() {
+            *counts = stats.rules.remove(id).unwrap_or_default();
+        }
+        for (id, counts) in self.stats.exceptions.iter_mut() {
+            *counts = stats.exceptions.remove(id).unwrap_or_default();
+        }
+        stats.rules = std::mem::take(&mut self.stats.rules);
+        stats.exceptions = std::mem::take(&mut self.stats.exceptions);
+        self.stats = stats;
+        self.newest = snapshot.newest;
+        self.next_expiry = self
+            .rules
+            .exceptions()
+            .all()
+            .iter()
+            .filter(|e| {
+                self.stats
+                    .exceptions
+                    .get(&e.id)
+                    .is_some_and(|counts| counts.expired_at.is_none())
+            })
+            .map(|e| e.expires)
+            .min();
+        Ok(())
     }
 
     /// Marks the exceptions that expired by event time `now`; they already no longer apply

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod api;
 pub mod archive;
 pub mod backtest;
+pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;

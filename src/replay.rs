@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alerts::{Activity, Alert, AlertSink};
 use crate::archive::{Archive, ArchiveError, ArchiveSummary};
+use crate::checkpoint::{Checkpoint, CheckpointError, Positions, ReplayPosition};
 use crate::dead_letter::DeadLetterWriter;
 use crate::decode::{split_records, Decoder, Format};
 use crate::engine::{Engine, EngineStats};
@@ -32,6 +35,26 @@ pub enum ReplayError {
     DeadLetter { path: String, source: io::Error },
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{input} is {len} bytes, shorter than the checkpoint's position {offset} in it: was it replaced? (use another --checkpoint directory to start over)")]
+    Shrunk {
+        input: String,
+        len: u64,
+        offset: u64,
+    },
+}
+
+/// A replay's counters, kept in checkpoints so that a resumed replay's summary covers the
+/// whole run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReplayCounters {
+    pub records: u64,
+    pub ignored: u64,
+    pub malformed: u64,
+    pub malformed_reasons: BTreeMap<String, u64>,
+    pub alerts: u64,
+    pub updates: u64,
 }
 
 /// What a replay saw and did.
@@ -51,6 +74,41 @@ pub struct ReplaySummary {
     pub respond: Option<String>,
     /// What was archived, and where.
     pub archive: Option<(PathBuf, ArchiveSummary)>,
+    /// Checkpoints written, and the position a replay resumed from.
+    pub checkpoints: u64,
+    pub resumed: Option<ResumedFrom>,
+    /// Stopped by a signal before the end of its inputs (after a checkpoint).
+    pub interrupted: bool,
+}
+
+/// Where a replay resumed, from its checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumedFrom {
+    pub input: String,
+    pub offset: u64,
+    pub credentials: usize,
+}
+
+impl ReplaySummary {
+    fn counters(&self) -> ReplayCounters {
+        ReplayCounters {
+            records: self.records,
+            ignored: self.ignored,
+            malformed: self.malformed,
+            malformed_reasons: self.malformed_reasons.clone(),
+            alerts: self.alerts,
+            updates: self.updates,
+        }
+    }
+
+    fn resume_counters(&mut self, counters: ReplayCounters) {
+        self.records = counters.records;
+        self.ignored = counters.ignored;
+        self.malformed = counters.malformed;
+        self.malformed_reasons = counters.malformed_reasons;
+        self.alerts = counters.alerts;
+        self.updates = counters.updates;
+    }
 }
 
 impl ReplaySummary {
@@ -76,6 +134,21 @@ impl ReplaySummary {
             secs,
             rate
         );
+        if let Some(resumed) = &self.resumed {
+            let _ = writeln!(
+                text,
+                "resumed from the checkpoint at {} byte {} ({} credentials restored); counts cover the whole replay",
+                resumed.input, resumed.offset, resumed.credentials
+            );
+        }
+        if self.interrupted {
+            let _ = writeln!(
+                text,
+                "interrupted: stopped at a checkpoint; run the same command to resume"
+            );
+        } else if self.checkpoints > 0 {
+            let _ = writeln!(text, "checkpoints written: {}", self.checkpoints);
+        }
         if self.ignored > 0 {
             let _ = writeln!(
                 text,
@@ -176,8 +249,16 @@ pub enum DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn to_file(path: PathBuf) -> Result<DeadLetters, ReplayError> {
-        let file = File::create(&path).map_err(|source| ReplayError::DeadLetter {
+    /// Writes dead letters to `path`, after what it holds when `append` (a resumed replay),
+    /// else replacing it.
+    pub fn to_file(path: PathBuf, append: bool) -> Result<DeadLetters, ReplayError> {
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path);
+        let file = file.map_err(|source| ReplayError::DeadLetter {
             path: path.display().to_string(),
             source,
         })?;
@@ -238,6 +319,20 @@ pub struct Replay<'a> {
     record: Vec<u8>,
     events: Vec<Event>,
     alerts: Vec<Alert>,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Periodic checkpoints of a replay (see [`crate::checkpoint`]).
+struct Checkpoints {
+    dir: PathBuf,
+    interval: Duration,
+    inputs: Vec<String>,
+    last: Instant,
+    /// The input being read, by index.
+    current: usize,
+    /// Where the replay resumed: an input index and a byte offset and line in it.
+    resume: Option<(usize, u64, u64)>,
+    stop: Arc<AtomicBool>,
 }
 
 impl<'a> Replay<'a> {
@@ -259,7 +354,180 @@ impl<'a> Replay<'a> {
             record: Vec::with_capacity(4096),
             events: Vec::new(),
             alerts: Vec::new(),
+            checkpoints: None,
         }
+    }
+
+    /// Checkpoints the replay of `inputs` into `dir` every `interval`, at the end, and when
+    /// `stop` is set (then stopping); resumes from the checkpoint already in `dir`, if any.
+    /// Inputs must be files (stdin cannot be resumed) and the same ones, in the same order,
+    /// as when the checkpoint was taken.
+    pub fn with_checkpoints(
+        mut self,
+        dir: PathBuf,
+        interval: Duration,
+        inputs: &[String],
+        stop: Arc<AtomicBool>,
+    ) -> Result<Self, ReplayError> {
+        let mut resume = None;
+        if let Some(checkpoint) = Checkpoint::read(&dir)? {
+            let position = match checkpoint.positions {
+                Positions::Replay(position) => position,
+                other => {
+                    return Err(CheckpointError::Source {
+                        then: other.command(),
+                        now: "replay",
+                    }
+                    .into())
+                }
+            };
+            if position.inputs != inputs {
+                return Err(CheckpointError::Inputs {
+                    then: position.inputs,
+                    now: inputs.to_vec(),
+                }
+                .into());
+            }
+            let credentials = checkpoint.engine.store.credentials.len();
+            self.engine.restore(checkpoint.engine)?;
+            self.summary.resume_counters(position.counters);
+            self.summary.resumed = Some(ResumedFrom {
+                input: inputs
+                    .get(position.input)
+                    .cloned()
+                    .unwrap_or_else(|| "(end of input)".to_owned()),
+                offset: position.offset,
+                credentials,
+            });
+            resume = Some((position.input, position.offset, position.line));
+        }
+        self.checkpoints = Some(Checkpoints {
+            dir,
+            interval,
+            inputs: inputs.to_vec(),
+            last: Instant::now(),
+            current: 0,
+            resume,
+            stop,
+        });
+        Ok(self)
+    }
+
+    /// Replays `inputs` in order (from the checkpoint's position when resuming). Returns early,
+    /// with `interrupted` set in the summary, when the stop flag of
+    /// [`Replay::with_checkpoints`] is raised.
+    pub fn inputs(&mut self, inputs: &[String]) -> Result<(), ReplayError> {
+        for (index, input) in inputs.iter().enumerate() {
+            let start = match self.checkpoints.as_mut() {
+                None => None,
+                Some(checkpoints) => {
+                    checkpoints.current = index;
+                    match checkpoints.resume {
+                        Some((at, _, _)) if index < at => continue,
+                        Some((at, offset, line)) if index == at && offset > 0 => {
+                            Some((offset, line))
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            match start {
+                Some((offset, line)) => self.resume_input(input, offset, line)?,
+                None => self.input(input)?,
+            }
+            if self.summary.interrupted {
+                return Ok(());
+            }
+            self.checkpoint_if_due(index + 1, 0, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Continues a file of JSON lines at byte `offset`, after `line` lines.
+    fn resume_input(&mut self, input: &str, offset: u64, line: u64) -> Result<(), ReplayError> {
+        use std::io::Seek as _;
+        let input_error = |source| ReplayError::Input {
+            input: input.to_owned(),
+            source,
+        };
+        let mut file = File::open(input).map_err(input_error)?;
+        let len = file.metadata().map_err(input_error)?.len();
+        if len < offset {
+            return Err(ReplayError::Shrunk {
+                input: input.to_owned(),
+                len,
+                offset,
+            });
+        }
+        file.seek(io::SeekFrom::Start(offset))
+            .map_err(input_error)?;
+        let started = Instant::now();
+        let mut decoder = self
+            .format
+            .decoder_with(&self.engine.config().secret_hasher);
+        let reader = LineReader::resumed(BufReader::with_capacity(1 << 16, file), offset, line);
+        let result = self.read_lines(input, reader, &mut *decoder);
+        self.summary.elapsed += started.elapsed();
+        result
+    }
+
+    /// Writes a checkpoint at (`input`, `offset`, `line`) when checkpoints are on and the
+    /// interval has passed or a stop was asked for; on a stop, marks the replay interrupted.
+    fn checkpoint_if_due(
+        &mut self,
+        input: usize,
+        offset: u64,
+        line: u64,
+    ) -> Result<(), ReplayError> {
+        let Some(checkpoints) = self.checkpoints.as_ref() else {
+            return Ok(());
+        };
+        let stop = checkpoints.stop.load(Ordering::Relaxed);
+        if !stop && checkpoints.last.elapsed() < checkpoints.interval {
+            return Ok(());
+        }
+        self.checkpoint(input, offset, line)?;
+        if stop {
+            self.summary.interrupted = true;
+        }
+        Ok(())
+    }
+
+    /// Delivers everything emitted so far, then writes the checkpoint.
+    fn checkpoint(&mut self, input: usize, offset: u64, line: u64) -> Result<(), ReplayError> {
+        let Some(checkpoints) = self.checkpoints.as_ref() else {
+            return Ok(());
+        };
+        self.sink.flush().map_err(ReplayError::Output)?;
+        self.dead_letters.flush()?;
+        if let Some(archive) = self.archive.as_mut() {
+            archive.checkpoint()?;
+        }
+        let checkpoint = Checkpoint {
+            positions: Positions::Replay(ReplayPosition {
+                inputs: checkpoints.inputs.clone(),
+                input,
+                offset,
+                line,
+                counters: self.summary.counters(),
+            }),
+            engine: self.engine.snapshot()?,
+        };
+        let started = Instant::now();
+        let written = checkpoint.write(&checkpoints.dir)?;
+        tracing::debug!(
+            input,
+            offset,
+            bytes = written.bytes,
+            credentials = written.credentials,
+            millis = started.elapsed().as_millis() as u64,
+            "Checkpoint written."
+        );
+        self.summary.checkpoints += 1;
+        if let Some(checkpoints) = self.checkpoints.as_mut() {
+            checkpoints.last = Instant::now();
+        }
+        Ok(())
     }
 
     /// Shows progress (records, events, alerts) on a spinner; for terminals.
@@ -328,7 +596,15 @@ impl<'a> Replay<'a> {
         reader: impl BufRead,
         decoder: &mut dyn Decoder,
     ) -> Result<(), ReplayError> {
-        let mut lines = LineReader::new(reader);
+        self.read_lines(name, LineReader::new(reader), decoder)
+    }
+
+    fn read_lines(
+        &mut self,
+        name: &str,
+        mut lines: LineReader<impl BufRead>,
+        decoder: &mut dyn Decoder,
+    ) -> Result<(), ReplayError> {
         let mut record = std::mem::take(&mut self.record);
         let input: std::sync::Arc<str> = std::sync::Arc::from(name);
         let result = loop {
@@ -359,6 +635,14 @@ impl<'a> Replay<'a> {
             };
             if let Err(e) = step {
                 break Err(e);
+            }
+            if let Some(current) = self.checkpoints.as_ref().map(|c| c.current) {
+                if let Err(e) = self.checkpoint_if_due(current, lines.offset(), lines.line()) {
+                    break Err(e);
+                }
+                if self.summary.interrupted {
+                    break Ok(());
+                }
             }
         };
         self.record = record;
@@ -503,7 +787,11 @@ impl<'a> Replay<'a> {
             progress.finish_and_clear();
         }
         self.alerts.clear();
-        self.engine.finish(&mut self.alerts);
+        // An interrupted replay keeps its windows open, as its checkpoint has them: closing
+        // them would emit roll-ups that the resumed replay emits again with other counts.
+        if !self.summary.interrupted {
+            self.engine.finish(&mut self.alerts);
+        }
         emit(
             &mut *self.sink,
             self.archive.as_mut(),
@@ -516,6 +804,15 @@ impl<'a> Replay<'a> {
         }
         self.sink.flush().map_err(ReplayError::Output)?;
         self.dead_letters.flush()?;
+        if let Some(inputs) = self
+            .checkpoints
+            .as_ref()
+            .filter(|_| !self.summary.interrupted)
+            .map(|c| c.inputs.len())
+        {
+            // At the end of every input, windows closed: a rerun reads nothing more.
+            self.checkpoint(inputs, 0, 0)?;
+        }
         if let Some(mut archive) = self.archive.take() {
             archive.export_credentials(self.engine.state())?;
             let dir = archive.dir().to_owned();

@@ -91,14 +91,22 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// RFC 3339 in human-readable formats (JSON, TOML); microseconds in binary ones (checkpoints).
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_rfc3339())
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_rfc3339())
+        } else {
+            serializer.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            return i64::deserialize(deserializer).map(Timestamp);
+        }
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Timestamp::parse_rfc3339(&text).map_err(serde::de::Error::custom)
     }
@@ -197,6 +205,9 @@ impl std::str::FromStr for Period {
 
 impl<'de> Deserialize<'de> for Period {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            return i64::deserialize(deserializer).map(Period);
+        }
         let text = String::deserialize(deserializer)?;
         Period::parse(&text).map_err(serde::de::Error::custom)
     }
@@ -204,7 +215,11 @@ impl<'de> Deserialize<'de> for Period {
 
 impl Serialize for Period {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_i64(self.0)
+        }
     }
 }
 

@@ -13,9 +13,12 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 /// Index of a zone in the [`ZoneTable`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct ZoneId(u8);
 
 impl ZoneId {
@@ -33,7 +36,7 @@ impl ZoneId {
 pub const MAX_ZONES: usize = 64;
 
 /// A set of zones as a bitset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct ZoneSet(u64);
 
 impl ZoneSet {
@@ -82,7 +85,7 @@ impl FromIterator<ZoneId> for ZoneSet {
 }
 
 /// The network a baseline remembers for an address: its /24 (IPv4) or /48 (IPv6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Network {
     V4(u32),
     V6(u64),

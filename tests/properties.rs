@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 
+use credwatch::checkpoint::{Checkpoint, Positions};
 use credwatch::config::Config;
 use credwatch::decode::{Decoder, NativeDecoder};
 use credwatch::engine::Engine;
@@ -73,6 +74,8 @@ fn line(
             let expires =
                 credwatch::time::Timestamp::from_secs(1_772_323_200 + seconds + 600).to_rfc3339();
             fields.push(format!("\"expires_at\":\"{expires}\""));
+            // Two lineages, so issued credentials inherit baselines.
+            fields.push(format!("\"owner\":\"team-{}\"", credential % 2));
             if zones {
                 fields.push("\"allowed_zones\":[\"prod\",\"nowhere\"]".into());
             }
@@ -82,14 +85,16 @@ fn line(
     format!("{{{}}}", fields.join(","))
 }
 
-/// Runs lines through a fresh engine; returns the alerts as JSON lines and the engine.
-fn run(lines: &[String]) -> (String, Engine) {
+fn engine() -> Engine {
     let config = Config::parse("properties", CONFIG).unwrap();
     let rules = RuleSet::builtin(&config).unwrap();
-    let mut engine = Engine::new(config, rules);
+    Engine::new(config, rules)
+}
+
+/// Feeds lines to `engine`, appending its alerts to `out` as JSON lines.
+fn feed(engine: &mut Engine, lines: &[String], out: &mut String) {
     let mut events = Vec::new();
     let mut alerts = Vec::new();
-    let mut out = String::new();
     for line in lines {
         events.clear();
         NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
@@ -97,11 +102,27 @@ fn run(lines: &[String]) -> (String, Engine) {
             engine.process(event, &mut alerts);
         }
     }
+    for alert in alerts.drain(..) {
+        out.push_str(&alert.to_json());
+        out.push('\n');
+    }
+}
+
+fn finish(engine: &mut Engine, out: &mut String) {
+    let mut alerts = Vec::new();
     engine.finish(&mut alerts);
     for alert in &alerts {
         out.push_str(&alert.to_json());
         out.push('\n');
     }
+}
+
+/// Runs lines through a fresh engine; returns the alerts as JSON lines and the engine.
+fn run(lines: &[String]) -> (String, Engine) {
+    let mut engine = engine();
+    let mut out = String::new();
+    feed(&mut engine, lines, &mut out);
+    finish(&mut engine, &mut out);
     (out, engine)
 }
 
@@ -146,6 +167,33 @@ proptest! {
         }
         let stats = engine.stats();
         prop_assert_eq!(stats.events, lines.len() as u64);
+    }
+
+    #[test]
+    fn a_checkpoint_taken_anywhere_resumes_into_the_same_alerts_and_state(
+        lines in stream(),
+        cut in 0.0f64..=1.0,
+    ) {
+        let (uninterrupted, whole) = run(&lines);
+        let cut = ((lines.len() as f64) * cut) as usize;
+        let mut before = engine();
+        let mut resumed_out = String::new();
+        feed(&mut before, &lines[..cut], &mut resumed_out);
+        let checkpoint = Checkpoint {
+            positions: Positions::Kafka(Vec::new()),
+            engine: before.snapshot().unwrap(),
+        };
+        let bytes = checkpoint.encode().unwrap();
+        let read = Checkpoint::decode(&bytes, std::path::Path::new("mem")).unwrap();
+        prop_assert_eq!(&read, &checkpoint);
+        let mut after = engine();
+        after.restore(read.engine).unwrap();
+        prop_assert_eq!(after.snapshot().unwrap(), before.snapshot().unwrap());
+        feed(&mut after, &lines[cut..], &mut resumed_out);
+        finish(&mut after, &mut resumed_out);
+        prop_assert_eq!(&resumed_out, &uninterrupted);
+        prop_assert_eq!(after.snapshot().unwrap(), whole.snapshot().unwrap());
+        prop_assert_eq!(after.stats(), whole.stats());
     }
 
     #[test]

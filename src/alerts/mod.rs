@@ -11,12 +11,17 @@ mod kafka_sink;
 mod sink;
 mod suppress;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use kafka_sink::{dead_letter_headers, KafkaAlertSink, Producer};
 pub use sink::{AlertSink, Fanout, JsonLinesSink, TextSink};
-pub use suppress::Suppressor;
+pub use suppress::{OpenWindow, Suppressor, SuppressorSnapshot};
+
+/// A string that is nearly always a constant, but owned when read back (from a checkpoint).
+pub type Text = Cow<'static, str>;
 
 use crate::decode::hex_prefix;
 use crate::detect::{Anomaly, Finding};
@@ -24,8 +29,9 @@ use crate::event::Event;
 use crate::rules::{Action, Rule, Severity};
 
 /// OCSF activity: a new finding, or the roll-up of repeats folded into it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Activity {
+    #[default]
     Create,
     Update,
 }
@@ -40,12 +46,12 @@ impl Activity {
 }
 
 /// An alert as emitted (field order is the JSON field order).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Deterministic: hash of rule, credential and triggering event id.
     pub id: String,
     pub rule: String,
-    pub detector: &'static str,
+    pub detector: Text,
     pub credential: String,
     pub severity: Severity,
     pub action: Action,
@@ -56,16 +62,16 @@ pub struct Alert {
     pub activity: Activity,
     // OCSF Detection Finding fields.
     pub class_uid: u32,
-    pub class_name: &'static str,
+    pub class_name: Text,
     pub category_uid: u32,
-    pub category_name: &'static str,
+    pub category_name: Text,
     pub activity_id: u8,
-    pub activity_name: &'static str,
+    pub activity_name: Text,
     pub type_uid: u32,
     pub severity_id: u8,
-    pub severity_caption: &'static str,
+    pub severity_caption: Text,
     pub status_id: u8,
-    pub status: &'static str,
+    pub status: Text,
     /// Event time of the triggering event, milliseconds since the epoch.
     pub time: i64,
     pub time_dt: String,
@@ -76,27 +82,27 @@ pub struct Alert {
     pub evidence: Evidence,
     /// OCSF `anomaly_analyses`: for baseline detectors, the anomaly and the baseline it departs
     /// from (absent for rules that judge a fact, such as use after revocation).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomaly_analyses: Vec<AnomalyAnalysis>,
 }
 
 /// OCSF Anomaly Analysis: the target analysed (the credential), what was anomalous and the
 /// baseline.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyAnalysis {
     pub analysis_targets: Vec<AnalysisTarget>,
     pub anomalies: Vec<Anomaly>,
     pub baselines: Vec<Anomaly>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisTarget {
     pub name: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: Text,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FindingInfo {
     pub uid: String,
     pub title: String,
@@ -106,35 +112,35 @@ pub struct FindingInfo {
     pub last_seen_time: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
-    pub version: &'static str,
+    pub version: Text,
     pub product: Product,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Product {
-    pub name: &'static str,
-    pub vendor_name: &'static str,
-    pub version: &'static str,
+    pub name: Text,
+    pub vendor_name: Text,
+    pub version: Text,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     pub uid: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Owner {
     pub name: String,
 }
 
 /// Why the alert fired: the rule, what the baseline expected, what was seen, and the event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub rule_title: String,
     pub expected: serde_json::Value,
@@ -156,7 +162,7 @@ impl Alert {
                 vec![AnomalyAnalysis {
                     analysis_targets: vec![AnalysisTarget {
                         name: event.credential.clone(),
-                        kind: "Credential",
+                        kind: "Credential".into(),
                     }],
                     anomalies: vec![analysis.anomaly],
                     baselines: vec![analysis.baseline],
@@ -166,7 +172,7 @@ impl Alert {
         Alert {
             id: id.clone(),
             rule: rule.id.clone(),
-            detector: rule.kind.as_str(),
+            detector: rule.kind.as_str().into(),
             credential: event.credential.clone(),
             severity: rule.severity,
             action: rule.action,
@@ -175,16 +181,16 @@ impl Alert {
             summary: finding.summary.clone(),
             activity: Activity::Create,
             class_uid: DETECTION_FINDING,
-            class_name: "Detection Finding",
+            class_name: "Detection Finding".into(),
             category_uid: 2,
-            category_name: "Findings",
+            category_name: "Findings".into(),
             activity_id: Activity::Create.ocsf_id(),
-            activity_name: "Create",
+            activity_name: "Create".into(),
             type_uid: DETECTION_FINDING * 100 + Activity::Create.ocsf_id() as u32,
             severity_id: rule.severity.ocsf_id(),
-            severity_caption: rule.severity.caption(),
+            severity_caption: rule.severity.caption().into(),
             status_id: 1,
-            status: "New",
+            status: "New".into(),
             time,
             time_dt: event.ts.to_rfc3339(),
             finding_info: FindingInfo {
@@ -196,16 +202,16 @@ impl Alert {
                 last_seen_time: time,
             },
             metadata: Metadata {
-                version: OCSF_VERSION,
+                version: OCSF_VERSION.into(),
                 product: Product {
-                    name: "credwatch",
-                    vendor_name: "credwatch",
-                    version: env!("CARGO_PKG_VERSION"),
+                    name: "credwatch".into(),
+                    vendor_name: "credwatch".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
                 },
             },
             resources: vec![Resource {
                 uid: event.credential.clone(),
-                kind: "credential",
+                kind: "credential".into(),
                 owner: owner.map(|name| Owner { name }),
             }],
             evidence: Evidence {
@@ -227,7 +233,7 @@ impl Alert {
         );
         update.activity = Activity::Update;
         update.activity_id = Activity::Update.ocsf_id();
-        update.activity_name = "Update";
+        update.activity_name = "Update".into();
         update.type_uid = DETECTION_FINDING * 100 + Activity::Update.ocsf_id() as u32;
         update.count = count;
         update.time = last_time;
@@ -248,10 +254,10 @@ impl Alert {
         let mut alert = self.clone();
         alert.id = alert_id(rule, &self.credential, &self.id);
         alert.rule = rule.to_owned();
-        alert.detector = "credwatch";
+        alert.detector = "credwatch".into();
         alert.severity = severity;
         alert.severity_id = severity.ocsf_id();
-        alert.severity_caption = severity.caption();
+        alert.severity_caption = severity.caption().into();
         alert.action = Action::Alert;
         alert.message = format!("{title}: {summary}");
         alert.summary = summary.clone();

@@ -231,7 +231,7 @@ impl AlertRows {
             Activity::Update => "update",
         });
         self.rule.append_value(&alert.rule);
-        self.detector.append_value(alert.detector);
+        self.detector.append_value(&alert.detector);
         self.severity.append_value(alert.severity.as_str());
         self.action.append_value(match alert.action {
             crate::rules::Action::Alert => "alert",

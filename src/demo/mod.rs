@@ -177,7 +177,7 @@ impl DemoReport {
 }
 
 /// (credential, rule, detector, triggering event time) of every new alert.
-type Raised = Vec<(String, String, &'static str, Timestamp)>;
+type Raised = Vec<(String, String, crate::alerts::Text, Timestamp)>;
 
 /// Records new alerts for scoring and passes every alert on to an optional sink.
 struct Recorder<'a> {
@@ -194,7 +194,7 @@ impl AlertSink for Recorder<'_> {
             self.raised.push((
                 alert.credential.clone(),
                 alert.rule.clone(),
-                alert.detector,
+                alert.detector.clone(),
                 alert.evidence.event.ts,
             ));
         }

@@ -65,18 +65,18 @@ impl Detector for DormantReuse {
         out.push(Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
-                    observation_parameter: "idle_time",
-                    observation_type: "Time Pattern Analysis",
-                    observed_pattern: "UNUSUAL_TIME",
+                    observation_parameter: "idle_time".into(),
+                    observation_type: "Time Pattern Analysis".into(),
+                    observed_pattern: "UNUSUAL_TIME".into(),
                     observations: vec![Observed::new(
                         format!("{:.1} days idle", idle.as_secs_f64() / 86_400.0),
                         None,
                     )],
                 },
                 baseline: Anomaly {
-                    observation_parameter: "idle_time",
-                    observation_type: "Time Pattern Analysis",
-                    observed_pattern: "ACTIVE",
+                    observation_parameter: "idle_time".into(),
+                    observation_type: "Time Pattern Analysis".into(),
+                    observed_pattern: "ACTIVE".into(),
                     observations: vec![Observed::new(
                         format!("last use {last}"),
                         Some(u64::from(before.accesses)),

@@ -102,18 +102,18 @@ impl Detector for LeakLookback {
             }),
             analysis: Some(Analysis {
                 anomaly: Anomaly {
-                    observation_parameter: "network",
-                    observation_type: "Time Pattern Analysis",
-                    observed_pattern: "UNSEEN_BEFORE_LEAK_REPORT",
+                    observation_parameter: "network".into(),
+                    observation_type: "Time Pattern Analysis".into(),
+                    observed_pattern: "UNSEEN_BEFORE_LEAK_REPORT".into(),
                     observations: recent
                         .iter()
                         .map(|u| Observed::new(describe(u), None))
                         .collect(),
                 },
                 baseline: Anomaly {
-                    observation_parameter: "network",
-                    observation_type: "Frequency Analysis",
-                    observed_pattern: "FREQUENT",
+                    observation_parameter: "network".into(),
+                    observation_type: "Frequency Analysis".into(),
+                    observed_pattern: "FREQUENT".into(),
                     observations: before
                         .networks
                         .iter()

@@ -20,6 +20,7 @@ mod use_after_leak;
 mod use_after_revoke;
 mod zone_violation;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -46,19 +47,19 @@ pub struct Finding {
 
 /// An OCSF Anomaly, or a Baseline (the same shape): which attribute, how it was analysed,
 /// the pattern found and the values behind it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Anomaly {
-    pub observation_parameter: &'static str,
-    pub observation_type: &'static str,
-    pub observed_pattern: &'static str,
+    pub observation_parameter: Cow<'static, str>,
+    pub observation_type: Cow<'static, str>,
+    pub observed_pattern: Cow<'static, str>,
     pub observations: Vec<Observed>,
 }
 
 /// An OCSF Observation: a value and how often it was seen.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     pub value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
 
@@ -87,15 +88,15 @@ impl Analysis {
     ) -> Analysis {
         Analysis {
             anomaly: Anomaly {
-                observation_parameter: parameter,
-                observation_type: "Frequency Analysis",
-                observed_pattern: "UNSEEN",
+                observation_parameter: parameter.into(),
+                observation_type: "Frequency Analysis".into(),
+                observed_pattern: "UNSEEN".into(),
                 observations: vec![Observed::new(value, Some(1))],
             },
             baseline: Anomaly {
-                observation_parameter: parameter,
-                observation_type: "Frequency Analysis",
-                observed_pattern: "FREQUENT",
+                observation_parameter: parameter.into(),
+                observation_type: "Frequency Analysis".into(),
+                observed_pattern: "FREQUENT".into(),
                 observations: known
                     .into_iter()
                     .map(|(value, count)| Observed::new(value, Some(u64::from(count))))

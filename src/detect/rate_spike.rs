@@ -90,15 +90,15 @@ impl Detector for RateSpike {
         out.push(Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
-                    observation_parameter: "calls_per_minute",
-                    observation_type: "Volume Analysis",
-                    observed_pattern: "SURGE",
+                    observation_parameter: "calls_per_minute".into(),
+                    observation_type: "Volume Analysis".into(),
+                    observed_pattern: "SURGE".into(),
                     observations: vec![Observed::new(view.count.to_string(), Some(u64::from(view.count)))],
                 },
                 baseline: Anomaly {
-                    observation_parameter: "calls_per_minute",
-                    observation_type: "Volume Analysis",
-                    observed_pattern: "NORMAL_VOLUME",
+                    observation_parameter: "calls_per_minute".into(),
+                    observation_type: "Volume Analysis".into(),
+                    observed_pattern: "NORMAL_VOLUME".into(),
                     observations: vec![Observed::new(
                         format!("{:.1} ± {:.1} per active minute over {} minutes", view.mean, view.std_dev, view.minutes),
                         Some(u64::from(view.minutes)),

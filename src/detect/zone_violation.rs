@@ -73,15 +73,20 @@ impl Detector for ZoneViolation {
         out.push(Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
-                    observation_parameter: "zone",
-                    observation_type: "Distribution Analysis",
-                    observed_pattern: "OUTSIDE_ALLOWED_ZONES",
+                    observation_parameter: "zone".into(),
+                    observation_type: "Distribution Analysis".into(),
+                    observed_pattern: "OUTSIDE_ALLOWED_ZONES".into(),
                     observations: vec![Observed::new(zone, None)],
                 },
                 baseline: Anomaly {
-                    observation_parameter: "zone",
-                    observation_type: "Distribution Analysis",
-                    observed_pattern: if from.is_declared() { "DECLARED" } else { "LEARNED" },
+                    observation_parameter: "zone".into(),
+                    observation_type: "Distribution Analysis".into(),
+                    observed_pattern: if from.is_declared() {
+                        "DECLARED"
+                    } else {
+                        "LEARNED"
+                    }
+                    .into(),
                     observations: allowed.iter().map(|z| Observed::new(z.clone(), None)).collect(),
                 },
             }),

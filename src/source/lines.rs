@@ -43,6 +43,16 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
+    /// Continues a reader positioned at byte `offset`, after `line` lines (a resumed input).
+    pub fn resumed(reader: R, offset: u64, line: u64) -> Self {
+        LineReader {
+            offset,
+            record_offset: offset,
+            line,
+            ..LineReader::new(reader)
+        }
+    }
+
     /// 1-based line number of the last record read.
     pub fn line(&self) -> u64 {
         self.line

@@ -5,6 +5,8 @@
 //! read the record as it was *before* the event; [`CredentialState::apply`] then folds the
 //! event in, in event time.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Config;
 use crate::event::Kind;
 use crate::state::rate::RateBaseline;
@@ -13,7 +15,7 @@ use crate::time::Timestamp;
 use crate::zones::{Network, ZoneId, ZoneSet};
 
 /// Where a credential's allowed zones come from, strongest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AllowedFrom {
     /// Nothing known yet.
     #[default]
@@ -43,7 +45,7 @@ impl AllowedFrom {
 }
 
 /// Something seen repeatedly: how often and when last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen<T> {
     pub key: T,
     pub count: u32,
@@ -52,7 +54,7 @@ pub struct Seen<T> {
 
 /// A use from a network or zone the credential's armed baseline did not know: kept for a
 /// while so that a leak report can look back at what happened in the hours before it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NovelUse {
     pub at: Timestamp,
     pub network: Option<Network>,
@@ -65,7 +67,7 @@ pub struct NovelUse {
 pub const MAX_NOVEL_USES: usize = 8;
 
 /// The leak report a credential got (the earliest one).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leak {
     pub at: Timestamp,
     pub source: Option<String>,
@@ -73,7 +75,7 @@ pub struct Leak {
 }
 
 /// What credwatch knows about one credential.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct CredentialState {
     /// Access events seen (saturating).
     pub accesses: u32,

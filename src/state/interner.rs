@@ -9,8 +9,17 @@ use std::sync::{Arc, RwLock};
 use dashmap::DashMap;
 
 /// An interned string's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Symbol(u32);
+
+impl Symbol {
+    /// The symbol the `index`-th name interned gets.
+    pub fn from_index(index: usize) -> Symbol {
+        Symbol(index as u32)
+    }
+}
 
 /// A concurrent string interner.
 #[derive(Debug, Default)]
@@ -48,6 +57,16 @@ impl Interner {
             .get(symbol.0 as usize)
             .cloned()
             .unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// Every name, in symbol order: interning them in this order into an empty interner gives
+    /// each its symbol back (how a checkpoint restores them).
+    pub fn names(&self) -> Vec<String> {
+        let names = self
+            .names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        names.iter().map(|name| name.to_string()).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -8,6 +8,7 @@
 mod credential;
 mod interner;
 pub mod rate;
+mod snapshot;
 
 use std::net::IpAddr;
 
@@ -15,6 +16,7 @@ use dashmap::DashMap;
 
 pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use interner::{Interner, Symbol};
+pub use snapshot::{RestoreError, StoreSnapshot};
 
 use crate::event::Event;
 use crate::zones::{Network, ZoneId, ZoneSet};

@@ -7,7 +7,7 @@
 //! baseline alone.
 
 /// Per-credential rate state: the minute being counted and the smoothed history before it.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RateBaseline {
     /// Event-time minute currently being counted.
     pub minute: i64,

@@ -1,0 +1,290 @@
+//! Checkpoints: the engine's state and the input positions it corresponds to, written
+//! together, atomically, so that a restart resumes exactly there: no relearning, and no alert
+//! lost or different (alerts after the checkpoint are raised again, with the same ids).
+//!
+//! A checkpoint is one file, `checkpoint.cwc` in the checkpoint directory:
+//!
+//! ```text
+//! magic "credwchk" | format version (u32 LE) | payload length (u64 LE) | SHA-256 of payload | payload
+//! ```
+//!
+//! The payload is a zstd-compressed postcard encoding of [`Checkpoint`]. It is written to a
+//! temporary file, synced, and renamed over the previous one (then the directory is synced),
+//! so a crash at any moment leaves either the old checkpoint or the new one, never a torn one.
+//! A file with another version or a wrong checksum is refused with an error that says so;
+//! credwatch never silently starts from nothing when a checkpoint was expected.
+//!
+//! Callers write a checkpoint only once every output up to its positions is delivered (alert
+//! sinks flushed, dead letters written), which is what makes a resume at-least-once.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine::EngineSnapshot;
+use crate::replay::ReplayCounters;
+use crate::state::RestoreError;
+
+/// The version this build writes and reads. Bump it with any change to [`Checkpoint`] or the
+/// types inside it.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"credwchk";
+const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
+
+/// The checkpoint's file name inside the checkpoint directory.
+pub const FILE_NAME: &str = "checkpoint.cwc";
+
+/// Why a checkpoint could not be written, read or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("cannot encode the checkpoint: {0}")]
+    Encode(postcard::Error),
+    #[error("{path} is not a credwatch checkpoint")]
+    NotACheckpoint { path: PathBuf },
+    #[error("{path} has checkpoint format version {found}; this credwatch reads version {FORMAT_VERSION} (remove the file to start from nothing)")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path} is damaged ({reason}); remove it to start from nothing, or restore a copy")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the checkpoint was taken with zones {then:?}, the configuration now has {now:?}; restore the zones or remove the checkpoint")]
+    ZonesChanged { then: Vec<String>, now: Vec<String> },
+    #[error("a checkpoint can only be restored before the first event")]
+    EngineInUse,
+    #[error(transparent)]
+    State(#[from] RestoreError),
+    #[error("cannot encode or decode an open alert: {0}")]
+    Alert(String),
+    #[error("the checkpoint was taken over inputs {then:?}; this run reads {now:?} (give the same inputs to resume, or another --checkpoint directory)")]
+    Inputs { then: Vec<String>, now: Vec<String> },
+    #[error("the checkpoint was written by `credwatch {then}`, not by `credwatch {now}`")]
+    Source {
+        then: &'static str,
+        now: &'static str,
+    },
+}
+
+/// Where each input stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Positions {
+    /// `credwatch replay`: files read in order.
+    Replay(ReplayPosition),
+    /// `credwatch run`: the next offset to read in each assigned partition.
+    Kafka(Vec<PartitionPosition>),
+}
+
+impl Positions {
+    pub fn command(&self) -> &'static str {
+        match self {
+            Positions::Replay(_) => "replay",
+            Positions::Kafka(_) => "run",
+        }
+    }
+}
+
+/// How far a replay got.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReplayPosition {
+    /// The replay's inputs, in order.
+    pub inputs: Vec<String>,
+    /// The input being read; `inputs.len()` once all were read.
+    pub input: usize,
+    /// Byte offset of the next record in that input.
+    pub offset: u64,
+    /// Lines before `offset` (for dead-letter line numbers).
+    pub line: u64,
+    /// The replay's counters up to here, so a resumed replay's summary is the whole run's.
+    pub counters: ReplayCounters,
+}
+
+/// The next offset to read in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The engine's state with the input positions it corresponds to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub positions: Positions,
+    pub engine: EngineSnapshot,
+}
+
+/// What writing a checkpoint took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes on disk.
+    pub bytes: u64,
+    pub credentials: usize,
+}
+
+impl Checkpoint {
+    /// The checkpoint file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    /// The file's bytes: header and compressed payload.
+    pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
+        let plain = postcard::to_stdvec(self).map_err(CheckpointError::Encode)?;
+        let payload = zstd::bulk::compress(&plain, 3).map_err(|source| CheckpointError::Io {
+            path: PathBuf::from("(compressing the checkpoint)"),
+            source,
+        })?;
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(plain.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
+        Ok(bytes)
+    }
+
+    /// Parses a checkpoint file's bytes; `path` names it in errors.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(CheckpointError::NotACheckpoint {
+                path: path.to_owned(),
+            });
+        }
+        if bytes.len() < HEADER_BYTES {
+            return Err(corrupt(format!(
+                "{} bytes, shorter than its header",
+                bytes.len()
+            )));
+        }
+        let field = |from: usize, to: usize| &bytes[from..to];
+        let version = u32::from_le_bytes(field(8, 12).try_into().unwrap_or_default());
+        if version != FORMAT_VERSION {
+            return Err(CheckpointError::Version {
+                path: path.to_owned(),
+                found: version,
+            });
+        }
+        let plain_len = u64::from_le_bytes(field(12, 20).try_into().unwrap_or_default());
+        let payload = &bytes[HEADER_BYTES..];
+        if Sha256::digest(payload).as_slice() != field(20, HEADER_BYTES) {
+            return Err(corrupt("checksum mismatch".to_owned()));
+        }
+        // The checksum matched, so the length is the writer's; still, never trust it blindly.
+        let capacity = usize::try_from(plain_len)
+            .ok()
+            .filter(|&len| len <= payload.len().saturating_mul(1024).max(1 << 20))
+            .ok_or_else(|| corrupt(format!("implausible payload length {plain_len}")))?;
+        let plain = zstd::bulk::decompress(payload, capacity)
+            .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+        postcard::from_bytes(&plain).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    }
+
+    /// Writes the checkpoint into `dir` (created if missing), replacing the previous one
+    /// atomically.
+    pub fn write(&self, dir: &Path) -> Result<Written, CheckpointError> {
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CheckpointError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let bytes = self.encode()?;
+        let path = Checkpoint::path(dir);
+        let temporary = dir.join(format!("{FILE_NAME}.tmp"));
+        let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+        file.write_all(&bytes).map_err(io_error(&temporary))?;
+        file.sync_all().map_err(io_error(&temporary))?;
+        drop(file);
+        fs::rename(&temporary, &path).map_err(io_error(&path))?;
+        // The rename is durable once the directory is.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+        Ok(Written {
+            bytes: bytes.len() as u64,
+            credentials: self.engine.store.credentials.len(),
+        })
+    }
+
+    /// The checkpoint in `dir`, or `None` when there is none yet.
+    pub fn read(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = Checkpoint::path(dir);
+        match fs::read(&path) {
+            Ok(bytes) => Checkpoint::decode(&bytes, &path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CheckpointError::Io { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            positions: Positions::Kafka(vec![PartitionPosition {
+                topic: "access".into(),
+                partition: 3,
+                offset: 42,
+            }]),
+            engine: EngineSnapshot {
+                zones: vec!["unknown".into(), "internet".into()],
+                ..EngineSnapshot::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = sample().write(dir.path()).unwrap();
+        assert!(written.bytes > HEADER_BYTES as u64);
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(sample()));
+        assert!(
+            !dir.path().join(format!("{FILE_NAME}.tmp")).exists(),
+            "the temporary file was renamed"
+        );
+    }
+
+    #[test]
+    fn no_file_is_no_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn damage_another_version_and_foreign_files_are_refused_by_name() {
+        let path = Path::new("ck/checkpoint.cwc");
+        let bytes = sample().encode().unwrap();
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let error = Checkpoint::decode(&flipped, path).unwrap_err().to_string();
+        assert!(
+            error.contains("ck/checkpoint.cwc is damaged (checksum mismatch)"),
+            "{error}"
+        );
+        let error = Checkpoint::decode(&bytes[..30], path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("shorter than its header"), "{error}");
+        let mut future = bytes.clone();
+        future[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let error = Checkpoint::decode(&future, path).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("format version {}", FORMAT_VERSION + 1)),
+            "{error}"
+        );
+        let error = Checkpoint::decode(b"{\"json\": true}", path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not a credwatch checkpoint"), "{error}");
+    }
+}
