@@ -11,6 +11,7 @@ mod demo;
 mod formats;
 mod kafka;
 mod properties;
+mod recovery;
 mod replay;
 mod respond;
 mod rules;
