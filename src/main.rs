@@ -304,6 +304,20 @@ struct RunArgs {
     /// are then committed when the archive publishes its files.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
+    /// Checkpoint the state and the partitions' offsets into DIR every --checkpoint-interval
+    /// and at shutdown, committing offsets only then; at start, restore the checkpoint in DIR
+    /// and resume each partition it covers at its offset (no relearning, no re-reading).
+    /// Partitions it does not cover rebuild their state from the topic's beginning.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// How often to checkpoint (`30s`, `5m`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        requires = "checkpoint"
+    )]
+    checkpoint_interval: credwatch::time::Period,
 }
 
 #[derive(Args)]
@@ -704,6 +718,10 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .exit_when_idle
             .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),
         stop_after_messages: None,
+        checkpoint: args.checkpoint,
+        checkpoint_interval: std::time::Duration::from_micros(
+            args.checkpoint_interval.micros().max(0) as u64,
+        ),
     };
     let mut responder = match webhook {
         Some(webhook) => Some(credwatch::respond::Responder::start(webhook)?),

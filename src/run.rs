@@ -6,17 +6,25 @@
 //! published and durable, every `roll_age` or `roll_rows`), so a crash neither loses archived
 //! rows nor archives a message twice: what was not committed was not published either.
 //!
+//! With checkpoints (`--checkpoint DIR`), offsets are committed only at checkpoints, right
+//! after the state they correspond to was written: a restart restores that state and resumes
+//! every partition the checkpoint covers at its offset, with nothing to relearn or re-read.
+//! A checkpoint is taken every interval, when the archive publishes files, and at shutdown,
+//! but never while a partition is still rebuilding its state from the input.
+//!
 //! The loop is single-threaded over one engine; scaling out is Kafka's job: more instances in
 //! the same consumer group split the input partitions, and with input keyed by credential id
 //! each credential's events stay in one partition, so its state lives in one instance.
 
 use std::collections::HashMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::alerts::{dead_letter_headers, Activity, Alert, AlertSink, Producer};
 use crate::archive::{Archive, ArchiveError};
+use crate::checkpoint::{Checkpoint, CheckpointError, PartitionPosition, Positions};
 use crate::config::KafkaConfig;
 use crate::decode::{split_records, Decoder};
 use crate::engine::{Engine, EngineStats};
@@ -35,6 +43,8 @@ pub enum RunError {
     Sink(io::Error),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// What a run did.
@@ -46,15 +56,27 @@ pub struct RunSummary {
     pub malformed: u64,
     pub alerts: u64,
     pub commits: u64,
+    pub checkpoints: u64,
+    /// Credentials restored from a checkpoint at start.
+    pub restored: Option<usize>,
     pub engine: EngineStats,
 }
 
 impl RunSummary {
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "credwatch run: {} messages ({} re-read to rebuild state), {} events, {} malformed, {} alerts, {} commits\n",
             self.messages, self.rebuilt, self.engine.events, self.malformed, self.alerts, self.commits
-        )
+        );
+        if let Some(credentials) = self.restored {
+            text.push_str(&format!(
+                "restored {credentials} credentials from the checkpoint; {} checkpoints written\n",
+                self.checkpoints
+            ));
+        } else if self.checkpoints > 0 {
+            text.push_str(&format!("{} checkpoints written\n", self.checkpoints));
+        }
+        text
     }
 }
 
@@ -68,6 +90,82 @@ pub struct RunOptions {
     pub exit_when_idle: Option<Duration>,
     /// Stop (cleanly) after this many messages: for the Kafka demo and tests.
     pub stop_after_messages: Option<u64>,
+    /// Checkpoint state and offsets into this directory, every `checkpoint_interval`.
+    pub checkpoint: Option<PathBuf>,
+    pub checkpoint_interval: Duration,
+}
+
+/// Restores the checkpoint in `dir`, if there is one, into the (new) engine; returns the
+/// partitions' offsets to resume at.
+fn restore(
+    engine: &mut Engine,
+    dir: &Path,
+    summary: &mut RunSummary,
+) -> Result<Vec<PartitionPosition>, RunError> {
+    let Some(checkpoint) = Checkpoint::read(dir)? else {
+        tracing::info!(dir = %dir.display(), "No checkpoint yet; starting from the group's offsets.");
+        return Ok(Vec::new());
+    };
+    let positions = match checkpoint.positions {
+        Positions::Kafka(positions) => positions,
+        other => {
+            return Err(CheckpointError::Source {
+                then: other.command(),
+                now: "run",
+            }
+            .into())
+        }
+    };
+    let credentials = checkpoint.engine.store.credentials.len();
+    engine.restore(checkpoint.engine)?;
+    summary.restored = Some(credentials);
+    tracing::info!(
+        dir = %dir.display(),
+        credentials,
+        partitions = positions.len(),
+        "State restored from the checkpoint."
+    );
+    Ok(positions)
+}
+
+/// Writes a checkpoint of the engine at the source's positions, after publishing the archive
+/// and flushing every sink, then commits those offsets. Returns false (and does nothing) while
+/// a partition is still rebuilding its state.
+#[allow(clippy::too_many_arguments)]
+fn take_checkpoint(
+    dir: &Path,
+    engine: &Engine,
+    source: &mut KafkaSource,
+    sink: &mut dyn AlertSink,
+    producer: &Producer,
+    archive: Option<&mut Archive>,
+    last_export: &mut Option<Instant>,
+    summary: &mut RunSummary,
+) -> Result<bool, RunError> {
+    let Some(positions) = source.positions() else {
+        return Ok(false);
+    };
+    if let Some(archive) = archive {
+        checkpoint(archive, engine, last_export, false)?;
+    }
+    sink.flush().map_err(RunError::Sink)?;
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(RunError::Sink)?;
+    let written = Checkpoint {
+        positions: Positions::Kafka(positions),
+        engine: engine.snapshot()?,
+    }
+    .write(dir)?;
+    tracing::debug!(
+        bytes = written.bytes,
+        credentials = written.credentials,
+        "Checkpoint written."
+    );
+    summary.checkpoints += 1;
+    source.commit()?;
+    summary.commits += 1;
+    Ok(true)
 }
 
 /// Consumes until `shutdown` is set (or the input stays idle), then flushes and commits.
@@ -80,8 +178,13 @@ pub fn run(
     options: &RunOptions,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, RunError> {
+    let mut summary = RunSummary::default();
+    let resume = match &options.checkpoint {
+        Some(dir) => restore(engine, dir, &mut summary)?,
+        None => Vec::new(),
+    };
     let producer = Producer::connect(kafka).map_err(RunError::Producer)?;
-    let mut source = KafkaSource::connect(kafka)?;
+    let mut source = KafkaSource::connect(kafka, &resume)?;
     let mut decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
         .inputs
         .iter()
@@ -93,7 +196,6 @@ pub fn run(
         })
         .collect();
     let commit_interval = Duration::from_micros(kafka.commit_interval.micros().max(0) as u64);
-    let mut summary = RunSummary::default();
     let mut events: Vec<Event> = Vec::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_commit = Instant::now();
@@ -191,6 +293,34 @@ pub fn run(
                 last_publish = Instant::now();
             }
         }
+        if let Some(dir) = &options.checkpoint {
+            if let Some(archive) = archive.as_deref_mut() {
+                if last_archive_tick.elapsed() >= Duration::from_secs(1) {
+                    archive.tick()?;
+                    last_archive_tick = Instant::now();
+                }
+            }
+            let sealed = archive
+                .as_deref()
+                .is_some_and(|archive| archive.sealed_since_checkpoint());
+            if pending
+                && (sealed || last_commit.elapsed() >= options.checkpoint_interval)
+                && take_checkpoint(
+                    dir,
+                    engine,
+                    &mut source,
+                    sink,
+                    &producer,
+                    archive.as_deref_mut(),
+                    &mut last_export,
+                    &mut summary,
+                )?
+            {
+                pending = false;
+                last_commit = Instant::now();
+            }
+            continue;
+        }
         match archive.as_deref_mut() {
             None => {
                 if pending && last_commit.elapsed() >= commit_interval {
@@ -213,6 +343,21 @@ pub fn run(
                     last_commit = Instant::now();
                 }
             }
+        }
+    }
+    if let Some(dir) = &options.checkpoint {
+        let done = take_checkpoint(
+            dir,
+            engine,
+            &mut source,
+            sink,
+            &producer,
+            archive.as_deref_mut(),
+            &mut last_export,
+            &mut summary,
+        )?;
+        if !done {
+            tracing::warn!("Stopping while state is still being rebuilt; no checkpoint written.");
         }
     }
     if let Some(archive) = archive {

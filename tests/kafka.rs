@@ -291,11 +291,19 @@ fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
     assert_eq!(letters[0].headers["credwatch-source-offset"], "16");
 }
 
-#[test]
-fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
-    let Some(brokers) = brokers() else { return };
+/// The smallest synthetic day (100 credentials, about 300k events) on a fresh input topic,
+/// the alerts a replay of it raises, and a `run` config over it.
+struct DemoStream {
+    dir: tempfile::TempDir,
+    events: std::path::PathBuf,
+    demo_config: std::path::PathBuf,
+    expected: BTreeSet<String>,
+    alerts: String,
+    config: std::path::PathBuf,
+}
+
+fn demo_stream(brokers: &str) -> DemoStream {
     let dir = tempfile::tempdir().unwrap();
-    // The smallest synthetic day (100 credentials, about 300k events) as the stream.
     let events = dir.path().join("day.jsonl");
     let demo_config = dir.path().join("demo.toml");
     std::fs::write(&demo_config, credwatch::demo::DEMO_CONFIG).unwrap();
@@ -310,10 +318,10 @@ fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
     assert!(expected.len() >= 10, "{}", expected.len());
 
     let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    create_topics(brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
     success(
         &credwatch()
-            .args(["send", "--brokers", &brokers, "--topic", &input])
+            .args(["send", "--brokers", brokers, "--topic", &input])
             .arg(&events)
             .output()
             .unwrap(),
@@ -321,11 +329,132 @@ fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
     let config = run_config(
         dir.path(),
         demo_config.to_str().unwrap(),
-        &brokers,
+        brokers,
         &input,
         &alerts,
         &dead,
     );
+    DemoStream {
+        dir,
+        events,
+        demo_config,
+        expected,
+        alerts,
+        config,
+    }
+}
+
+/// Every alert on the topic; asserts that alerts repeated under one id are identical.
+fn distinct_alerts(brokers: &str, topic: &str) -> (Vec<serde_json::Value>, usize) {
+    let produced: Vec<serde_json::Value> = read_topic(brokers, topic)
+        .iter()
+        .map(|r| serde_json::from_str(&r.value).unwrap())
+        .collect();
+    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
+    for alert in &produced {
+        let body = serde_json::to_string(alert).unwrap();
+        let id = alert["id"].as_str().unwrap().to_owned();
+        if let Some(previous) = by_id.insert(id.clone(), body.clone()) {
+            assert_eq!(previous, body, "repeat of {id} differs");
+        }
+    }
+    (produced, by_id.len())
+}
+
+/// The "(N re-read to rebuild state)" count of a run summary.
+fn rebuilt(summary: &str) -> u64 {
+    summary
+        .split(" re-read to rebuild state")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rebuild count in: {summary}"))
+}
+
+#[test]
+fn a_run_killed_after_a_checkpoint_restores_it_and_resumes_without_rebuilding() {
+    let Some(brokers) = brokers() else { return };
+    let stream = demo_stream(&brokers);
+    let checkpoint = stream.dir.path().join("checkpoint");
+    let run = |extra: &[&str]| {
+        let mut command = credwatch();
+        command
+            .args(["run", "--checkpoint"])
+            .arg(&checkpoint)
+            .args(["--checkpoint-interval", "100ms", "--config"])
+            .arg(&stream.config)
+            .args(extra);
+        command
+    };
+
+    // First run: killed without warning once it has alerted and checkpointed.
+    let mut child = run(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (high_watermark(&brokers, &stream.alerts) == 0
+        || !credwatch::checkpoint::Checkpoint::path(&checkpoint).exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before_restart = read_topic(&brokers, &stream.alerts).len();
+    assert!(before_restart > 0, "nothing was alerted before the kill");
+
+    // Second run: restores the checkpoint and resumes at its offsets: nothing re-read.
+    let second = run(&["--exit-when-idle", "3s"]).output().unwrap();
+    success(&second);
+    let summary = stderr(&second);
+    assert!(
+        summary.contains("credentials from the checkpoint"),
+        "{summary}"
+    );
+    assert_eq!(rebuilt(&summary), 0, "{summary}");
+    let (produced, distinct) = distinct_alerts(&brokers, &stream.alerts);
+    assert_eq!(
+        creates(&produced),
+        stream.expected,
+        "every expected alert, and no other, is on the topic"
+    );
+
+    // The state at the end is the state of a replay of the same day.
+    let replayed = stream.dir.path().join("replayed");
+    success(
+        &credwatch()
+            .args(["replay", "--output", "none", "--config"])
+            .arg(&stream.demo_config)
+            .arg("--checkpoint")
+            .arg(&replayed)
+            .arg(&stream.events)
+            .output()
+            .unwrap(),
+    );
+    let read = |dir: &Path| {
+        credwatch::checkpoint::Checkpoint::read(dir)
+            .unwrap()
+            .expect("a checkpoint")
+    };
+    assert_eq!(read(&checkpoint).engine.store, read(&replayed).engine.store);
+    println!(
+        "{before_restart} alerts before the kill, {} messages in all, {distinct} distinct alerts",
+        produced.len()
+    );
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
+    let Some(brokers) = brokers() else { return };
+    let DemoStream {
+        expected,
+        alerts,
+        config,
+        dir: _dir,
+        ..
+    } = demo_stream(&brokers);
 
     // First run: killed without warning as soon as its first alert is out. The stream is
     // time-ordered and that alert comes early (a key used six weeks before the day).
@@ -347,35 +476,18 @@ fn sigkill_mid_stream_then_restart_loses_no_alert_and_repeats_are_identical() {
         .unwrap();
     success(&second);
     let summary = stderr(&second);
-    let rebuilt: u64 = summary
-        .split(" re-read to rebuild state")
-        .next()
-        .and_then(|head| head.rsplit('(').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rebuild count in: {summary}"));
+    let rebuilt = rebuilt(&summary);
     assert!(rebuilt > 0, "the kill came before any commit: {summary}");
-    let produced: Vec<serde_json::Value> = read_topic(&brokers, &alerts)
-        .iter()
-        .map(|r| serde_json::from_str(&r.value).unwrap())
-        .collect();
-    let got = creates(&produced);
+    let (produced, distinct) = distinct_alerts(&brokers, &alerts);
     assert_eq!(
-        got, expected,
+        creates(&produced),
+        expected,
         "every expected alert, and no other, is on the topic"
     );
-    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
-    for alert in &produced {
-        let body = serde_json::to_string(alert).unwrap();
-        let id = alert["id"].as_str().unwrap().to_owned();
-        if let Some(previous) = by_id.insert(id.clone(), body.clone()) {
-            assert_eq!(previous, body, "repeat of {id} differs");
-        }
-    }
     println!(
-        "{rebuilt} messages rebuilt after the restart; {} alerts before the kill, {} messages in all, {} distinct alerts",
+        "{rebuilt} messages rebuilt after the restart; {} alerts before the kill, {} messages in all, {distinct} distinct alerts",
         before_restart,
         produced.len(),
-        by_id.len()
     );
 }
 

@@ -407,6 +407,7 @@ fn through_kafka(
         api: None,
         exit_when_idle: Some(std::time::Duration::from_secs(30)),
         stop_after_messages: Some(sent),
+        ..RunOptions::default()
     };
     let summary = run::run(
         engine,

@@ -11,12 +11,14 @@
 //! its alerts were handed to the sinks and commits only after every sink confirmed delivery,
 //! so a crash re-reads at worst what was not confirmed (at-least-once).
 //!
-//! Restarts: until checkpoints exist (issue 8), per-credential state is rebuilt from the input
-//! itself. When the group assigns a partition, credwatch reads the group's committed offset for
-//! it and assigns the partition from its beginning instead; messages before the committed
-//! offset only rebuild state (their alerts were delivered by the previous run and are
-//! discarded), and alerts flow again from the committed offset on. The engine is
-//! deterministic, so the alerts of a restarted run equal those of an uninterrupted one.
+//! Restarts: with a checkpoint (see [`crate::checkpoint`]), a partition the checkpoint covers
+//! resumes at the checkpoint's offset for it, with the state restored. A partition it does
+//! not cover (or every partition, without checkpoints) has its state rebuilt from the input
+//! itself: credwatch reads the group's committed offset for it and assigns the partition from
+//! its beginning instead; messages before the committed offset only rebuild state (their
+//! alerts were delivered by the previous run and are discarded), and alerts flow again from
+//! the committed offset on. The engine is deterministic, so the alerts of a restarted run
+//! equal those of an uninterrupted one either way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,13 +49,18 @@ pub enum KafkaSourceError {
     },
     #[error("cannot commit offsets: {0}")]
     Commit(KafkaError),
+    #[error("cannot seek: {0}")]
+    Seek(KafkaError),
 }
 
 /// The group callbacks: assignments start from the beginning of each partition, and the
 /// committed offsets (where emitting resumes) and revocations are handed to the poll loop.
 #[derive(Default)]
 pub struct GroupContext {
-    assigned: Mutex<Vec<(String, i32, i64)>>,
+    /// Offsets a checkpoint restored, by partition: such a partition resumes there.
+    resume: Mutex<HashMap<(String, i32), i64>>,
+    /// (topic, partition, first offset to emit, resumed at a checkpoint's offset).
+    assigned: Mutex<Vec<(String, i32, i64, bool)>>,
     revoked: Mutex<Vec<(String, i32)>>,
     has_assignment: AtomicBool,
 }
@@ -86,6 +93,7 @@ impl ConsumerContext for GroupContext {
                                 element.topic().to_owned(),
                                 element.partition(),
                                 emit_from,
+                                false,
                             ));
                         }
                     }
@@ -93,12 +101,31 @@ impl ConsumerContext for GroupContext {
                         // Safe, if noisy: everything is emitted again, identically.
                         tracing::error!(%error, "Cannot read committed offsets; alerts of this assignment will be re-emitted.");
                         for element in partitions.elements() {
-                            assigned.push((element.topic().to_owned(), element.partition(), 0));
+                            assigned.push((
+                                element.topic().to_owned(),
+                                element.partition(),
+                                0,
+                                false,
+                            ));
                         }
                     }
                 }
                 if let Err(error) = partitions.set_all_offsets(Offset::Beginning) {
                     tracing::error!(%error, "Cannot rewind the assignment.");
+                }
+                // Partitions a checkpoint covers resume at its offset, with nothing to rebuild.
+                let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+                for (topic, partition, emit_from, resumed) in assigned.iter_mut() {
+                    let Some(offset) = resume.remove(&(topic.clone(), *partition)) else {
+                        continue;
+                    };
+                    *emit_from = offset;
+                    *resumed = true;
+                    if let Some(mut element) = partitions.find_partition(topic, *partition) {
+                        if let Err(error) = element.set_offset(Offset::Offset(offset)) {
+                            tracing::error!(%error, %topic, partition = *partition, "Cannot seek to the checkpoint's offset.");
+                        }
+                    }
                 }
                 let result = if cooperative {
                     consumer.incremental_assign(partitions)
@@ -169,6 +196,24 @@ struct PartitionState {
     emit_from: i64,
     /// Next offset to commit, once everything before it is delivered.
     done: Option<i64>,
+    /// Resumed at a checkpoint's offset (`emit_from`): messages before it are in the restored
+    /// state already and are skipped, not rebuilt.
+    resumed: Resumed,
+}
+
+/// How a partition resumed at a checkpoint's offset is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resumed {
+    /// Not resumed from a checkpoint.
+    No,
+    /// Positioned at the checkpoint's offset; no message yet.
+    AtOffset,
+    /// The broker's first message came after the checkpoint's offset (some brokers answer a
+    /// fetch from inside a record batch with the next batch): re-reading from the beginning,
+    /// skipping what the restored state already holds.
+    FromBeginning,
+    /// Messages arrive from the checkpoint's offset on.
+    Flowing,
 }
 
 fn rebuilding(partitions: &HashMap<(String, i32), PartitionState>) -> bool {
@@ -184,19 +229,33 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn connect(kafka: &KafkaConfig) -> Result<KafkaSource, KafkaSourceError> {
+    /// Joins the group; partitions in `resume` (a checkpoint's positions) start at its offsets.
+    pub fn connect(
+        kafka: &KafkaConfig,
+        resume: &[crate::checkpoint::PartitionPosition],
+    ) -> Result<KafkaSource, KafkaSourceError> {
         let mut config = client_config(kafka);
         config
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer<GroupContext> = config
-            .create_with_context(GroupContext::default())
-            .map_err(|source| KafkaSourceError::Create {
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+        let context = GroupContext {
+            resume: Mutex::new(
+                resume
+                    .iter()
+                    .map(|p| ((p.topic.clone(), p.partition), p.offset))
+                    .collect(),
+            ),
+            ..GroupContext::default()
+        };
+        let consumer: BaseConsumer<GroupContext> =
+            config
+                .create_with_context(context)
+                .map_err(|source| KafkaSourceError::Create {
+                    brokers: kafka.brokers.clone(),
+                    source,
+                })?;
         let topics: Vec<&str> = kafka.inputs.iter().map(|i| i.topic.as_str()).collect();
         consumer
             .subscribe(&topics)
@@ -212,30 +271,71 @@ impl KafkaSource {
 
     /// Waits up to `timeout` for the next message to process.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, KafkaSourceError> {
-        take_rebalances(self.consumer.context(), &mut self.partitions);
-        let message = match self.consumer.poll(timeout) {
-            None => return Ok(None),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "Kafka consumer error.");
-                return Ok(None);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            take_rebalances(self.consumer.context(), &mut self.partitions);
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let message = match self.consumer.poll(wait) {
+                None => return Ok(None),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka consumer error.");
+                    return Ok(None);
+                }
+                Some(Ok(message)) => message,
+            };
+            // The rebalance callback runs inside poll: take what it recorded before judging
+            // the message against its partition's committed offset.
+            take_rebalances(self.consumer.context(), &mut self.partitions);
+            let topic = message.topic();
+            let partition = message.partition();
+            let offset = message.offset();
+            let key = (topic.to_owned(), partition);
+            let Some(state) = self.partitions.get_mut(&key) else {
+                // A message of a partition revoked meanwhile.
+                continue;
+            };
+            match state.resumed {
+                Resumed::AtOffset if offset > state.emit_from => {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        expected = state.emit_from,
+                        got = offset,
+                        "The broker answered the checkpoint's offset with a later one; re-reading the partition from its beginning to skip nothing."
+                    );
+                    state.resumed = Resumed::FromBeginning;
+                    if let Err(error) =
+                        self.consumer
+                            .seek(topic, partition, Offset::Beginning, TIMEOUT)
+                    {
+                        return Err(KafkaSourceError::Seek(error));
+                    }
+                    continue;
+                }
+                Resumed::FromBeginning if offset < state.emit_from => continue,
+                Resumed::FromBeginning if offset > state.emit_from => {
+                    // Even the beginning is past the checkpoint: retention deleted the rest.
+                    tracing::error!(
+                        topic,
+                        partition,
+                        expected = state.emit_from,
+                        got = offset,
+                        lost = offset - state.emit_from,
+                        "Messages after the checkpoint are no longer in the topic (retention); they are lost to detection."
+                    );
+                    state.resumed = Resumed::Flowing;
+                }
+                Resumed::AtOffset | Resumed::FromBeginning => state.resumed = Resumed::Flowing,
+                Resumed::No | Resumed::Flowing => {}
             }
-            Some(Ok(message)) => message,
-        };
-        // The rebalance callback runs inside poll: take what it recorded before judging the
-        // message against its partition's committed offset.
-        take_rebalances(self.consumer.context(), &mut self.partitions);
-        let topic = message.topic().to_owned();
-        let partition = message.partition();
-        let offset = message.offset();
-        let key = (topic.clone(), partition);
-        let emit_from = self.partitions.get(&key).map_or(0, |p| p.emit_from);
-        Ok(Some(Delivery {
-            topic,
-            partition,
-            offset,
-            rebuilding: offset < emit_from,
-            payload: message.payload().unwrap_or_default().to_vec(),
-        }))
+            return Ok(Some(Delivery {
+                topic: key.0,
+                partition,
+                offset,
+                rebuilding: offset < state.emit_from,
+                payload: message.payload().unwrap_or_default().to_vec(),
+            }));
+        }
     }
 
     /// Messages between this instance's position and the end of each partition it owns.
@@ -284,6 +384,28 @@ impl KafkaSource {
         }
     }
 
+    /// The next offset of every assigned partition: where a checkpoint taken now resumes.
+    /// `None` while some partition is still rebuilding (its state is not yet what the
+    /// committed offset promises).
+    pub fn positions(&self) -> Option<Vec<crate::checkpoint::PartitionPosition>> {
+        if self.is_rebuilding() {
+            return None;
+        }
+        let mut positions: Vec<crate::checkpoint::PartitionPosition> = self
+            .partitions
+            .iter()
+            .map(
+                |((topic, partition), state)| crate::checkpoint::PartitionPosition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: state.done.unwrap_or(state.emit_from),
+                },
+            )
+            .collect();
+        positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Some(positions)
+    }
+
     /// Commits the offsets after every message marked done. Call only after the sinks
     /// confirmed delivery of everything emitted so far.
     pub fn commit(&mut self) -> Result<(), KafkaSourceError> {
@@ -315,17 +437,22 @@ fn take_rebalances(
     context: &GroupContext,
     partitions: &mut HashMap<(String, i32), PartitionState>,
 ) {
-    let assigned: Vec<(String, i32, i64)> = {
+    let assigned: Vec<(String, i32, i64, bool)> = {
         let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *list)
     };
-    for (topic, partition, emit_from) in assigned {
-        tracing::info!(%topic, partition, emit_from, "Partition assigned.");
+    for (topic, partition, emit_from, resumed) in assigned {
+        tracing::info!(%topic, partition, emit_from, resumed, "Partition assigned.");
         partitions.insert(
             (topic, partition),
             PartitionState {
                 emit_from,
                 done: None,
+                resumed: if resumed {
+                    Resumed::AtOffset
+                } else {
+                    Resumed::No
+                },
             },
         );
     }
@@ -343,7 +470,11 @@ mod tests {
     use super::*;
 
     fn partition(emit_from: i64, done: Option<i64>) -> PartitionState {
-        PartitionState { emit_from, done }
+        PartitionState {
+            emit_from,
+            done,
+            resumed: Resumed::No,
+        }
     }
 
     #[test]
