@@ -56,6 +56,12 @@ pub struct EngineStats {
     pub unknown_zone_names: u64,
     /// Leak reports that named a secret's hash and were matched to a credential id.
     pub leaks_matched_by_hash: u64,
+    /// Credentials evicted past `[state] max_credentials` (longest idle first), and of those
+    /// leaked or revoked ones.
+    pub evicted: u64,
+    pub evicted_precious: u64,
+    /// Suppression windows closed early past `[state] max_suppression_windows`.
+    pub windows_closed_early: u64,
     pub rules: BTreeMap<String, RuleCounts>,
     /// Per exception id, in id order.
     pub exceptions: BTreeMap<String, ExceptionCounts>,
@@ -94,6 +100,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: impl Into<Arc<Config>>, rules: RuleSet) -> Engine {
+        let config: Arc<Config> = config.into();
+        let suppressor = Suppressor::new().with_limit(config.bounds.max_suppression_windows);
         let stats = EngineStats {
             rules: rules
                 .rules()
@@ -110,10 +118,10 @@ impl Engine {
         };
         let next_expiry = rules.exceptions().all().iter().map(|e| e.expires).min();
         Engine {
-            config: config.into(),
+            config,
             rules,
             store: Arc::new(StateStore::new()),
-            suppressor: Suppressor::new(),
+            suppressor,
             stats,
             scratch: Vec::new(),
             fired: Vec::new(),
@@ -168,6 +176,11 @@ impl Engine {
         self.suppressor.advance(watermark, out);
         if self.next_expiry.is_some_and(|expiry| newest >= expiry) {
             self.expire_exceptions(newest);
+        }
+        let check_every =
+            (self.config.bounds.max_credentials as u64 / 20).clamp(1, EVICTION_CHECK_EVENTS);
+        if self.stats.events.is_multiple_of(check_every) {
+            self.evict(event, out);
         }
 
         let config = &*self.config;
@@ -241,6 +254,7 @@ impl Engine {
             }
             out.append(&mut self.created);
         }
+        self.stats.windows_closed_early = self.suppressor.closed_early();
     }
 
     /// The engine's state as data (see [`EngineSnapshot`]).
@@ -269,8 +283,10 @@ impl Engine {
             });
         }
         self.store.restore(snapshot.store)?;
-        self.suppressor =
-            Suppressor::restore(snapshot.suppressor).map_err(CheckpointError::Alert)?;
+        self.suppressor = self
+            .suppressor
+            .restore(snapshot.suppressor)
+            .map_err(CheckpointError::Alert)?;
         let mut stats = snapshot.stats;
         for (id, counts) in self.stats.rules.iter_mut() {
             *counts = stats.rules.remove(id).unwrap_or_default();
@@ -296,6 +312,48 @@ impl Engine {
             .map(|e| e.expires)
             .min();
         Ok(())
+    }
+
+    /// Evicts the longest-idle credentials past `[state] max_credentials`; the first time,
+    /// raises an alert, since from then on a returning credential is judged as new.
+    fn evict(&mut self, event: &Event, out: &mut Vec<Alert>) {
+        let max = self.config.bounds.max_credentials;
+        let tracked = self.store.len();
+        let evicted = self.store.evict_over(max);
+        if evicted.credentials == 0 {
+            return;
+        }
+        tracing::warn!(
+            tracked,
+            max,
+            evicted = evicted.credentials,
+            precious = evicted.precious,
+            "State full; evicted the longest-idle credentials."
+        );
+        if self.stats.evicted == 0 {
+            let finding = Finding {
+                summary: format!(
+                    "tracking {tracked} credentials, more than [state] max_credentials = {max}: evicted the {} longest idle; a returning evicted credential is judged as new (raise the bound, or look for a flood of new keys)",
+                    evicted.credentials
+                ),
+                expected: serde_json::json!({ "max_credentials": max }),
+                observed: serde_json::json!({
+                    "tracked": tracked,
+                    "evicted": evicted.credentials,
+                    "evicted_leaked_or_revoked": evicted.precious,
+                }),
+                analysis: None,
+            };
+            out.push(Alert::about_credwatch(
+                "credwatch-state-eviction",
+                "credwatch started evicting credential state",
+                crate::rules::Severity::High,
+                event,
+                finding,
+            ));
+        }
+        self.stats.evicted += evicted.credentials as u64;
+        self.stats.evicted_precious += evicted.precious as u64;
     }
 
     /// Marks the exceptions that expired by event time `now`; they already no longer apply
@@ -364,6 +422,11 @@ impl Engine {
         &self.rules
     }
 }
+
+/// Events between checks of the credential bound, at most: a check costs a walk over the
+/// store's shards, and the bound may be overshot by this many new credentials (or by 5% of
+/// the bound, when that is fewer: checks are then that much more frequent).
+const EVICTION_CHECK_EVENTS: u64 = 4096;
 
 fn distinct(names: &[String]) -> usize {
     let mut sorted: Vec<&String> = names.iter().collect();

@@ -169,6 +169,13 @@ impl ReplaySummary {
                 reasons.len() - 10
             );
         }
+        if self.engine.evicted > 0 || self.engine.windows_closed_early > 0 {
+            let _ = writeln!(
+                text,
+                "state bounds reached: {} credentials evicted ({} leaked or revoked), {} suppression windows closed early",
+                self.engine.evicted, self.engine.evicted_precious, self.engine.windows_closed_early
+            );
+        }
         if self.engine.late_events > 0 || self.engine.unknown_zone_names > 0 {
             let _ = writeln!(
                 text,

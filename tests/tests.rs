@@ -6,6 +6,7 @@ mod util;
 
 mod api;
 mod archive;
+mod bounds;
 mod config;
 mod demo;
 mod formats;

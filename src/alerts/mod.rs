@@ -148,13 +148,67 @@ pub struct Evidence {
     pub event: Event,
 }
 
+/// Who raises an alert: a rule, or credwatch itself.
+struct Raised<'a> {
+    rule: &'a str,
+    detector: &'static str,
+    title: &'a str,
+    severity: Severity,
+    action: Action,
+}
+
 const OCSF_VERSION: &str = "1.3.0";
 const DETECTION_FINDING: u32 = 2004;
 
 impl Alert {
     /// A new alert from a rule's finding on `event`.
     pub fn new(rule: &Rule, event: &Event, owner: Option<String>, finding: Finding) -> Alert {
-        let id = alert_id(&rule.id, &event.credential, &event.event_id);
+        Alert::raise(
+            Raised {
+                rule: &rule.id,
+                detector: rule.kind.as_str(),
+                title: &rule.title,
+                severity: rule.severity,
+                action: rule.action,
+            },
+            event,
+            owner,
+            finding,
+        )
+    }
+
+    /// An alert credwatch raises about itself on `event` (for example when it starts evicting
+    /// state): detector `credwatch`, action `alert`.
+    pub fn about_credwatch(
+        rule: &str,
+        title: &str,
+        severity: Severity,
+        event: &Event,
+        finding: Finding,
+    ) -> Alert {
+        Alert::raise(
+            Raised {
+                rule,
+                detector: "credwatch",
+                title,
+                severity,
+                action: Action::Alert,
+            },
+            event,
+            None,
+            finding,
+        )
+    }
+
+    fn raise(raised: Raised<'_>, event: &Event, owner: Option<String>, finding: Finding) -> Alert {
+        let Raised {
+            rule: rule_id,
+            detector,
+            title,
+            severity,
+            action,
+        } = raised;
+        let id = alert_id(rule_id, &event.credential, &event.event_id);
         let time = event.ts.millis();
         let anomaly_analyses = finding
             .analysis
@@ -171,13 +225,13 @@ impl Alert {
             .unwrap_or_default();
         Alert {
             id: id.clone(),
-            rule: rule.id.clone(),
-            detector: rule.kind.as_str().into(),
+            rule: rule_id.to_owned(),
+            detector: detector.into(),
             credential: event.credential.clone(),
-            severity: rule.severity,
-            action: rule.action,
+            severity,
+            action,
             count: 1,
-            message: format!("{}: {}", rule.title, finding.summary),
+            message: format!("{}: {}", title, finding.summary),
             summary: finding.summary.clone(),
             activity: Activity::Create,
             class_uid: DETECTION_FINDING,
@@ -187,17 +241,21 @@ impl Alert {
             activity_id: Activity::Create.ocsf_id(),
             activity_name: "Create".into(),
             type_uid: DETECTION_FINDING * 100 + Activity::Create.ocsf_id() as u32,
-            severity_id: rule.severity.ocsf_id(),
-            severity_caption: rule.severity.caption().into(),
+            severity_id: severity.ocsf_id(),
+            severity_caption: severity.caption().into(),
             status_id: 1,
             status: "New".into(),
             time,
             time_dt: event.ts.to_rfc3339(),
             finding_info: FindingInfo {
                 uid: id,
-                title: rule.title.clone(),
+                title: title.to_owned(),
                 desc: finding.summary,
-                types: vec![format!("credential-misuse/{}", rule.kind)],
+                types: vec![if detector == "credwatch" {
+                    format!("credwatch/{rule_id}")
+                } else {
+                    format!("credential-misuse/{detector}")
+                }],
                 first_seen_time: time,
                 last_seen_time: time,
             },
@@ -215,7 +273,7 @@ impl Alert {
                 owner: owner.map(|name| Owner { name }),
             }],
             evidence: Evidence {
-                rule_title: rule.title.clone(),
+                rule_title: title.to_owned(),
                 expected: finding.expected,
                 observed: finding.observed,
                 event: event.clone(),

@@ -57,21 +57,51 @@ pub struct SuppressorSnapshot {
     pub watermark: Option<Timestamp>,
     pub suppressed: u64,
     pub escalated: u64,
+    pub closed_early: u64,
 }
 
 /// Folds repeated alerts per (rule, credential).
-#[derive(Default)]
 pub struct Suppressor {
     open: HashMap<(String, String), Open>,
     closing: BTreeSet<(Timestamp, String, String)>,
     watermark: Option<Timestamp>,
     suppressed: u64,
     escalated: u64,
+    /// Windows open at most; past it the earliest-ending one closes early.
+    max_open: usize,
+    closed_early: u64,
+}
+
+impl Default for Suppressor {
+    fn default() -> Self {
+        Suppressor {
+            open: HashMap::new(),
+            closing: BTreeSet::new(),
+            watermark: None,
+            suppressed: 0,
+            escalated: 0,
+            max_open: usize::MAX,
+            closed_early: 0,
+        }
+    }
 }
 
 impl Suppressor {
     pub fn new() -> Self {
         Suppressor::default()
+    }
+
+    /// Keeps at most `max_open` windows open: a flood of findings on distinct credentials
+    /// (a storm of unknown keys) cannot grow memory without bound. Past it, the window that
+    /// would end first closes early, emitting its roll-up now.
+    pub fn with_limit(mut self, max_open: usize) -> Self {
+        self.max_open = max_open.max(1);
+        self
+    }
+
+    /// Windows closed early because of the limit.
+    pub fn closed_early(&self) -> u64 {
+        self.closed_early
     }
 
     /// Closes the windows that end at or before `now`, emitting their roll-ups.
@@ -120,6 +150,13 @@ impl Suppressor {
             if previous.count > 1 {
                 out.push(previous.first.update(previous.count, previous.last_time));
             }
+        }
+        while self.open.len() >= self.max_open {
+            let Some((_, rule, credential)) = self.closing.pop_first() else {
+                break;
+            };
+            self.closed_early += 1;
+            self.close(rule, credential, out);
         }
         self.closing.insert((end, key.0.clone(), key.1.clone()));
         out.push(alert.clone());
@@ -175,15 +212,18 @@ impl Suppressor {
             watermark: self.watermark,
             suppressed: self.suppressed,
             escalated: self.escalated,
+            closed_early: self.closed_early,
         })
     }
 
-    /// A suppressor as it was when `snapshot` was taken.
-    pub fn restore(snapshot: SuppressorSnapshot) -> Result<Suppressor, String> {
+    /// A suppressor as it was when `snapshot` was taken, keeping this one's limit.
+    pub fn restore(&self, snapshot: SuppressorSnapshot) -> Result<Suppressor, String> {
         let mut suppressor = Suppressor {
             watermark: snapshot.watermark,
             suppressed: snapshot.suppressed,
             escalated: snapshot.escalated,
+            closed_early: snapshot.closed_early,
+            max_open: self.max_open,
             ..Suppressor::default()
         };
         for window in snapshot.windows {
@@ -332,7 +372,9 @@ mod tests {
         offer(&mut original, "k", 0, &mut out);
         offer(&mut original, "k", 10, &mut out);
         offer(&mut original, "other", 20, &mut out);
-        let mut restored = Suppressor::restore(original.snapshot().unwrap()).unwrap();
+        let mut restored = Suppressor::new()
+            .restore(original.snapshot().unwrap())
+            .unwrap();
         assert_eq!(restored.snapshot().unwrap(), original.snapshot().unwrap());
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for s in [(&mut original, &mut a), (&mut restored, &mut b)] {
@@ -346,6 +388,22 @@ mod tests {
         );
         assert_eq!(a, b);
         assert_eq!(a[0].count, 3);
+    }
+
+    #[test]
+    fn past_the_limit_the_earliest_ending_window_closes_early_with_its_roll_up() {
+        let mut s = Suppressor::new().with_limit(2);
+        let mut out = Vec::new();
+        offer(&mut s, "a", 0, &mut out);
+        offer(&mut s, "a", 1, &mut out);
+        offer(&mut s, "b", 2, &mut out);
+        out.clear();
+        offer(&mut s, "c", 3, &mut out);
+        assert_eq!(s.closed_early(), 1);
+        assert_eq!(out.len(), 2, "a's roll-up, then c's alert: {out:?}");
+        assert_eq!((out[0].credential.as_str(), out[0].count), ("a", 2));
+        assert_eq!(out[0].activity, Activity::Update);
+        assert_eq!(out[1].credential, "c");
     }
 
     #[test]

@@ -114,6 +114,20 @@ impl Metrics {
             "Events older than the watermark.",
             self.engine.out_of_order.to_string(),
         );
+        simple(
+            &mut out,
+            "credwatch_credentials_evicted_total",
+            "counter",
+            "Credentials evicted past [state] max_credentials (longest idle first).",
+            self.engine.evicted.to_string(),
+        );
+        simple(
+            &mut out,
+            "credwatch_suppression_windows_closed_early_total",
+            "counter",
+            "Suppression windows closed early past [state] max_suppression_windows.",
+            self.engine.windows_closed_early.to_string(),
+        );
         let _ = writeln!(out, "# HELP credwatch_alerts_total Alerts raised, by rule and severity.\n# TYPE credwatch_alerts_total counter");
         for (rule, counts) in &self.engine.rules {
             let severity = self.severities.get(rule).copied().unwrap_or("unknown");

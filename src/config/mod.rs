@@ -156,6 +156,10 @@ struct RawState {
     rate_alpha: Spanned<f64>,
     #[serde(default = "default_forget_after")]
     forget_after: Spanned<Period>,
+    #[serde(default = "default_max_credentials")]
+    max_credentials: Spanned<u64>,
+    #[serde(default = "default_max_suppression_windows")]
+    max_suppression_windows: Spanned<u64>,
 }
 
 impl Default for RawState {
@@ -166,8 +170,18 @@ impl Default for RawState {
             max_user_agents: default_max_user_agents(),
             rate_alpha: default_rate_alpha(),
             forget_after: default_forget_after(),
+            max_credentials: default_max_credentials(),
+            max_suppression_windows: default_max_suppression_windows(),
         }
     }
+}
+
+fn default_max_credentials() -> Spanned<u64> {
+    Spanned::new(0..0, 10_000_000)
+}
+
+fn default_max_suppression_windows() -> Spanned<u64> {
+    Spanned::new(0..0, 1_000_000)
 }
 
 fn default_max_networks() -> Spanned<u8> {
@@ -248,6 +262,11 @@ pub struct StateBounds {
     /// Networks, endpoints and user agents unseen for longer than this are forgotten: using
     /// them again is novel.
     pub forget_after: Period,
+    /// Credentials tracked at most; past it the longest-idle ones are evicted (leaked and
+    /// revoked ones last, as they carry the facts that matter most).
+    pub max_credentials: usize,
+    /// Suppression windows open at most; past it the earliest-ending ones close early.
+    pub max_suppression_windows: usize,
 }
 
 /// Credentials issued by (or, when their issuance was never seen, used by) a principal that
@@ -416,6 +435,23 @@ impl Config {
                 format!("[state] rate_alpha: {alpha} is out of range (0, 1]"),
             ));
         }
+        let at_least = |value: &Spanned<u64>, field: &str, min: u64| -> Result<usize, FileError> {
+            match *value.get_ref() {
+                n if n >= min => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+                n => Err(FileError::at(
+                    origin,
+                    text,
+                    value.span(),
+                    format!("[state] {field}: {n} is too small (at least {min})"),
+                )),
+            }
+        };
+        let max_credentials = at_least(&raw.state.max_credentials, "max_credentials", 100)?;
+        let max_suppression_windows = at_least(
+            &raw.state.max_suppression_windows,
+            "max_suppression_windows",
+            100,
+        )?;
         let forget_after = *raw.state.forget_after.get_ref();
         if forget_after <= Period::ZERO {
             return Err(FileError::at(
@@ -548,6 +584,8 @@ impl Config {
                 max_user_agents: bound(&raw.state.max_user_agents, "max_user_agents")?,
                 rate_alpha: alpha,
                 forget_after,
+                max_credentials,
+                max_suppression_windows,
             },
         })
     }
@@ -627,11 +665,13 @@ impl Config {
         }
         let _ = writeln!(
             text,
-            "state: up to {} networks and {} endpoints per credential, forgotten after {} unseen, rate alpha {}",
+            "state: up to {} networks and {} endpoints per credential, forgotten after {} unseen, rate alpha {}; up to {} credentials and {} open suppression windows",
             self.bounds.max_networks,
             self.bounds.max_endpoints,
             self.bounds.forget_after,
-            self.bounds.rate_alpha
+            self.bounds.rate_alpha,
+            self.bounds.max_credentials,
+            self.bounds.max_suppression_windows
         );
         if let Some(dir) = &self.archive.dir {
             let _ = writeln!(

@@ -121,6 +121,26 @@ impl CredentialState {
         }
     }
 
+    /// The latest event time anything happened to the credential (use, issuance, revocation,
+    /// leak report): what eviction calls idle.
+    pub fn last_activity(&self) -> Option<Timestamp> {
+        [
+            self.last_seen,
+            self.issued_at,
+            self.revoked_at,
+            self.leak.as_ref().map(|leak| leak.at),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    }
+
+    /// Leaked or revoked: a fact that makes any later use alarming, so such records are
+    /// evicted only after every other.
+    pub fn is_precious(&self) -> bool {
+        self.leak.is_some() || self.revoked_at.is_some()
+    }
+
     /// Never seen in any event before.
     pub fn is_new(&self) -> bool {
         self.accesses == 0

@@ -6,6 +6,7 @@
 //! the event in, under the same map entry lock, so the two never interleave per credential.
 
 mod credential;
+mod eviction;
 mod interner;
 pub mod rate;
 mod snapshot;
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use dashmap::DashMap;
 
 pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
+pub use eviction::Evicted;
 pub use interner::{Interner, Symbol};
 pub use snapshot::{RestoreError, StoreSnapshot};
 

@@ -1,0 +1,143 @@
+//! Eviction: the bound on how many credentials the store tracks.
+//!
+//! Past `max_credentials`, the longest-idle credentials (by event time of their last
+//! activity) are dropped until 95% of the bound is left, so a pass runs once per 5% of new
+//! credentials rather than on every one. Leaked and revoked credentials go last: their record
+//! is what turns a later use into a critical alert. Ties break by credential id, and event
+//! time drives everything, so which credentials go is deterministic: a replay evicts the same
+//! ones. An evicted credential that comes back starts over (unknown, learning).
+
+use std::collections::HashSet;
+
+use super::StateStore;
+
+/// What one eviction pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evicted {
+    pub credentials: usize,
+    /// Of those, leaked or revoked ones (only when nothing else was left to evict).
+    pub precious: usize,
+}
+
+impl StateStore {
+    /// Evicts the longest-idle credentials when more than `max` are tracked, down to 95% of
+    /// `max`.
+    pub fn evict_over(&self, max: usize) -> Evicted {
+        let tracked = self.credentials.len();
+        if tracked <= max {
+            return Evicted::default();
+        }
+        let keep = max - max / 20;
+        let excess = tracked - keep;
+        // Rank (precious, last activity) ascending: the first `excess` go.
+        let mut ranks: Vec<(bool, i64)> = Vec::with_capacity(tracked);
+        for entry in self.credentials.iter() {
+            ranks.push(rank(entry.value()));
+        }
+        let (_, cutoff, _) = ranks.select_nth_unstable(excess - 1);
+        let cutoff = *cutoff;
+        drop(ranks);
+        let mut below = Vec::new();
+        let mut at_cutoff = Vec::new();
+        for entry in self.credentials.iter() {
+            let rank = rank(entry.value());
+            if rank < cutoff {
+                below.push(entry.key().clone());
+            } else if rank == cutoff {
+                at_cutoff.push(entry.key().clone());
+            }
+        }
+        at_cutoff.sort_unstable();
+        at_cutoff.truncate(excess.saturating_sub(below.len()));
+        below.append(&mut at_cutoff);
+        let mut evicted = Evicted::default();
+        for key in &below {
+            if let Some((_, state)) = self.credentials.remove(key) {
+                evicted.credentials += 1;
+                evicted.precious += usize::from(state.is_precious());
+            }
+        }
+        let gone: HashSet<&str> = below.iter().map(|key| &**key).collect();
+        self.secret_hashes
+            .retain(|_, credential| !gone.contains(&**credential));
+        evicted
+    }
+}
+
+fn rank(state: &super::CredentialState) -> (bool, i64) {
+    (
+        state.is_precious(),
+        state.last_activity().map_or(i64::MIN, |at| at.micros()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::state::{CredentialState, Leak, StateStore};
+    use crate::time::Timestamp;
+
+    fn store(credentials: usize) -> StateStore {
+        let store = StateStore::new();
+        for i in 0..credentials {
+            store.with_credential(
+                &format!("k{i:03}"),
+                |_| (),
+                |state: &mut CredentialState| {
+                    state.last_seen = Some(Timestamp::from_secs(i as i64 % 50));
+                    if i % 10 == 0 {
+                        state.leak = Some(Box::new(Leak {
+                            at: Timestamp::from_secs(0),
+                            source: None,
+                            url: None,
+                        }));
+                    }
+                },
+            );
+        }
+        store
+    }
+
+    #[test]
+    fn the_longest_idle_go_first_down_to_95_percent_and_leaked_ones_last() {
+        let store = store(300);
+        let evicted = store.evict_over(200);
+        assert_eq!(evicted.credentials, 110, "300 down to 190");
+        assert_eq!(evicted.precious, 0);
+        assert_eq!(store.len(), 190);
+        let mut kept_activity = Vec::new();
+        store.for_each(|_, state| {
+            if !state.is_precious() {
+                kept_activity.push(state.last_seen.unwrap().micros());
+            }
+        });
+        let mut gone_activity = Vec::new();
+        let full = self::store(300);
+        full.for_each(|key, state| {
+            if store.get(key).is_none() {
+                gone_activity.push(state.last_seen.unwrap().micros());
+            }
+        });
+        let newest_gone = gone_activity.iter().max().unwrap();
+        let oldest_kept = kept_activity.iter().min().unwrap();
+        assert!(newest_gone <= oldest_kept, "{newest_gone} > {oldest_kept}");
+        let leaked = (0..300)
+            .step_by(10)
+            .filter(|i| store.get(&format!("k{i:03}")).is_some());
+        assert_eq!(leaked.count(), 30, "every leaked credential is kept");
+    }
+
+    #[test]
+    fn the_same_state_evicts_the_same_credentials() {
+        let (a, b) = (store(300), store(300));
+        a.evict_over(120);
+        b.evict_over(120);
+        assert_eq!(a.snapshot(), b.snapshot());
+    }
+
+    #[test]
+    fn under_the_bound_nothing_goes() {
+        let store = store(100);
+        assert_eq!(store.evict_over(100).credentials, 0);
+        assert_eq!(store.len(), 100);
+    }
+}
