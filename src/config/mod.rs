@@ -181,7 +181,7 @@ fn default_max_credentials() -> Spanned<u64> {
 }
 
 fn default_max_suppression_windows() -> Spanned<u64> {
-    Spanned::new(0..0, 1_000_000)
+    Spanned::new(0..0, 100_000)
 }
 
 fn default_max_networks() -> Spanned<u8> {
