@@ -31,6 +31,7 @@ use crate::engine::{Engine, EngineStats};
 use crate::event::Event;
 use crate::respond::Responder;
 use crate::source::kafka::{Delivery, KafkaSource, KafkaSourceError};
+use crate::source::{MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES};
 
 /// Why a run stopped with an error (bad records never stop it).
 #[derive(Debug, thiserror::Error)]
@@ -400,27 +401,33 @@ fn handle(
     alerts: &mut Vec<Alert>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
+    if delivery.payload.len() > MAX_DOCUMENT_BYTES {
+        let reason = format!(
+            "message of {} bytes exceeds the {MAX_DOCUMENT_BYTES}-byte limit (its first {MAX_RECORD_BYTES} bytes are kept)",
+            delivery.payload.len()
+        );
+        let kept = &delivery.payload[..MAX_RECORD_BYTES];
+        return reject(delivery, kept, &reason, producer, kafka, summary);
+    }
     for element in split_records(&delivery.payload) {
         events.clear();
+        if element.len() > MAX_RECORD_BYTES {
+            let reason = format!(
+                "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit (its first {MAX_RECORD_BYTES} bytes are kept)",
+                element.len()
+            );
+            reject(
+                delivery,
+                &element[..MAX_RECORD_BYTES],
+                &reason,
+                producer,
+                kafka,
+                summary,
+            )?;
+            continue;
+        }
         if let Err(error) = decoder.decode(element, events) {
-            summary.malformed += 1;
-            if delivery.rebuilding {
-                continue;
-            }
-            // Raw secrets in a rejected record never reach logs or the dead-letter topic.
-            let (record, reason) = crate::redact::redact(element, &error.reason);
-            tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %reason, "Record rejected.");
-            if let Some(topic) = &kafka.dead_letter_topic {
-                let headers = dead_letter_headers(
-                    &reason,
-                    &delivery.topic,
-                    delivery.partition,
-                    delivery.offset,
-                );
-                producer
-                    .send(topic, None, &record, Some(headers))
-                    .map_err(RunError::Sink)?;
-            }
+            reject(delivery, element, &error.reason, producer, kafka, summary)?;
             continue;
         }
         for event in events.iter() {
@@ -447,6 +454,38 @@ fn handle(
                 sink.emit(alert).map_err(RunError::Sink)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Counts a rejected record and sends it, redacted, with its reason and origin, to the
+/// dead-letter topic (when one is configured, and not while rebuilding state: the previous
+/// run sent it already).
+fn reject(
+    delivery: &Delivery,
+    element: &[u8],
+    reason: &str,
+    producer: &Producer,
+    kafka: &KafkaConfig,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    summary.malformed += 1;
+    if delivery.rebuilding {
+        return Ok(());
+    }
+    // Raw secrets in a rejected record never reach logs or the dead-letter topic.
+    let (record, reason) = crate::redact::redact(element, reason);
+    tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %reason, "Record rejected.");
+    if let Some(topic) = &kafka.dead_letter_topic {
+        let headers = dead_letter_headers(
+            &reason,
+            &delivery.topic,
+            delivery.partition,
+            delivery.offset,
+        );
+        producer
+            .send(topic, None, &record, Some(headers))
+            .map_err(RunError::Sink)?;
     }
     Ok(())
 }
