@@ -212,6 +212,73 @@ impl Checkpoint {
         })
     }
 
+    /// What `credwatch checkpoint show` prints: who wrote it, where the input stood, and how
+    /// much state it holds.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "written by: credwatch {} (format version {FORMAT_VERSION})",
+            self.positions.command()
+        );
+        match &self.positions {
+            Positions::Replay(position) => {
+                let _ = writeln!(text, "inputs: {}", position.inputs.join(", "));
+                match position.inputs.get(position.input) {
+                    Some(input) => {
+                        let _ = writeln!(
+                            text,
+                            "position: {input} at byte {} (after line {})",
+                            position.offset, position.line
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(text, "position: end of every input");
+                    }
+                }
+            }
+            Positions::Kafka(partitions) => {
+                let _ = writeln!(text, "partitions: {}", partitions.len());
+                for partition in partitions {
+                    let _ = writeln!(
+                        text,
+                        "  {}/{} at offset {}",
+                        partition.topic, partition.partition, partition.offset
+                    );
+                }
+            }
+        }
+        let engine = &self.engine;
+        let store = &engine.store;
+        let _ = writeln!(
+            text,
+            "state: {} credentials, {} endpoints, {} principals, {} user agents, {} open suppression windows",
+            store.credentials.len(),
+            store.endpoints.len(),
+            store.principals.len(),
+            store.user_agents.len(),
+            engine.suppressor.windows.len()
+        );
+        let stats = &engine.stats;
+        let alerts: u64 = stats.rules.values().map(|counts| counts.alerts).sum();
+        let _ = writeln!(
+            text,
+            "events: {} ({} access, {} issue, {} revoke, {} leak), {alerts} alerts; {} credentials evicted",
+            stats.events,
+            stats.by_kind[0],
+            stats.by_kind[1],
+            stats.by_kind[2],
+            stats.by_kind[3],
+            stats.evicted
+        );
+        if let Some(newest) = engine.newest {
+            let _ = writeln!(text, "newest event: {newest}");
+        }
+        let _ = writeln!(text, "zones: {}", engine.zones.join(", "));
+        text
+    }
+
     /// The checkpoint in `dir`, or `None` when there is none yet.
     pub fn read(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = Checkpoint::path(dir);

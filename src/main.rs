@@ -73,6 +73,20 @@ enum Command {
     /// Validate a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect checkpoints written by `replay --checkpoint` and `run --checkpoint`.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Show who wrote the checkpoint in DIR, where its input stood and how much state it
+    /// holds; fails when the file is damaged or of another format version.
+    Show {
+        /// The checkpoint directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -552,6 +566,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             print!("{}", config.describe());
             println!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(CheckpointCommand::Show { dir }) => {
+            let path = credwatch::checkpoint::Checkpoint::path(&dir);
+            let checkpoint = credwatch::checkpoint::Checkpoint::read(&dir)?.with_context(|| {
+                format!(
+                    "no checkpoint in {} ({} is missing)",
+                    dir.display(),
+                    path.display()
+                )
+            })?;
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            println!("checkpoint: {} ({bytes} bytes)", path.display());
+            print!("{}", checkpoint.describe());
             Ok(ExitCode::SUCCESS)
         }
     }

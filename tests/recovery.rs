@@ -146,4 +146,31 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
         "credential state"
     );
     assert_eq!(killed_state, whole_state, "counters and positions");
+
+    let shown = success(
+        &credwatch()
+            .args(["checkpoint", "show"])
+            .arg(&killed_checkpoint)
+            .output()
+            .expect("run checkpoint show"),
+    );
+    assert!(shown.contains("written by: credwatch replay"), "{shown}");
+    assert!(shown.contains("position: end of every input"), "{shown}");
+    let credentials = format!(
+        "state: {} credentials",
+        whole_state.engine.store.credentials.len()
+    );
+    assert!(shown.contains(&credentials), "{shown}");
+    std::fs::write(Checkpoint::path(&killed_checkpoint), b"credwchk\x01").expect("damage");
+    let damaged = credwatch()
+        .args(["checkpoint", "show"])
+        .arg(&killed_checkpoint)
+        .output()
+        .expect("run checkpoint show");
+    assert!(!damaged.status.success());
+    assert!(
+        stderr(&damaged).contains("is damaged"),
+        "{}",
+        stderr(&damaged)
+    );
 }
