@@ -18,6 +18,7 @@ pub mod detect;
 pub mod diagnostic;
 pub mod engine;
 pub mod event;
+pub mod fuzzing;
 pub mod query;
 pub mod redact;
 pub mod replay;

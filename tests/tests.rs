@@ -10,6 +10,7 @@ mod bounds;
 mod config;
 mod demo;
 mod formats;
+mod fuzz;
 mod kafka;
 mod properties;
 mod recovery;

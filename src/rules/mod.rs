@@ -230,7 +230,7 @@ impl fmt::Display for RuleErrors {
 impl std::error::Error for RuleErrors {}
 
 /// The loaded rules, sorted by id, and the exceptions that apply to them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     exceptions: ExceptionSet,
