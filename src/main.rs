@@ -153,20 +153,8 @@ struct ReplayArgs {
     /// credentials' state at the end; query it with `credwatch query`.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
-    /// Checkpoint the state and the input position into DIR every --checkpoint-interval, on
-    /// SIGINT/SIGTERM (then stop) and at the end; when DIR holds a checkpoint, resume from it:
-    /// same state, same alerts, nothing relearned. Run the same command again to resume.
-    /// Alerts after the last checkpoint are raised again on resume, with the same ids.
-    #[arg(long, value_name = "DIR")]
-    checkpoint: Option<PathBuf>,
-    /// How often to checkpoint (`30s`, `5m`).
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "30s",
-        requires = "checkpoint"
-    )]
-    checkpoint_interval: credwatch::time::Period,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
     /// Input files, read in order; `-` reads stdin (which cannot be checkpointed).
     #[arg(value_name = "FILE", required = true)]
     inputs: Vec<String>,
@@ -318,10 +306,18 @@ struct RunArgs {
     /// are then committed when the archive publishes its files.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
-    /// Checkpoint the state and the partitions' offsets into DIR every --checkpoint-interval
-    /// and at shutdown, committing offsets only then; at start, restore the checkpoint in DIR
-    /// and resume each partition it covers at its offset (no relearning, no re-reading).
-    /// Partitions it does not cover rebuild their state from the topic's beginning.
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+}
+
+#[derive(Args)]
+struct CheckpointArgs {
+    /// Checkpoint the state with the input position (file and byte offset for replay, the
+    /// partitions' offsets for run) into DIR every --checkpoint-interval, on SIGINT/SIGTERM
+    /// and at the end; when DIR holds a checkpoint, restore it and resume there: same state,
+    /// same alerts, nothing relearned. Alerts after the last checkpoint are raised again on
+    /// resume, with the same ids. `run` commits offsets only at checkpoints, and rebuilds the
+    /// partitions a checkpoint does not cover from the topic's beginning.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
     /// How often to checkpoint (`30s`, `5m`).
@@ -332,6 +328,12 @@ struct RunArgs {
         requires = "checkpoint"
     )]
     checkpoint_interval: credwatch::time::Period,
+}
+
+impl CheckpointArgs {
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.checkpoint_interval.micros().max(0) as u64)
+    }
 }
 
 #[derive(Args)]
@@ -592,10 +594,11 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let archive = config.archive.options(args.archive.as_deref());
     let mut engine = Engine::new(config, rules);
     let engine_config = engine.shared_config();
-    if args.checkpoint.is_some() && args.inputs.iter().any(|input| input == "-") {
+    if args.checkpoints.checkpoint.is_some() && args.inputs.iter().any(|input| input == "-") {
         anyhow::bail!("--checkpoint needs files: stdin cannot be resumed at a position");
     }
     let resuming = args
+        .checkpoints
         .checkpoint
         .as_deref()
         .is_some_and(|dir| credwatch::checkpoint::Checkpoint::path(dir).exists());
@@ -632,13 +635,12 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot open the archive {dir}"))?;
         replay = replay.with_archive(archive);
     }
-    if let Some(dir) = args.checkpoint {
+    if let Some(dir) = args.checkpoints.checkpoint.clone() {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
         }
-        let interval =
-            std::time::Duration::from_micros(args.checkpoint_interval.micros().max(0) as u64);
+        let interval = args.checkpoints.interval();
         let shown = dir.display().to_string();
         replay = replay
             .with_checkpoints(dir, interval, &args.inputs, stop)
@@ -746,10 +748,8 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
             .exit_when_idle
             .map(|p| std::time::Duration::from_micros(p.micros().max(0) as u64)),
         stop_after_messages: None,
-        checkpoint: args.checkpoint,
-        checkpoint_interval: std::time::Duration::from_micros(
-            args.checkpoint_interval.micros().max(0) as u64,
-        ),
+        checkpoint_interval: args.checkpoints.interval(),
+        checkpoint: args.checkpoints.checkpoint,
     };
     let mut responder = match webhook {
         Some(webhook) => Some(credwatch::respond::Responder::start(webhook)?),

@@ -50,8 +50,10 @@ pub enum ReplayError {
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReplayCounters {
     pub records: u64,
+    /// Valid records that carry no credential activity (a console login, a person's kubectl).
     pub ignored: u64,
     pub malformed: u64,
+    /// Malformed records per first word(s) of the reason, for the summary.
     pub malformed_reasons: BTreeMap<String, u64>,
     pub alerts: u64,
     pub updates: u64,
@@ -60,14 +62,7 @@ pub struct ReplayCounters {
 /// What a replay saw and did.
 #[derive(Debug, Clone, Default)]
 pub struct ReplaySummary {
-    pub records: u64,
-    /// Valid records that carry no credential activity (a console login, a person's kubectl).
-    pub ignored: u64,
-    pub malformed: u64,
-    /// Malformed records per first word(s) of the reason, for the summary.
-    pub malformed_reasons: BTreeMap<String, u64>,
-    pub alerts: u64,
-    pub updates: u64,
+    pub counters: ReplayCounters,
     pub engine: EngineStats,
     pub elapsed: Duration,
     /// The revocation counters, when a webhook is configured.
@@ -90,28 +85,6 @@ pub struct ResumedFrom {
 }
 
 impl ReplaySummary {
-    fn counters(&self) -> ReplayCounters {
-        ReplayCounters {
-            records: self.records,
-            ignored: self.ignored,
-            malformed: self.malformed,
-            malformed_reasons: self.malformed_reasons.clone(),
-            alerts: self.alerts,
-            updates: self.updates,
-        }
-    }
-
-    fn resume_counters(&mut self, counters: ReplayCounters) {
-        self.records = counters.records;
-        self.ignored = counters.ignored;
-        self.malformed = counters.malformed;
-        self.malformed_reasons = counters.malformed_reasons;
-        self.alerts = counters.alerts;
-        self.updates = counters.updates;
-    }
-}
-
-impl ReplaySummary {
     /// The human summary printed on stderr.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
@@ -125,7 +98,7 @@ impl ReplaySummary {
         let _ = writeln!(
             text,
             "credwatch replay: {} records, {} events ({} access, {} issue, {} revoke, {} leak) in {:.2}s ({:.0} events/s)",
-            self.records,
+            self.counters.records,
             self.engine.events,
             self.engine.by_kind[Kind::Access.index()],
             self.engine.by_kind[Kind::Issue.index()],
@@ -149,15 +122,15 @@ impl ReplaySummary {
         } else if self.checkpoints > 0 {
             let _ = writeln!(text, "checkpoints written: {}", self.checkpoints);
         }
-        if self.ignored > 0 {
+        if self.counters.ignored > 0 {
             let _ = writeln!(
                 text,
                 "records without credential activity (ignored): {}",
-                self.ignored
+                self.counters.ignored
             );
         }
-        let _ = writeln!(text, "malformed records: {}", self.malformed);
-        let mut reasons: Vec<(&String, &u64)> = self.malformed_reasons.iter().collect();
+        let _ = writeln!(text, "malformed records: {}", self.counters.malformed);
+        let mut reasons: Vec<(&String, &u64)> = self.counters.malformed_reasons.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (reason, count) in reasons.iter().take(10) {
             let _ = writeln!(text, "  {count:>8}  {reason}");
@@ -186,7 +159,7 @@ impl ReplaySummary {
         let _ = writeln!(
             text,
             "alerts: {} (+{} roll-ups of suppressed repeats)",
-            self.alerts, self.updates
+            self.counters.alerts, self.counters.updates
         );
         if let Some(respond) = &self.respond {
             text.push_str(respond);
@@ -397,7 +370,7 @@ impl<'a> Replay<'a> {
             }
             let credentials = checkpoint.engine.store.credentials.len();
             self.engine.restore(checkpoint.engine)?;
-            self.summary.resume_counters(position.counters);
+            self.summary.counters = position.counters;
             self.summary.resumed = Some(ResumedFrom {
                 input: inputs
                     .get(position.input)
@@ -516,7 +489,7 @@ impl<'a> Replay<'a> {
                 input,
                 offset,
                 line,
-                counters: self.summary.counters(),
+                counters: self.summary.counters.clone(),
             }),
             engine: self.engine.snapshot()?,
         };
@@ -632,7 +605,7 @@ impl<'a> Replay<'a> {
             let step = match outcome {
                 ReadOutcome::End => break Ok(()),
                 ReadOutcome::TooLong { len } => {
-                    self.summary.records += 1;
+                    self.summary.counters.records += 1;
                     let reason =
                         format!("record of {len} bytes exceeds the {MAX_RECORD_BYTES}-byte limit");
                     self.reject(&origin, &reason, &record, Some(len))
@@ -676,7 +649,7 @@ impl<'a> Replay<'a> {
             offset: 0,
         };
         if document.len() > MAX_DOCUMENT_BYTES {
-            self.summary.records += 1;
+            self.summary.counters.records += 1;
             let reason = format!("document exceeds the {MAX_DOCUMENT_BYTES}-byte limit");
             let kept = &document[..MAX_RECORD_BYTES];
             return self.reject(&origin, &reason, kept, Some(document.len() as u64));
@@ -693,22 +666,22 @@ impl<'a> Replay<'a> {
         document: bool,
     ) -> Result<(), ReplayError> {
         for element in split_records(record) {
-            self.summary.records += 1;
-            if self.summary.records.is_multiple_of(8192) {
+            self.summary.counters.records += 1;
+            if self.summary.counters.records.is_multiple_of(8192) {
                 if let Some(progress) = &self.progress {
                     progress.set_message(format!(
                         "{} records, {} events, {} alerts, {} malformed",
-                        self.summary.records,
+                        self.summary.counters.records,
                         self.engine.stats().events,
-                        self.summary.alerts,
-                        self.summary.malformed
+                        self.summary.counters.alerts,
+                        self.summary.counters.malformed
                     ));
                     progress.tick();
                 }
             }
             self.events.clear();
             match decoder.decode(element, &mut self.events) {
-                Ok(()) if self.events.is_empty() => self.summary.ignored += 1,
+                Ok(()) if self.events.is_empty() => self.summary.counters.ignored += 1,
                 Ok(()) => self.process_events()?,
                 Err(error) => {
                     let offset = element.as_ptr() as usize - record.as_ptr() as usize;
@@ -740,9 +713,10 @@ impl<'a> Replay<'a> {
         // Raw secrets in a rejected record never reach the summary, logs or dead letters.
         let (clean, reason) = crate::redact::redact(record, reason);
         let (record, reason) = (clean.as_ref(), reason.as_ref());
-        self.summary.malformed += 1;
+        self.summary.counters.malformed += 1;
         *self
             .summary
+            .counters
             .malformed_reasons
             .entry(reason_class(reason))
             .or_default() += 1;
@@ -842,8 +816,8 @@ fn emit(
             archive.alert(alert)?;
         }
         match alert.activity {
-            Activity::Create => summary.alerts += 1,
-            Activity::Update => summary.updates += 1,
+            Activity::Create => summary.counters.alerts += 1,
+            Activity::Update => summary.counters.updates += 1,
         }
         sink.emit(alert).map_err(ReplayError::Output)?;
     }
