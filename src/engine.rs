@@ -96,12 +96,16 @@ pub struct Engine {
     placement: (ZoneId, Option<Network>),
     /// The earliest expiry of an exception not yet reported as expired.
     next_expiry: Option<Timestamp>,
+    /// Events between checks of `[state] max_credentials`.
+    eviction_check_every: u64,
 }
 
 impl Engine {
     pub fn new(config: impl Into<Arc<Config>>, rules: RuleSet) -> Engine {
         let config: Arc<Config> = config.into();
         let suppressor = Suppressor::new().with_limit(config.bounds.max_suppression_windows);
+        let eviction_check_every =
+            (config.bounds.max_credentials as u64 / 20).clamp(1, EVICTION_CHECK_EVENTS);
         let stats = EngineStats {
             rules: rules
                 .rules()
@@ -130,6 +134,7 @@ impl Engine {
             newest: None,
             placement: (ZoneId::UNKNOWN, None),
             next_expiry,
+            eviction_check_every,
         }
     }
 
@@ -177,9 +182,7 @@ impl Engine {
         if self.next_expiry.is_some_and(|expiry| newest >= expiry) {
             self.expire_exceptions(newest);
         }
-        let check_every =
-            (self.config.bounds.max_credentials as u64 / 20).clamp(1, EVICTION_CHECK_EVENTS);
-        if self.stats.events.is_multiple_of(check_every) {
+        if self.stats.events.is_multiple_of(self.eviction_check_every) {
             self.evict(event, out);
         }
 
