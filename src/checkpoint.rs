@@ -173,7 +173,7 @@ impl Checkpoint {
         }
         let plain_len = u64::from_le_bytes(field(12, 20).try_into().unwrap_or_default());
         let payload = &bytes[HEADER_BYTES..];
-        if Sha256::digest(payload).as_slice() != field(20, HEADER_BYTES) {
+        if Sha256::digest(payload)[..] != *field(20, HEADER_BYTES) {
             return Err(corrupt("checksum mismatch".to_owned()));
         }
         // The checksum matched, so the length is the writer's; still, never trust it blindly.
