@@ -84,6 +84,29 @@ impl Positions {
             Positions::Kafka(_) => "run",
         }
     }
+
+    /// A replay's position; an error naming the command that wrote anything else.
+    pub fn into_replay(self) -> Result<ReplayPosition, CheckpointError> {
+        match self {
+            Positions::Replay(position) => Ok(position),
+            other => Err(other.written_by_other("replay")),
+        }
+    }
+
+    /// A run's partition offsets; an error naming the command that wrote anything else.
+    pub fn into_kafka(self) -> Result<Vec<PartitionPosition>, CheckpointError> {
+        match self {
+            Positions::Kafka(positions) => Ok(positions),
+            other => Err(other.written_by_other("run")),
+        }
+    }
+
+    fn written_by_other(&self, now: &'static str) -> CheckpointError {
+        CheckpointError::Source {
+            then: self.command(),
+            now,
+        }
+    }
 }
 
 /// How far a replay got.
@@ -323,6 +346,18 @@ mod tests {
             !dir.path().join(format!("{FILE_NAME}.tmp")).exists(),
             "the temporary file was renamed"
         );
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_other_command_is_refused_by_name() {
+        let error = sample().positions.into_replay().unwrap_err().to_string();
+        assert!(
+            error.contains("written by `credwatch run`, not by `credwatch replay`"),
+            "{error}"
+        );
+        assert!(Positions::Replay(ReplayPosition::default())
+            .into_kafka()
+            .is_err());
     }
 
     #[test]

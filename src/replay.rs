@@ -351,16 +351,7 @@ impl<'a> Replay<'a> {
     ) -> Result<Self, ReplayError> {
         let mut resume = None;
         if let Some(checkpoint) = Checkpoint::read(&dir)? {
-            let position = match checkpoint.positions {
-                Positions::Replay(position) => position,
-                other => {
-                    return Err(CheckpointError::Source {
-                        then: other.command(),
-                        now: "replay",
-                    }
-                    .into())
-                }
-            };
+            let position = checkpoint.positions.into_replay()?;
             if position.inputs != inputs {
                 return Err(CheckpointError::Inputs {
                     then: position.inputs,

@@ -107,16 +107,7 @@ fn restore(
         tracing::info!(dir = %dir.display(), "No checkpoint yet; starting from the group's offsets.");
         return Ok(Vec::new());
     };
-    let positions = match checkpoint.positions {
-        Positions::Kafka(positions) => positions,
-        other => {
-            return Err(CheckpointError::Source {
-                then: other.command(),
-                now: "run",
-            }
-            .into())
-        }
-    };
+    let positions = checkpoint.positions.into_kafka()?;
     let credentials = checkpoint.engine.store.credentials.len();
     engine.restore(checkpoint.engine)?;
     summary.restored = Some(credentials);
