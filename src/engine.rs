@@ -257,7 +257,7 @@ impl Engine {
             }
             out.append(&mut self.created);
         }
-        self.stats.windows_closed_early = self.suppressor.closed_early();
+        self.stats.windows_closed_early += self.suppressor.take_closed_early();
     }
 
     /// The engine's state as data (see [`EngineSnapshot`]).

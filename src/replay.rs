@@ -554,20 +554,11 @@ impl<'a> Replay<'a> {
             .format
             .decoder_with(&self.engine.config().secret_hasher);
         let result = match framing {
-            Framing::Lines => self.lines(name, input, &mut *decoder),
+            Framing::Lines => self.read_lines(name, LineReader::new(input), &mut *decoder),
             Framing::Document => self.document(name, input, &mut *decoder),
         };
         self.summary.elapsed += started.elapsed();
         result
-    }
-
-    fn lines(
-        &mut self,
-        name: &str,
-        reader: impl BufRead,
-        decoder: &mut dyn Decoder,
-    ) -> Result<(), ReplayError> {
-        self.read_lines(name, LineReader::new(reader), decoder)
     }
 
     fn read_lines(

@@ -285,13 +285,13 @@ pub fn run(
                 last_publish = Instant::now();
             }
         }
-        if let Some(dir) = &options.checkpoint {
-            if let Some(archive) = archive.as_deref_mut() {
-                if last_archive_tick.elapsed() >= Duration::from_secs(1) {
-                    archive.tick()?;
-                    last_archive_tick = Instant::now();
-                }
+        if let Some(archive) = archive.as_deref_mut() {
+            if last_archive_tick.elapsed() >= Duration::from_secs(1) {
+                archive.tick()?;
+                last_archive_tick = Instant::now();
             }
+        }
+        if let Some(dir) = &options.checkpoint {
             let sealed = archive
                 .as_deref()
                 .is_some_and(|archive| archive.sealed_since_checkpoint());
@@ -322,10 +322,6 @@ pub fn run(
                 }
             }
             Some(archive) => {
-                if last_archive_tick.elapsed() >= Duration::from_secs(1) {
-                    archive.tick()?;
-                    last_archive_tick = Instant::now();
-                }
                 // A file was published (rolled by rows or age): publish the rest too and
                 // commit, so offsets and the archive agree.
                 if archive.sealed_since_checkpoint() {

@@ -57,7 +57,6 @@ pub struct SuppressorSnapshot {
     pub watermark: Option<Timestamp>,
     pub suppressed: u64,
     pub escalated: u64,
-    pub closed_early: u64,
 }
 
 /// Folds repeated alerts per (rule, credential).
@@ -69,6 +68,7 @@ pub struct Suppressor {
     escalated: u64,
     /// Windows open at most; past it the earliest-ending one closes early.
     max_open: usize,
+    /// Windows closed early since the owner last took the count.
     closed_early: u64,
 }
 
@@ -99,9 +99,10 @@ impl Suppressor {
         self
     }
 
-    /// Windows closed early because of the limit.
-    pub fn closed_early(&self) -> u64 {
-        self.closed_early
+    /// Windows closed early because of the limit since the last call (the engine keeps the
+    /// running total in its stats, which checkpoints carry).
+    pub fn take_closed_early(&mut self) -> u64 {
+        std::mem::take(&mut self.closed_early)
     }
 
     /// Closes the windows that end at or before `now`, emitting their roll-ups.
@@ -212,7 +213,6 @@ impl Suppressor {
             watermark: self.watermark,
             suppressed: self.suppressed,
             escalated: self.escalated,
-            closed_early: self.closed_early,
         })
     }
 
@@ -222,7 +222,6 @@ impl Suppressor {
             watermark: snapshot.watermark,
             suppressed: snapshot.suppressed,
             escalated: snapshot.escalated,
-            closed_early: snapshot.closed_early,
             max_open: self.max_open,
             ..Suppressor::default()
         };
@@ -399,7 +398,7 @@ mod tests {
         offer(&mut s, "b", 2, &mut out);
         out.clear();
         offer(&mut s, "c", 3, &mut out);
-        assert_eq!(s.closed_early(), 1);
+        assert_eq!(s.take_closed_early(), 1);
         assert_eq!(out.len(), 2, "a's roll-up, then c's alert: {out:?}");
         assert_eq!((out[0].credential.as_str(), out[0].count), ("a", 2));
         assert_eq!(out[0].activity, Activity::Update);
