@@ -740,7 +740,12 @@ impl<'a> Replay<'a> {
             self.archive.as_mut(),
             &self.alerts,
             &mut self.summary,
-        )
+        )?;
+        if let Some(responder) = self.responder.as_ref() {
+            // A broker behind slows the replay down instead of queueing without limit.
+            responder.wait_for_room(self.checkpoints.as_ref().map(|c| &*c.stop));
+        }
+        Ok(())
     }
 
     /// Closes suppression windows, flushes sinks and returns the summary.

@@ -207,6 +207,22 @@ pub fn run(
         .collect();
 
     while !shutdown.load(Ordering::Relaxed) {
+        // Backpressure: while the revocation queue is full, fetching pauses and the group is
+        // still polled; it resumes once the queue has drained to half.
+        if let Some(responder) = responder.as_deref() {
+            let hold = responder.backpressure(source.is_paused());
+            if hold != source.is_paused() {
+                source.set_paused(hold)?;
+                if hold {
+                    responder.paused();
+                } else {
+                    tracing::info!(
+                        queued = responder.queued(),
+                        "Revocation queue drained: consumption resumes."
+                    );
+                }
+            }
+        }
         let delivery = source.poll(Duration::from_millis(100))?;
         match delivery {
             Some(delivery) => {
@@ -241,7 +257,8 @@ pub fn run(
                     break;
                 }
             }
-            None if !source.has_assignment() => last_message = Instant::now(),
+            // Waiting for an assignment or paused is not being idle.
+            None if !source.has_assignment() || source.is_paused() => last_message = Instant::now(),
             None => {
                 if let Some(idle) = options.exit_when_idle {
                     if last_message.elapsed() >= idle {
@@ -269,7 +286,12 @@ pub fn run(
                     revocations.insert("protected", get(&stats.protected));
                     revocations.insert("rate_limited", get(&stats.rate_limited));
                 }
+                let stats = responder.as_deref().map(|r| r.stats());
                 api.publish(crate::api::Metrics {
+                    revocations_queued: stats.map(|s| s.queued.load(Ordering::Relaxed)),
+                    backpressure_pauses: stats
+                        .map_or(0, |s| s.backpressure_pauses.load(Ordering::Relaxed)),
+                    paused: source.is_paused(),
                     engine: engine.stats().clone(),
                     messages: summary.messages,
                     malformed: summary.malformed,

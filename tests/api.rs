@@ -120,7 +120,7 @@ fn start(brokers: &str, dir: &Path, events: &str, leaks: &str) -> Running {
 }
 
 /// `/metrics` parsed: every sample line is `name{labels} value`.
-fn metrics(client: &Client, base: &str) -> BTreeMap<String, f64> {
+pub(crate) fn metrics(client: &Client, base: &str) -> BTreeMap<String, f64> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()

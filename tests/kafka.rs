@@ -625,3 +625,218 @@ fn run_archives_each_message_once_across_restarts() {
         creates(&expected).len()
     );
 }
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The issue's acceptance test for backpressure: `run` with revocations on while nobody
+/// listens at the webhook for a minute (CREDWATCH_OUTAGE_SECS overrides). Meanwhile the
+/// revocation queue stays at its bound, consumption pauses, memory stays flat; after the
+/// receiver comes up, every revocation decided is delivered, exactly once per key.
+#[test]
+fn with_the_webhook_down_for_a_minute_consumption_pauses_and_every_revocation_arrives_after() {
+    use credwatch::respond::receiver::{Receiver, RunningReceiver};
+
+    let Some(brokers) = brokers() else { return };
+    const SECRET: &str = "whsec_backpressure_0123456789";
+    const MAX_QUEUED: f64 = 20.0;
+    let keys = 400;
+    let outage = Duration::from_secs(
+        std::env::var("CREDWATCH_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    // Each prod key is issued, then used from the internet: one revocation per key.
+    let mut lines = String::new();
+    for i in 0..keys {
+        lines.push_str(&format!(
+            "{{\"ts\":\"2026-03-01T00:00:00Z\",\"kind\":\"issue\",\"credential\":\"AKIAOUTAGE{i:010}\",\"allowed_zones\":[\"prod\"]}}\n"
+        ));
+    }
+    for i in 0..keys {
+        let ts = credwatch::time::Timestamp::from_secs(1_772_323_260 + i as i64).to_rfc3339();
+        lines.push_str(&format!(
+            "{{\"ts\":\"{ts}\",\"kind\":\"access\",\"credential\":\"AKIAOUTAGE{i:010}\",\"source_ip\":\"203.0.113.9\",\"endpoint\":\"s3:GetObject\"}}\n"
+        ));
+    }
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, lines).unwrap();
+    success(
+        &credwatch()
+            .args(["send", "--brokers", &brokers, "--topic", &input])
+            .arg(&events)
+            .output()
+            .unwrap(),
+    );
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("zone-violation-revoke.toml"),
+        "id = \"zone-violation-revoke\"\ntitle = \"Credential used outside its trust zones\"\ndescription = \"Revoke keys used outside their zones.\"\ndetector = \"zone_violation\"\nseverity = \"critical\"\naction = \"revoke\"\nsuppress = \"1h\"\n",
+    )
+    .unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // Nobody listens on the webhook's port until the outage ends.
+    let (webhook_port, api_port) = (free_port(), free_port());
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    std::fs::write(dir.path().join("token"), "token-0123456789abcdef").unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n\n[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{}\"\nalerts_topic = \"{alerts}\"\ndead_letter_topic = \"{dead}\"\ncommit_interval = \"200ms\"\n\n[[kafka.inputs]]\ntopic = \"{input}\"\nformat = \"native\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n[respond.webhook]\nurl = \"http://127.0.0.1:{webhook_port}/revoke\"\nsecret_file = \"secret\"\noutbox = \"outbox\"\ntimeout = \"1s\"\nbackoff = \"50ms\"\nmax_backoff = \"500ms\"\nmax_queued = {MAX_QUEUED}\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\ntoken_file = \"token\"\n",
+            unique("group")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--rules")
+        .arg(&rules)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Drained meanwhile: a full pipe would block the process.
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
+        text
+    });
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let sample = || crate::api::metrics(&client, &base);
+    let value = |m: &BTreeMap<String, f64>, name: &str| m.get(name).copied().unwrap_or(0.0);
+
+    // Wait for the first pause, then watch through the outage.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let paused_at = loop {
+        if let Ok(response) = client.get(format!("{base}/metrics")).send() {
+            if response.status().is_success() {
+                let m = sample();
+                if value(&m, "credwatch_consumption_paused") == 1.0 {
+                    break m;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "consumption never paused");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let messages_at_pause = value(&paused_at, "credwatch_messages_total");
+    let outage_started = Instant::now();
+    let (mut max_queued, mut rss_first, mut rss_max) = (0.0f64, 0, 0);
+    let mut last = paused_at;
+    while outage_started.elapsed() < outage {
+        std::thread::sleep(Duration::from_millis(500));
+        last = sample();
+        max_queued = max_queued.max(value(&last, "credwatch_revocations_queued"));
+        let rss = rss_kib(pid);
+        if rss_first == 0 {
+            rss_first = rss;
+        }
+        rss_max = rss_max.max(rss);
+    }
+    println!(
+        "outage {}s: {} of {} messages consumed when paused, {} at the end; queue at most {max_queued} (bound {MAX_QUEUED}); RSS {rss_first} KiB at the start, at most {rss_max} KiB",
+        outage.as_secs(),
+        messages_at_pause,
+        2 * keys,
+        value(&last, "credwatch_messages_total"),
+    );
+    // One message holds one record here, raising at most one revocation: the queue can
+    // pass its bound by at most that one before consumption pauses.
+    assert!(max_queued <= MAX_QUEUED + 1.0, "queue grew to {max_queued}");
+    assert_eq!(value(&last, "credwatch_consumption_paused"), 1.0);
+    assert!(
+        value(&last, "credwatch_messages_total") <= messages_at_pause + 1.0,
+        "consumption went on during the outage"
+    );
+    assert!(value(&last, "credwatch_messages_total") < (2 * keys) as f64);
+    assert!(
+        rss_max <= rss_first + 16 * 1024,
+        "resident memory grew from {rss_first} KiB to {rss_max} KiB while paused"
+    );
+    assert_eq!(
+        value(&last, "credwatch_revocations_total{outcome=\"delivered\"}"),
+        0.0
+    );
+
+    // The receiver comes back: everything decided is delivered, consumption finishes.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", webhook_port)).unwrap();
+    let running = RunningReceiver::serve(listener, Receiver::new(SECRET.as_bytes(), 300)).unwrap();
+    let back = Instant::now();
+    let done = loop {
+        let m = sample();
+        let finished = running.receiver.revoked().len() == keys
+            && value(&m, "credwatch_messages_total") == (2 * keys) as f64;
+        if finished || back.elapsed() > Duration::from_secs(60) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "after the outage: {} revocations delivered and the input consumed in {:.1}s",
+        running.receiver.revoked().len(),
+        back.elapsed().as_secs_f64()
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let stderr_text = stderr_reader.join().unwrap();
+    assert!(exit.success(), "{stderr_text}");
+
+    let revoked: BTreeSet<String> = running.receiver.revoked().into_iter().collect();
+    let decided: BTreeSet<String> = read_topic(&brokers, &alerts)
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.value).unwrap())
+        .filter(|a| a["activity_id"] == 1 && a["rule"] == "zone-violation-revoke")
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        decided.len(),
+        keys,
+        "one revocation alert per key\n{stderr_text}"
+    );
+    assert_eq!(revoked, decided, "every decided revocation was delivered");
+    let log = running.receiver.log();
+    assert_eq!(log.len(), keys, "one request per revocation: {}", log.len());
+    assert!(log.iter().all(|r| r.status == 200));
+    assert_eq!(value(&done, "credwatch_messages_total"), (2 * keys) as f64);
+    assert!(value(&done, "credwatch_backpressure_pauses_total") >= 1.0);
+    assert!(
+        stderr_text.contains(&format!("revocations: {keys} decided, {keys} delivered")),
+        "{stderr_text}"
+    );
+    let outbox_left = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(outbox_left, 0, "delivered revocations leave the outbox");
+}

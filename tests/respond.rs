@@ -219,6 +219,77 @@ fn a_burst_is_capped_by_the_rate_limit_with_a_critical_alert_and_protected_keys_
 }
 
 #[test]
+fn with_the_broker_down_replay_waits_at_max_queued_and_delivers_everything_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = revoke_rules(dir.path());
+    let input = misuse(dir.path(), 30, 0);
+    // Nobody listens on this port for the first seconds.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = config(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/revoke"),
+        "max_queued = 5",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["replay", "--output", "json", "--config"])
+        .arg(&config)
+        .arg("--rules")
+        .arg(&rules)
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outbox = dir.path().join("outbox");
+    let pending = || {
+        std::fs::read_dir(&outbox)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        most = most.max(pending());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every decision is in the outbox before delivery, so the outbox is the queue.
+    assert_eq!(most, 5, "the replay waits at max_queued decisions");
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let running = RunningReceiver::serve(listener, Receiver::new(SECRET.as_bytes(), 300)).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let alerts = success(&output);
+    assert_eq!(
+        alerts
+            .lines()
+            .filter(|l| l.contains("\"zone-violation-revoke\""))
+            .count(),
+        30
+    );
+    assert_eq!(running.receiver.revoked().len(), 30, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("30 decided, 30 delivered"),
+        "{}",
+        stderr(&output)
+    );
+    let pauses: u32 = stderr(&output)
+        .split_once("input paused ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", stderr(&output)));
+    assert!(pauses >= 1, "{}", stderr(&output));
+    assert_eq!(pending(), 0);
+}
+
+#[test]
 fn dry_run_sends_nothing_and_records_what_it_would_send() {
     let running = receiver();
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,12 @@ pub struct Metrics {
     pub severities: BTreeMap<String, &'static str>,
     /// Revocations by outcome (`delivered`, `refused`, ...).
     pub revocations: BTreeMap<&'static str, u64>,
+    /// Revocations decided and waiting for delivery (the in-memory queue), when responding.
+    pub revocations_queued: Option<u64>,
+    /// Times consumption paused for a full revocation queue.
+    pub backpressure_pauses: u64,
+    /// Whether consumption is paused right now.
+    pub paused: bool,
     /// Messages behind the end of each partition: (topic, partition, lag).
     pub lag: Vec<(String, i32, i64)>,
     /// Per-message processing time (decode, engine, sinks), microseconds.
@@ -38,6 +44,9 @@ impl Default for Metrics {
             malformed: 0,
             severities: BTreeMap::new(),
             revocations: BTreeMap::new(),
+            revocations_queued: None,
+            backpressure_pauses: 0,
+            paused: false,
             lag: Vec::new(),
             latency: new_latency_histogram(),
             credentials: 0,
@@ -183,6 +192,11 @@ impl Metrics {
                 "credwatch_revocations_total{{outcome=\"{outcome}\"}} {count}"
             );
         }
+        if let Some(queued) = self.revocations_queued {
+            let _ = writeln!(out, "# HELP credwatch_revocations_queued Revocations decided and waiting in memory for delivery.\n# TYPE credwatch_revocations_queued gauge\ncredwatch_revocations_queued {queued}");
+        }
+        let _ = writeln!(out, "# HELP credwatch_backpressure_pauses_total Times consumption paused because the revocation queue was full.\n# TYPE credwatch_backpressure_pauses_total counter\ncredwatch_backpressure_pauses_total {}", self.backpressure_pauses);
+        let _ = writeln!(out, "# HELP credwatch_consumption_paused Whether consumption is paused for backpressure (1) or not (0).\n# TYPE credwatch_consumption_paused gauge\ncredwatch_consumption_paused {}", u8::from(self.paused));
         let _ = writeln!(out, "# HELP credwatch_consumer_lag Messages between the consumer's position and the end of the partition.\n# TYPE credwatch_consumer_lag gauge");
         for (topic, partition, lag) in &self.lag {
             let _ = writeln!(

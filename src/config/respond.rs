@@ -30,6 +30,8 @@ struct RawWebhook {
     max_backoff: Period,
     #[serde(default)]
     max_attempts: Option<u32>,
+    #[serde(default = "default_max_queued")]
+    max_queued: usize,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -56,6 +58,9 @@ fn default_backoff() -> Period {
 }
 fn default_max_backoff() -> Period {
     Period::from_secs(30)
+}
+fn default_max_queued() -> usize {
+    1000
 }
 fn default_min_severity() -> Severity {
     Severity::High
@@ -99,6 +104,9 @@ pub struct WebhookConfig {
     /// Attempts per delivery before it is left in the outbox for the next start; unlimited
     /// when `None`.
     pub max_attempts: Option<u32>,
+    /// Revocations decided but not yet delivered that may wait in memory; past it, input
+    /// consumption pauses until the broker catches up (backpressure, never a drop).
+    pub max_queued: usize,
     pub dry_run: bool,
     pub protected_patterns: Vec<String>,
     pub protected: GlobSet,
@@ -149,6 +157,9 @@ impl RawRespond {
                     .into(),
             );
         }
+        if raw.max_queued == 0 {
+            return Err("webhook.max_queued: must be at least 1".into());
+        }
         Ok(WebhookConfig {
             url: raw.url,
             secret,
@@ -156,6 +167,7 @@ impl RawRespond {
             backoff: raw.backoff,
             max_backoff: raw.max_backoff,
             max_attempts: raw.max_attempts,
+            max_queued: raw.max_queued,
             dry_run: raw.dry_run,
             protected_patterns: raw.protected,
             protected,

@@ -8,6 +8,13 @@
 //! retries. A confirmed revocation comes back through [`Responder::confirmed`] so the caller
 //! can mark the credential revoked in state; later use then fires `use_after_revoke`.
 //!
+//! Backpressure: decided revocations wait in memory for the worker, at most
+//! `max_queued` of them. The input loops ask [`Responder::backpressure`] before taking more
+//! input and stop consuming while it says so (`run` pauses its Kafka partitions and keeps
+//! polling the group, `replay` waits), so a broker that is slow or down slows consumption
+//! instead of growing a queue; nothing is dropped, and with `max_attempts` unset (the default)
+//! the worker keeps retrying until the broker is back.
+//!
 //! When the rate limit trips, revoking stops for the rest of the run (a mass revocation is far
 //! more likely a detection bug or an attack on credwatch than a real mass compromise), a
 //! critical alert says so, and alerting goes on.
@@ -58,6 +65,10 @@ pub struct RespondStats {
     pub delivered: AtomicU64,
     pub refused: AtomicU64,
     pub pending: AtomicU64,
+    /// Decided and not yet finished (delivered, refused or left pending): the in-memory queue.
+    pub queued: AtomicU64,
+    /// Times input consumption paused because `queued` reached `max_queued`.
+    pub backpressure_pauses: AtomicU64,
     pub attempts: AtomicU64,
     pub dry_run: AtomicU64,
     pub protected: AtomicU64,
@@ -69,12 +80,13 @@ impl RespondStats {
     pub fn render(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
-            "revocations: {} decided, {} delivered, {} refused, {} pending in the outbox, {} attempts; held back: {} dry-run, {} protected, {} below min severity, {} over the rate limit\n",
+            "revocations: {} decided, {} delivered, {} refused, {} pending in the outbox, {} attempts, input paused {} times for a full queue; held back: {} dry-run, {} protected, {} below min severity, {} over the rate limit\n",
             get(&self.decided),
             get(&self.delivered),
             get(&self.refused),
             get(&self.pending),
             get(&self.attempts),
+            get(&self.backpressure_pauses),
             get(&self.dry_run),
             get(&self.protected),
             get(&self.below_severity),
@@ -111,7 +123,6 @@ pub struct Responder {
     confirmations: Receiver<(String, Timestamp)>,
     worker: Option<JoinHandle<()>>,
     stopping: Arc<AtomicBool>,
-    idle: Arc<AtomicU64>,
     recent: VecDeque<Timestamp>,
     tripped: bool,
 }
@@ -129,8 +140,7 @@ impl Responder {
         let stopping = Arc::new(AtomicBool::new(false));
         let (jobs, queue) = mpsc::channel::<Job>();
         let (confirm, confirmations) = mpsc::channel();
-        // Jobs queued but not finished: the worker decrements after each.
-        let idle = Arc::new(AtomicU64::new(0));
+        // Jobs queued but not finished (stats.queued): the worker decrements after each.
         let pending = outbox.pending().map_err(|source| RespondError::Outbox {
             path: config.outbox.display().to_string(),
             source,
@@ -148,7 +158,7 @@ impl Responder {
                 })
                 .unwrap_or((String::new(), Timestamp::from_micros(0)));
             tracing::info!(%key, "Resending a revocation left in the outbox.");
-            idle.fetch_add(1, Ordering::SeqCst);
+            stats.queued.fetch_add(1, Ordering::SeqCst);
             let _ = jobs.send(Job {
                 key,
                 credential,
@@ -157,12 +167,8 @@ impl Responder {
             });
         }
         let worker = {
-            let (outbox, stats, stopping, idle) = (
-                outbox.clone(),
-                Arc::clone(&stats),
-                Arc::clone(&stopping),
-                Arc::clone(&idle),
-            );
+            let (outbox, stats, stopping) =
+                (outbox.clone(), Arc::clone(&stats), Arc::clone(&stopping));
             std::thread::Builder::new()
                 .name("credwatch-respond".into())
                 .spawn(move || {
@@ -192,7 +198,7 @@ impl Responder {
                                 tracing::warn!(key = %job.key, %reason, "Revocation not delivered; kept in the outbox for the next start.");
                             }
                         }
-                        idle.fetch_sub(1, Ordering::SeqCst);
+                        stats.queued.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
                 .map_err(|e| RespondError::Outbox {
@@ -208,7 +214,6 @@ impl Responder {
             confirmations,
             worker: Some(worker),
             stopping,
-            idle,
             recent: VecDeque::new(),
             tripped: false,
         })
@@ -302,7 +307,7 @@ impl Responder {
         }
         self.stats.decided.fetch_add(1, Ordering::Relaxed);
         if let Some(jobs) = &self.jobs {
-            self.idle.fetch_add(1, Ordering::SeqCst);
+            self.stats.queued.fetch_add(1, Ordering::SeqCst);
             let _ = jobs.send(Job {
                 key: alert.id.clone(),
                 credential: alert.credential.clone(),
@@ -310,6 +315,52 @@ impl Responder {
                 body,
             });
         }
+    }
+
+    /// Revocations decided and not yet finished by the worker.
+    pub fn queued(&self) -> u64 {
+        self.stats.queued.load(Ordering::SeqCst)
+    }
+
+    /// Whether input should stop (or stay stopped, when `paused`) for the worker to catch
+    /// up: from `max_queued` waiting on, until the queue has drained to half of it. The
+    /// caller counts a pause with [`Responder::paused`].
+    pub fn backpressure(&self, paused: bool) -> bool {
+        let queued = self.queued();
+        let max = self.config.max_queued as u64;
+        if paused {
+            queued > max / 2
+        } else {
+            queued >= max
+        }
+    }
+
+    /// Records that input paused for the queue; logs it.
+    pub fn paused(&self) {
+        self.stats
+            .backpressure_pauses
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            queued = self.queued(),
+            max_queued = self.config.max_queued,
+            "Revocation broker behind: input paused until the queue drains."
+        );
+    }
+
+    /// Blocks while [`Responder::backpressure`] holds or until `stop` is set: the
+    /// backpressure of a caller that has nothing else to do meanwhile (replay).
+    pub fn wait_for_room(&self, stop: Option<&AtomicBool>) {
+        if !self.backpressure(false) {
+            return;
+        }
+        self.paused();
+        while self.backpressure(true) && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(
+            queued = self.queued(),
+            "Revocation queue drained: input resumes."
+        );
     }
 
     /// The responder's step after the engine raised `alerts` for one event: decides on each
@@ -335,7 +386,7 @@ impl Responder {
     /// stays in the outbox.
     pub fn finish(mut self, wait: Duration) -> Arc<RespondStats> {
         let deadline = Instant::now() + wait;
-        while self.idle.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while self.queued() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.stopping.store(true, Ordering::Relaxed);

@@ -51,6 +51,8 @@ pub enum KafkaSourceError {
     Commit(KafkaError),
     #[error("cannot seek: {0}")]
     Seek(KafkaError),
+    #[error("cannot pause or resume the assignment: {0}")]
+    Pause(KafkaError),
 }
 
 /// The group callbacks: assignments start from the beginning of each partition, and the
@@ -196,24 +198,41 @@ struct PartitionState {
     emit_from: i64,
     /// Next offset to commit, once everything before it is delivered.
     done: Option<i64>,
-    /// Resumed at a checkpoint's offset (`emit_from`): messages before it are in the restored
-    /// state already and are skipped, not rebuilt.
+    /// Fetching restarted at an offset (a checkpoint's, or after a pause): messages before it
+    /// are in the state already and are skipped, not processed again.
     resumed: Resumed,
 }
 
-/// How a partition resumed at a checkpoint's offset is going.
+/// How a partition whose fetching restarted at a given offset is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resumed {
-    /// Not resumed from a checkpoint.
-    No,
-    /// Positioned at the checkpoint's offset; no message yet.
-    AtOffset,
-    /// The broker's first message came after the checkpoint's offset (some brokers answer a
-    /// fetch from inside a record batch with the next batch): re-reading from the beginning,
-    /// skipping what the restored state already holds.
-    FromBeginning,
-    /// Messages arrive from the checkpoint's offset on.
+    /// Positioned at `next` (a checkpoint's offset, or the next one after a pause); no
+    /// message yet, since `since`; `checked` once the watermarks were compared with `next`.
+    AtOffset {
+        next: i64,
+        since: std::time::Instant,
+        checked: bool,
+    },
+    /// The broker answered `next` with a later offset, or with nothing while the partition
+    /// holds more (tansu answers a fetch from inside a record batch with the next batch, or
+    /// none after the last): re-reading from the beginning, skipping up to `next`.
+    FromBeginning { next: i64 },
+    /// Messages arrive in order.
     Flowing,
+}
+
+/// How long a partition restarted at an offset may stay silent, while the broker holds
+/// messages from that offset on, before it is re-read from its beginning.
+const RESUME_STALL: Duration = Duration::from_secs(1);
+
+impl Resumed {
+    fn at(next: i64) -> Resumed {
+        Resumed::AtOffset {
+            next,
+            since: std::time::Instant::now(),
+            checked: false,
+        }
+    }
 }
 
 fn rebuilding(partitions: &HashMap<(String, i32), PartitionState>) -> bool {
@@ -226,6 +245,8 @@ fn rebuilding(partitions: &HashMap<(String, i32), PartitionState>) -> bool {
 pub struct KafkaSource {
     consumer: BaseConsumer<GroupContext>,
     partitions: HashMap<(String, i32), PartitionState>,
+    /// Fetching is paused (backpressure): the group is still polled, no message arrives.
+    paused: bool,
 }
 
 impl KafkaSource {
@@ -266,6 +287,7 @@ impl KafkaSource {
         Ok(KafkaSource {
             consumer,
             partitions: HashMap::new(),
+            paused: false,
         })
     }
 
@@ -273,7 +295,13 @@ impl KafkaSource {
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, KafkaSourceError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            take_rebalances(self.consumer.context(), &mut self.partitions);
+            if take_rebalances(self.consumer.context(), &mut self.partitions) && self.paused {
+                // Partitions assigned while paused start paused too.
+                self.pause_assignment(true)?;
+            }
+            if !self.paused {
+                self.unstall()?;
+            }
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
             let message = match self.consumer.poll(wait) {
                 None => return Ok(None),
@@ -285,7 +313,9 @@ impl KafkaSource {
             };
             // The rebalance callback runs inside poll: take what it recorded before judging
             // the message against its partition's committed offset.
-            take_rebalances(self.consumer.context(), &mut self.partitions);
+            if take_rebalances(self.consumer.context(), &mut self.partitions) && self.paused {
+                self.pause_assignment(true)?;
+            }
             let topic = message.topic();
             let partition = message.partition();
             let offset = message.offset();
@@ -295,38 +325,41 @@ impl KafkaSource {
                 continue;
             };
             match state.resumed {
-                Resumed::AtOffset if offset > state.emit_from => {
+                Resumed::AtOffset { next, .. } if offset > next => {
                     tracing::warn!(
                         topic,
                         partition,
-                        expected = state.emit_from,
+                        expected = next,
                         got = offset,
-                        "The broker answered the checkpoint's offset with a later one; re-reading the partition from its beginning to skip nothing."
+                        "The broker answered a fetch with a later offset than asked; re-reading the partition from its beginning to skip nothing."
                     );
-                    state.resumed = Resumed::FromBeginning;
-                    if let Err(error) =
-                        self.consumer
-                            .seek(topic, partition, Offset::Beginning, TIMEOUT)
-                    {
-                        return Err(KafkaSourceError::Seek(error));
-                    }
+                    state.resumed = Resumed::FromBeginning { next };
+                    self.consumer
+                        .seek(topic, partition, Offset::Beginning, TIMEOUT)
+                        .map_err(KafkaSourceError::Seek)?;
                     continue;
                 }
-                Resumed::FromBeginning if offset < state.emit_from => continue,
-                Resumed::FromBeginning if offset > state.emit_from => {
-                    // Even the beginning is past the checkpoint: retention deleted the rest.
+                Resumed::AtOffset { next, .. } | Resumed::FromBeginning { next }
+                    if offset < next =>
+                {
+                    continue
+                }
+                Resumed::FromBeginning { next } if offset > next => {
+                    // Even the beginning is past it: retention deleted the rest.
                     tracing::error!(
                         topic,
                         partition,
-                        expected = state.emit_from,
+                        expected = next,
                         got = offset,
-                        lost = offset - state.emit_from,
-                        "Messages after the checkpoint are no longer in the topic (retention); they are lost to detection."
+                        lost = offset - next,
+                        "Messages from the expected offset on are no longer in the topic (retention); they are lost to detection."
                     );
                     state.resumed = Resumed::Flowing;
                 }
-                Resumed::AtOffset | Resumed::FromBeginning => state.resumed = Resumed::Flowing,
-                Resumed::No | Resumed::Flowing => {}
+                Resumed::AtOffset { .. } | Resumed::FromBeginning { .. } => {
+                    state.resumed = Resumed::Flowing
+                }
+                Resumed::Flowing => {}
             }
             return Ok(Some(Delivery {
                 topic: key.0,
@@ -336,6 +369,101 @@ impl KafkaSource {
                 payload: message.payload().unwrap_or_default().to_vec(),
             }));
         }
+    }
+
+    /// Checks partitions restarted at an offset against the broker's high watermark: equal
+    /// means nothing follows yet (what comes next starts a new batch there); below means the
+    /// broker's answers cannot be trusted (tansu reports such) and the partition is re-read
+    /// from its beginning at once; above means messages are there, and if none arrives within
+    /// [`RESUME_STALL`] the partition is re-read too.
+    fn unstall(&mut self) -> Result<(), KafkaSourceError> {
+        for ((topic, partition), state) in &mut self.partitions {
+            let Resumed::AtOffset {
+                next,
+                since,
+                checked,
+            } = state.resumed
+            else {
+                continue;
+            };
+            let reread = if checked {
+                since.elapsed() >= RESUME_STALL
+            } else {
+                match self
+                    .consumer
+                    .fetch_watermarks(topic, *partition, Duration::from_secs(1))
+                {
+                    Ok((_, high)) if high == next => {
+                        state.resumed = Resumed::Flowing;
+                        false
+                    }
+                    Ok((_, high)) if high < next => true,
+                    Ok(_) => false,
+                    Err(error) => {
+                        tracing::debug!(%error, %topic, partition, "Cannot read the watermarks.");
+                        false
+                    }
+                }
+            };
+            if let Resumed::AtOffset { checked, .. } = &mut state.resumed {
+                *checked = true;
+            }
+            if reread {
+                tracing::warn!(
+                    %topic,
+                    partition,
+                    expected = next,
+                    "The broker sends nothing from the expected offset; re-reading the partition from its beginning to skip nothing."
+                );
+                state.resumed = Resumed::FromBeginning { next };
+                self.consumer
+                    .seek(topic, *partition, Offset::Beginning, TIMEOUT)
+                    .map_err(KafkaSourceError::Seek)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes fetching of every assigned partition (partitions assigned while
+    /// paused are paused as they come). librdkafka drops what it had prefetched and, on
+    /// resume, fetches again from the next message not yet handed out, so nothing is skipped.
+    /// Keep calling [`KafkaSource::poll`] while paused: it serves the group (rebalances,
+    /// `max.poll.interval.ms`) and returns no message.
+    pub fn set_paused(&mut self, paused: bool) -> Result<(), KafkaSourceError> {
+        if paused != self.paused {
+            self.pause_assignment(paused)?;
+            self.paused = paused;
+            if !paused {
+                // Fetching restarts at the next message not yet handed out; a broker that
+                // answers it with a later one is caught as after a checkpoint.
+                for state in self.partitions.values_mut() {
+                    if let (Some(next), Resumed::Flowing) = (state.done, state.resumed) {
+                        state.resumed = Resumed::at(next);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn pause_assignment(&self, pause: bool) -> Result<(), KafkaSourceError> {
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(KafkaSourceError::Pause)?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        }
+        .map_err(KafkaSourceError::Pause)
     }
 
     /// Messages between this instance's position and the end of each partition it owns.
@@ -432,15 +560,16 @@ impl KafkaSource {
 }
 
 /// Applies what the rebalance callback recorded: new partitions with their committed offsets,
-/// and revoked partitions forgotten.
+/// and revoked partitions forgotten. True when partitions were assigned.
 fn take_rebalances(
     context: &GroupContext,
     partitions: &mut HashMap<(String, i32), PartitionState>,
-) {
+) -> bool {
     let assigned: Vec<(String, i32, i64, bool)> = {
         let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *list)
     };
+    let any_assigned = !assigned.is_empty();
     for (topic, partition, emit_from, resumed) in assigned {
         tracing::info!(%topic, partition, emit_from, resumed, "Partition assigned.");
         partitions.insert(
@@ -449,9 +578,9 @@ fn take_rebalances(
                 emit_from,
                 done: None,
                 resumed: if resumed {
-                    Resumed::AtOffset
+                    Resumed::at(emit_from)
                 } else {
-                    Resumed::No
+                    Resumed::Flowing
                 },
             },
         );
@@ -463,6 +592,7 @@ fn take_rebalances(
     for key in revoked {
         partitions.remove(&key);
     }
+    any_assigned
 }
 
 #[cfg(test)]
@@ -473,7 +603,7 @@ mod tests {
         PartitionState {
             emit_from,
             done,
-            resumed: Resumed::No,
+            resumed: Resumed::Flowing,
         }
     }
 
