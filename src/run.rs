@@ -193,6 +193,8 @@ pub fn run(
     let mut last_commit = Instant::now();
     let mut last_message = Instant::now();
     let mut pending = false;
+    // A commit point waiting for its alerts and dead letters to be acknowledged.
+    let mut committing: Option<(crate::source::kafka::CommitPoint, u64)> = None;
     let mut latency = crate::api::new_latency_histogram();
     let mut last_publish = Instant::now();
     let mut last_lag = Instant::now();
@@ -337,10 +339,24 @@ pub fn run(
         }
         match archive.as_deref_mut() {
             None => {
-                if pending && last_commit.elapsed() >= commit_interval {
-                    confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
+                // Pipelined: note the offsets and start confirming the alerts and dead letters
+                // emitted so far; commit those offsets once the broker acknowledged them all,
+                // while consumption goes on (a blocking flush and commit stalled the loop for
+                // a broker round trip or two every commit_interval).
+                if committing.is_none() && pending && last_commit.elapsed() >= commit_interval {
+                    sink.start_confirm().map_err(RunError::Sink)?;
+                    committing = Some((source.commit_point(), producer.mark()));
                     pending = false;
                     last_commit = Instant::now();
+                }
+                if let Some((point, mark)) = &committing {
+                    if sink.confirmed().map_err(RunError::Sink)?
+                        && producer.delivered_through(*mark).map_err(RunError::Sink)?
+                    {
+                        source.commit_at(point)?;
+                        summary.commits += 1;
+                        committing = None;
+                    }
                 }
             }
             Some(archive) => {

@@ -7,7 +7,17 @@ use super::{Activity, Alert};
 /// A destination for alerts.
 pub trait AlertSink {
     fn emit(&mut self, alert: &Alert) -> io::Result<()>;
+    /// Waits until everything emitted so far is delivered.
     fn flush(&mut self) -> io::Result<()>;
+    /// Starts confirming everything emitted so far without waiting (a sink whose flush is
+    /// cheap just flushes); [`AlertSink::confirmed`] says when it is done.
+    fn start_confirm(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+    /// Whether everything emitted before the last [`AlertSink::start_confirm`] is delivered.
+    fn confirmed(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// One human line per alert:
@@ -101,5 +111,20 @@ impl AlertSink for Fanout {
             sink.flush()?;
         }
         Ok(())
+    }
+
+    fn start_confirm(&mut self) -> io::Result<()> {
+        for sink in &mut self.sinks {
+            sink.start_confirm()?;
+        }
+        Ok(())
+    }
+
+    fn confirmed(&mut self) -> io::Result<bool> {
+        let mut all = true;
+        for sink in &mut self.sinks {
+            all &= sink.confirmed()?;
+        }
+        Ok(all)
     }
 }

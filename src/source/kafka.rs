@@ -70,6 +70,13 @@ pub struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(error) = result {
+            // At-least-once still holds: the next commit covers these offsets.
+            tracing::warn!(%error, "An asynchronous offset commit failed.");
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -181,6 +188,9 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     }
     config
 }
+
+/// Offsets to commit: (topic, partition, next offset).
+pub type CommitPoint = Vec<(String, i32, i64)>;
 
 /// A message handed to the run loop.
 #[derive(Debug)]
@@ -532,6 +542,41 @@ impl KafkaSource {
             .collect();
         positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Some(positions)
+    }
+
+    /// The offsets after every message marked done so far, to commit with
+    /// [`KafkaSource::commit_at`] once the sinks confirmed what was emitted until now.
+    pub fn commit_point(&self) -> CommitPoint {
+        self.partitions
+            .iter()
+            .filter_map(|((topic, partition), state)| {
+                let next = state.done.filter(|next| *next > state.emit_from)?;
+                Some((topic.clone(), *partition, next))
+            })
+            .collect()
+    }
+
+    /// Commits a [`KafkaSource::commit_point`] without waiting for the broker (a failed
+    /// commit is logged; the next one covers it). Partitions revoked since are left out.
+    pub fn commit_at(&mut self, point: &CommitPoint) -> Result<(), KafkaSourceError> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, next) in point {
+            let Some(state) = self.partitions.get_mut(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            if *next <= state.emit_from {
+                continue;
+            }
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(KafkaSourceError::Commit)?;
+            state.emit_from = *next;
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(KafkaSourceError::Commit)
     }
 
     /// Commits the offsets after every message marked done. Call only after the sinks
