@@ -1,10 +1,15 @@
-//! BaseConsumer against StreamConsumer on the same topic, in the same run: the measurement
-//! behind `credwatch run`'s choice of consumer (see src/source/kafka.rs).
+//! Consumption from Kafka, on the same topic in the same run:
+//! - a bare BaseConsumer and a bare StreamConsumer that do no work: the measurement behind
+//!   `credwatch run`'s choice of consumer (see src/source/kafka.rs), and the limit;
+//! - `credwatch::run::run` (the code of `credwatch run`: decode, engine with the built-in
+//!   rules, alerts to a sink) over the same messages: its ratio to the bare BaseConsumer is
+//!   what issue 7 tracks (goal: at least 0.8).
 //!
 //! Needs a broker: `eval "$(scripts/test-broker start)"` then
 //! `cargo bench --bench kafka_consume` (it reads CREDWATCH_TEST_BROKERS). It produces 200,000
-//! native events once, then consumes them all three times with each consumer (fresh group each
-//! time, alternating), reporting messages per second and the ratio.
+//! native events once, then consumes them all three times with each (fresh group each time,
+//! alternating), timing from the first message to the last, and reports messages per second
+//! and the ratios of the medians.
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +73,51 @@ fn stream(brokers: &str, topic: &str, group: &str) -> Duration {
     })
 }
 
+fn credwatch_run(brokers: &str, topic: &str, group: &str) -> Duration {
+    use credwatch::config::{Config, KafkaInput};
+    let kafka = KafkaConfig {
+        brokers: brokers.to_owned(),
+        group_id: group.to_owned(),
+        inputs: vec![KafkaInput {
+            topic: topic.to_owned(),
+            format: credwatch::decode::Format::Native,
+        }],
+        alerts_topic: None,
+        dead_letter_topic: None,
+        commit_interval: Period::from_secs(1),
+        allowed_lateness: Period::ZERO,
+        properties: Default::default(),
+    };
+    let config = Config::parse(
+        "bench",
+        "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n",
+    )
+    .expect("config");
+    let rules = credwatch::rules::RuleSet::builtin(&config).expect("rules");
+    let mut engine = credwatch::engine::Engine::new(config, rules);
+    let options = credwatch::run::RunOptions {
+        api: None,
+        exit_when_idle: None,
+        stop_after_messages: Some(MESSAGES),
+        checkpoint: None,
+        checkpoint_interval: Duration::from_secs(30),
+    };
+    let mut sink = credwatch::alerts::Fanout::default();
+    let summary = credwatch::run::run(
+        &mut engine,
+        &kafka,
+        &mut sink,
+        None,
+        None,
+        &options,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .expect("run");
+    assert_eq!(summary.messages, MESSAGES);
+    assert_eq!(summary.engine.events, MESSAGES);
+    summary.consuming
+}
+
 fn main() {
     let Ok(brokers) = std::env::var("CREDWATCH_TEST_BROKERS") else {
         eprintln!(
@@ -109,25 +159,30 @@ fn main() {
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     println!("kafka_consume: {MESSAGES} messages on {topic} at {brokers}");
-    let (mut base_rates, mut stream_rates) = (Vec::new(), Vec::new());
+    let (mut base_rates, mut stream_rates, mut run_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let b = base(&brokers, &topic, &format!("bench-base-{stamp}-{round}"));
         let s = stream(&brokers, &topic, &format!("bench-stream-{stamp}-{round}"));
-        let (b_rate, s_rate) = (
-            MESSAGES as f64 / b.as_secs_f64(),
-            MESSAGES as f64 / s.as_secs_f64(),
-        );
-        println!("round {round}: BaseConsumer {b_rate:>10.0} msg/s   StreamConsumer {s_rate:>10.0} msg/s");
+        let r = credwatch_run(&brokers, &topic, &format!("bench-run-{stamp}-{round}"));
+        let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64();
+        let (b_rate, s_rate, r_rate) = (rate(b), rate(s), rate(r));
+        println!("round {round}: BaseConsumer {b_rate:>10.0} msg/s   StreamConsumer {s_rate:>10.0} msg/s   credwatch run {r_rate:>10.0} msg/s");
         base_rates.push(b_rate);
         stream_rates.push(s_rate);
+        run_rates.push(r_rate);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (b, s) = (median(&mut base_rates), median(&mut stream_rates));
+    let (b, s, r) = (
+        median(&mut base_rates),
+        median(&mut stream_rates),
+        median(&mut run_rates),
+    );
     println!(
-        "median: BaseConsumer {b:.0} msg/s, StreamConsumer {s:.0} msg/s, ratio {:.2}",
-        b / s
+        "median: BaseConsumer {b:.0} msg/s, StreamConsumer {s:.0} msg/s (BaseConsumer / StreamConsumer {:.2}), credwatch run {r:.0} msg/s (credwatch run / BaseConsumer {:.2})",
+        b / s,
+        r / b
     );
 }

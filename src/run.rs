@@ -61,6 +61,9 @@ pub struct RunSummary {
     /// Credentials restored from a checkpoint at start.
     pub restored: Option<usize>,
     pub engine: EngineStats,
+    /// From the first message received to the last one processed: the time spent consuming,
+    /// without the group join before it or the idle wait after it.
+    pub consuming: Duration,
 }
 
 impl RunSummary {
@@ -192,6 +195,7 @@ pub fn run(
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_commit = Instant::now();
     let mut last_message = Instant::now();
+    let mut first_message: Option<Instant> = None;
     let mut pending = false;
     // A commit point waiting for its alerts and dead letters to be acknowledged.
     let mut committing: Option<(crate::source::kafka::CommitPoint, u64)> = None;
@@ -230,6 +234,7 @@ pub fn run(
             Some(delivery) => {
                 let started = Instant::now();
                 last_message = started;
+                first_message.get_or_insert(started);
                 summary.messages += 1;
                 summary.rebuilt += u64::from(delivery.rebuilding);
                 let decoder = match decoders.get_mut(&delivery.topic) {
@@ -251,6 +256,9 @@ pub fn run(
                 )?;
                 source.done(&delivery);
                 pending = true;
+                if let Some(first) = first_message {
+                    summary.consuming = first.elapsed();
+                }
                 let _ = latency.record((started.elapsed().as_micros() as u64).max(1));
                 if options
                     .stop_after_messages
