@@ -840,3 +840,103 @@ fn with_the_webhook_down_for_a_minute_consumption_pauses_and_every_revocation_ar
         .count();
     assert_eq!(outbox_left, 0, "delivered revocations leave the outbox");
 }
+
+/// Eager rebalances revoke every partition and assign them again. A partition this instance
+/// had processed, given back, resumes where its state stops instead of being applied twice
+/// from its beginning: across another member joining and leaving, the first member processes
+/// each message exactly once and raises exactly the alerts of an uninterrupted run.
+#[test]
+fn a_partition_taken_away_and_given_back_resumes_where_the_state_stops() {
+    let Some(brokers) = brokers() else { return };
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
+    let scenario = repo("tests/data/scenario.jsonl");
+    success(
+        &credwatch()
+            .args(["send", "--brokers", &brokers, "--topic", &input])
+            .arg(&scenario)
+            .output()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo("tests/data/scenario.toml");
+    let config = run_config(
+        dir.path(),
+        base.to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_credwatch"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "credwatch=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let drain = |child: &mut std::process::Child| {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
+            text
+        })
+    };
+    let terminate = |child: &std::process::Child| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let expected = creates(&expected_alerts(&base, &scenario));
+    let produced = || {
+        read_topic(&brokers, &alerts)
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(&r.value).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let mut first = start();
+    let first_log = drain(&mut first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while creates(&produced()) != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(creates(&produced()), expected, "the first member caught up");
+    // A second member joins (every partition is revoked and split) and leaves again (every
+    // partition is revoked and given back to the first).
+    let mut second = start();
+    let second_log = drain(&mut second);
+    std::thread::sleep(Duration::from_secs(10));
+    terminate(&second);
+    assert!(second.wait().unwrap().success());
+    let second_log = second_log.join().unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    terminate(&first);
+    assert!(first.wait().unwrap().success());
+    let first_log = first_log.join().unwrap();
+
+    assert!(
+        second_log.contains("Partition assigned"),
+        "the second member took part: {second_log}"
+    );
+    assert!(
+        first_log.matches("Partition revoked").count() >= 2,
+        "the first member lost its partitions: {first_log}"
+    );
+    assert!(
+        first_log.contains("resumed_at=Some"),
+        "partitions came back to where the state stops: {first_log}"
+    );
+    assert!(
+        first_log.contains("credwatch run: 29 messages (0 re-read to rebuild state)"),
+        "each message processed once by the first member: {first_log}"
+    );
+    let got = produced();
+    assert_eq!(creates(&got), expected);
+}

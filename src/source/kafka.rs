@@ -21,10 +21,15 @@
 //! alerts were delivered by the previous run and are discarded), and alerts flow again from
 //! the committed offset on. The engine is deterministic, so the alerts of a restarted run
 //! equal those of an uninterrupted one either way.
+//!
+//! Rebalances: a revoked partition's offset where the state stops is kept (and checkpointed
+//! with the rest); assigned again, the partition resumes there rather than being applied
+//! twice from its beginning, rebuilding without alerts up to the committed offset if another
+//! member went further meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -61,12 +66,27 @@ pub enum KafkaSourceError {
 /// committed offsets (where emitting resumes) and revocations are handed to the poll loop.
 #[derive(Default)]
 pub struct GroupContext {
-    /// Offsets a checkpoint restored, by partition: such a partition resumes there.
+    /// Partitions the state already covers up to an offset (from a checkpoint, or processed
+    /// here before a rebalance took them away): assigned again, they resume there.
     resume: Mutex<HashMap<(String, i32), i64>>,
-    /// (topic, partition, first offset to emit, resumed at a checkpoint's offset).
-    assigned: Mutex<Vec<(String, i32, i64, bool)>>,
+    /// How far the state covers each assigned partition (-1: not at all), kept current by the
+    /// poll loop so a revocation can note it in `resume`.
+    progress: Mutex<HashMap<(String, i32), Arc<AtomicI64>>>,
+    assigned: Mutex<Vec<Assigned>>,
     revoked: Mutex<Vec<(String, i32)>>,
     has_assignment: AtomicBool,
+}
+
+/// A partition assigned, as the rebalance callback hands it to the poll loop.
+struct Assigned {
+    topic: String,
+    partition: i32,
+    /// First offset whose alerts are not yet delivered (the group's committed offset, or
+    /// where the state resumes if that is later).
+    emit_from: i64,
+    /// The state covers the partition up to here; fetching starts here.
+    resumed_at: Option<i64>,
+    progress: Arc<AtomicI64>,
 }
 
 impl ClientContext for GroupContext {}
@@ -91,52 +111,59 @@ impl ConsumerContext for GroupContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let committed = consumer.committed_offsets(partitions.clone(), TIMEOUT);
-                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-                match committed {
-                    Ok(list) => {
-                        for element in list.elements() {
+                let committed: HashMap<(String, i32), i64> = match consumer
+                    .committed_offsets(partitions.clone(), TIMEOUT)
+                {
+                    Ok(list) => list
+                        .elements()
+                        .iter()
+                        .map(|element| {
                             let emit_from = match element.offset() {
                                 Offset::Offset(offset) if offset > 0 => offset,
                                 _ => 0,
                             };
-                            assigned.push((
-                                element.topic().to_owned(),
-                                element.partition(),
-                                emit_from,
-                                false,
-                            ));
-                        }
-                    }
+                            ((element.topic().to_owned(), element.partition()), emit_from)
+                        })
+                        .collect(),
                     Err(error) => {
                         // Safe, if noisy: everything is emitted again, identically.
                         tracing::error!(%error, "Cannot read committed offsets; alerts of this assignment will be re-emitted.");
-                        for element in partitions.elements() {
-                            assigned.push((
-                                element.topic().to_owned(),
-                                element.partition(),
-                                0,
-                                false,
-                            ));
-                        }
+                        HashMap::new()
                     }
-                }
+                };
                 if let Err(error) = partitions.set_all_offsets(Offset::Beginning) {
                     tracing::error!(%error, "Cannot rewind the assignment.");
                 }
-                // Partitions a checkpoint covers resume at its offset, with nothing to rebuild.
+                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
                 let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
-                for (topic, partition, emit_from, resumed) in assigned.iter_mut() {
-                    let Some(offset) = resume.remove(&(topic.clone(), *partition)) else {
-                        continue;
-                    };
-                    *emit_from = offset;
-                    *resumed = true;
-                    if let Some(mut element) = partitions.find_partition(topic, *partition) {
-                        if let Err(error) = element.set_offset(Offset::Offset(offset)) {
-                            tracing::error!(%error, %topic, partition = *partition, "Cannot seek to the checkpoint's offset.");
+                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                let keys: Vec<(String, i32)> = partitions
+                    .elements()
+                    .iter()
+                    .map(|element| (element.topic().to_owned(), element.partition()))
+                    .collect();
+                for key in keys {
+                    let committed = committed.get(&key).copied().unwrap_or(0);
+                    // A partition the state covers resumes where it stops: nothing is applied
+                    // twice. Messages up to the committed offset, if that is further (another
+                    // instance went on meanwhile), only rebuild state.
+                    let resumed_at = resume.remove(&key);
+                    if let Some(offset) = resumed_at {
+                        if let Some(mut element) = partitions.find_partition(&key.0, key.1) {
+                            if let Err(error) = element.set_offset(Offset::Offset(offset)) {
+                                tracing::error!(%error, topic = %key.0, partition = key.1, "Cannot seek to where the state stops.");
+                            }
                         }
                     }
+                    let covered = Arc::new(AtomicI64::new(resumed_at.unwrap_or(-1)));
+                    progress.insert(key.clone(), Arc::clone(&covered));
+                    assigned.push(Assigned {
+                        topic: key.0,
+                        partition: key.1,
+                        emit_from: resumed_at.map_or(committed, |offset| offset.max(committed)),
+                        resumed_at,
+                        progress: covered,
+                    });
                 }
                 let result = if cooperative {
                     consumer.incremental_assign(partitions)
@@ -146,21 +173,33 @@ impl ConsumerContext for GroupContext {
                 if let Err(error) = result {
                     tracing::error!(%error, "Cannot take the assignment.");
                 }
-                tracing::info!(
-                    partitions = partitions.count(),
-                    "Partitions assigned; rebuilding state from their beginning."
-                );
+                tracing::info!(partitions = partitions.count(), "Partitions assigned.");
                 self.has_assignment.store(true, Ordering::Relaxed);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
+                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 for element in partitions.elements() {
+                    let key = (element.topic().to_owned(), element.partition());
+                    // The state keeps what this partition brought so far: if it comes back,
+                    // it resumes there instead of being applied again from its beginning.
+                    let covered = progress
+                        .remove(&key)
+                        .map_or(-1, |covered| covered.load(Ordering::SeqCst));
+                    if covered >= 0 {
+                        resume.insert(key.clone(), covered);
+                    }
+                    // Assigned and revoked before the poll loop saw it.
+                    assigned.retain(|a| (a.topic.as_str(), a.partition) != (&key.0, key.1));
                     tracing::info!(
                         topic = element.topic(),
                         partition = element.partition(),
+                        covered,
                         "Partition revoked."
                     );
-                    revoked.push((element.topic().to_owned(), element.partition()));
+                    revoked.push(key);
                 }
                 let result = if cooperative {
                     consumer.incremental_unassign(partitions)
@@ -213,6 +252,8 @@ struct PartitionState {
     /// Fetching restarted at an offset (a checkpoint's, or after a pause): messages before it
     /// are in the state already and are skipped, not processed again.
     resumed: Resumed,
+    /// `done`, shared with the rebalance callback (-1 for none).
+    progress: Arc<AtomicI64>,
 }
 
 /// How a partition whose fetching restarted at a given offset is going.
@@ -516,32 +557,49 @@ impl KafkaSource {
             .partitions
             .get_mut(&(delivery.topic.clone(), delivery.partition))
         {
-            state.done = Some(
-                state
-                    .done
-                    .map_or(delivery.offset + 1, |d| d.max(delivery.offset + 1)),
-            );
+            let done = state
+                .done
+                .map_or(delivery.offset + 1, |d| d.max(delivery.offset + 1));
+            state.done = Some(done);
+            state.progress.store(done, Ordering::SeqCst);
         }
     }
 
-    /// The next offset of every assigned partition: where a checkpoint taken now resumes.
-    /// `None` while some partition is still rebuilding (its state is not yet what the
-    /// committed offset promises).
+    /// Where a checkpoint taken now resumes: the next offset of every assigned partition,
+    /// and where the state stops for partitions it covers that are not assigned here now
+    /// (revoked by a rebalance, or restored and not assigned again). `None` while some
+    /// partition is still rebuilding (its state is not yet what the committed offset
+    /// promises).
     pub fn positions(&self) -> Option<Vec<crate::checkpoint::PartitionPosition>> {
         if self.is_rebuilding() {
             return None;
         }
+        let position =
+            |topic: &str, partition: i32, offset: i64| crate::checkpoint::PartitionPosition {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            };
         let mut positions: Vec<crate::checkpoint::PartitionPosition> = self
             .partitions
             .iter()
-            .map(
-                |((topic, partition), state)| crate::checkpoint::PartitionPosition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: state.done.unwrap_or(state.emit_from),
-                },
-            )
+            .map(|((topic, partition), state)| {
+                position(topic, *partition, state.done.unwrap_or(state.emit_from))
+            })
             .collect();
+        let resume = self
+            .consumer
+            .context()
+            .resume
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        positions.extend(
+            resume
+                .iter()
+                .filter(|(key, _)| !self.partitions.contains_key(*key))
+                .map(|((topic, partition), offset)| position(topic, *partition, *offset)),
+        );
+        drop(resume);
         positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Some(positions)
     }
@@ -612,32 +670,38 @@ fn take_rebalances(
     context: &GroupContext,
     partitions: &mut HashMap<(String, i32), PartitionState>,
 ) -> bool {
-    let assigned: Vec<(String, i32, i64, bool)> = {
-        let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *list)
-    };
-    let any_assigned = !assigned.is_empty();
-    for (topic, partition, emit_from, resumed) in assigned {
-        tracing::info!(%topic, partition, emit_from, resumed, "Partition assigned.");
-        partitions.insert(
-            (topic, partition),
-            PartitionState {
-                emit_from,
-                done: None,
-                resumed: if resumed {
-                    Resumed::at(emit_from)
-                } else {
-                    Resumed::Flowing
-                },
-            },
-        );
-    }
+    // Revocations first: a partition revoked and assigned again within one poll is the new
+    // assignment (the callback drops an assignment revoked before it was taken here).
     let revoked: Vec<(String, i32)> = {
         let mut list = context.revoked.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *list)
     };
     for key in revoked {
         partitions.remove(&key);
+    }
+    let assigned: Vec<Assigned> = {
+        let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *list)
+    };
+    let any_assigned = !assigned.is_empty();
+    for Assigned {
+        topic,
+        partition,
+        emit_from,
+        resumed_at,
+        progress,
+    } in assigned
+    {
+        tracing::info!(%topic, partition, emit_from, ?resumed_at, "Partition assigned.");
+        partitions.insert(
+            (topic, partition),
+            PartitionState {
+                emit_from,
+                done: resumed_at,
+                resumed: resumed_at.map_or(Resumed::Flowing, Resumed::at),
+                progress,
+            },
+        );
     }
     any_assigned
 }
@@ -651,6 +715,7 @@ mod tests {
             emit_from,
             done,
             resumed: Resumed::Flowing,
+            progress: Arc::new(AtomicI64::new(done.unwrap_or(-1))),
         }
     }
 
