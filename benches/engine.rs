@@ -1,7 +1,10 @@
 //! Stage benchmarks over the demo's synthetic traffic (native JSON lines):
 //! - `parse_ignored`: serde_json into `IgnoredAny`, the practical limit for any JSON decoder;
 //! - `decode_native`: the native decoder alone;
-//! - `pipeline`: decode + zones + state + ten detectors + suppression, one engine.
+//! - `pipeline`: decode + zones + state + ten detectors + suppression, one engine;
+//! - the same three over the same events written as CloudTrail records (`*_cloudtrail`):
+//!   API calls by access key with the fields CloudTrail logs (identity, region, request
+//!   parameters, TLS details; about 1 KB each), key creations as `CreateAccessKey`.
 //!
 //! Run: `cargo bench --bench engine`. Compare the three throughputs of one run: the
 //! pipeline's ratio to `parse_ignored` is what issue 7 tracks.
@@ -10,9 +13,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use serde::de::IgnoredAny;
 
 use credwatch::config::Config;
-use credwatch::decode::{Decoder, NativeDecoder};
+use credwatch::decode::{CloudTrailDecoder, Decoder, NativeDecoder};
 use credwatch::demo::{self, DemoOptions};
 use credwatch::engine::Engine;
+use credwatch::event::{Event, Kind};
 use credwatch::rules::RuleSet;
 
 /// Native JSON lines of a small demo day (about 300k events).
@@ -33,6 +37,147 @@ fn corpus() -> Vec<Vec<u8>> {
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect()
+}
+
+/// One native event as the CloudTrail record AWS would log for it: accesses as API calls,
+/// issuances as `CreateAccessKey`; other kinds have no CloudTrail form here (`None`).
+fn cloudtrail(event: &Event, n: usize) -> Option<Vec<u8>> {
+    let account = "123456789012";
+    let ts = event.ts.to_rfc3339();
+    let principal = event.principal.as_deref().unwrap_or("svc-bench");
+    let identity = |key: &str| {
+        serde_json::json!({
+            "type": "IAMUser",
+            "principalId": format!("AIDA{:016X}", n),
+            "arn": format!("arn:aws:iam::{account}:user/{principal}"),
+            "accountId": account,
+            "accessKeyId": key,
+            "userName": principal,
+        })
+    };
+    let common = |name: &str, source: &str| {
+        serde_json::json!({
+            "eventVersion": "1.09",
+            "eventTime": ts,
+            "eventSource": source,
+            "eventName": name,
+            "awsRegion": "us-east-1",
+            "sourceIPAddress": event.source_ip.as_deref().unwrap_or("AWS Internal"),
+            "userAgent": event.user_agent.as_deref().unwrap_or("aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.debian.12"),
+            "requestID": format!("{:032x}", n as u128 * 0x9e37_79b9_7f4a_7c15),
+            "eventID": format!("{:08x}-{:04x}-4000-8000-{:012x}", n, n % 65536, n),
+            "eventType": "AwsApiCall",
+            "recipientAccountId": account,
+            "eventCategory": "Management",
+            "tlsDetails": {
+                "tlsVersion": "TLSv1.3",
+                "cipherSuite": "TLS_AES_128_GCM_SHA256",
+                "clientProvidedHostHeader": format!("{}", source),
+            },
+        })
+    };
+    let record = match event.kind {
+        Kind::Access => {
+            let endpoint = event.endpoint.as_deref().unwrap_or("sts:GetCallerIdentity");
+            let (service, action) = endpoint
+                .split_once(':')
+                .unwrap_or(("execute-api", endpoint));
+            let mut record = common(action, &format!("{service}.amazonaws.com"));
+            record["userIdentity"] = identity(&event.credential);
+            record["requestParameters"] = serde_json::json!({
+                "bucketName": "bench-data",
+                "key": format!("objects/{:06}.json", n % 100_000),
+                "Host": format!("{service}.us-east-1.amazonaws.com"),
+            });
+            record["responseElements"] = serde_json::Value::Null;
+            record["readOnly"] = serde_json::Value::Bool(true);
+            record["managementEvent"] = serde_json::Value::Bool(false);
+            record
+        }
+        Kind::Issue => {
+            let mut record = common("CreateAccessKey", "iam.amazonaws.com");
+            record["userIdentity"] = identity("ASIABENCHADMIN000001");
+            let owner = event.owner.as_deref().unwrap_or(principal);
+            record["requestParameters"] = serde_json::json!({ "userName": owner });
+            record["responseElements"] = serde_json::json!({
+                "accessKey": {
+                    "accessKeyId": event.credential,
+                    "status": "Active",
+                    "userName": owner,
+                    "createDate": ts,
+                }
+            });
+            record
+        }
+        _ => return None,
+    };
+    serde_json::to_vec(&record).ok()
+}
+
+/// Times parse, decode and the whole pipeline over `lines` with `decoder`.
+fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl Decoder) {
+    let bytes: usize = lines.iter().map(Vec::len).sum();
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    eprintln!("{name}: {} records, {} bytes", lines.len(), bytes);
+    group.bench_function("parse_ignored", |b| {
+        b.iter(|| {
+            for line in lines {
+                let _: IgnoredAny = serde_json::from_slice(line).expect("valid JSON");
+            }
+        })
+    });
+    group.bench_function("decode", |b| {
+        let mut out = Vec::with_capacity(1);
+        b.iter(|| {
+            for line in lines {
+                out.clear();
+                decoder.decode(line, &mut out).expect("valid record");
+            }
+        })
+    });
+    let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
+    group.bench_function("pipeline", |b| {
+        b.iter_batched(
+            || Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules")),
+            |mut engine| {
+                let mut events = Vec::with_capacity(1);
+                let mut alerts = Vec::new();
+                for line in lines {
+                    events.clear();
+                    decoder.decode(line, &mut events).expect("valid record");
+                    for event in &events {
+                        engine.process(event, &mut alerts);
+                    }
+                    alerts.clear();
+                }
+                engine
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn cloudtrail_stages(c: &mut Criterion) {
+    let mut events = Vec::new();
+    for line in corpus() {
+        NativeDecoder
+            .decode(&line, &mut events)
+            .expect("valid event");
+    }
+    let records: Vec<Vec<u8>> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(n, event)| cloudtrail(event, n))
+        .collect();
+    eprintln!(
+        "cloudtrail: {} of {} demo events have a CloudTrail form",
+        records.len(),
+        events.len()
+    );
+    group_of(c, "cloudtrail", &records, CloudTrailDecoder);
 }
 
 fn stages(c: &mut Criterion) {
@@ -84,5 +229,5 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, stages);
+criterion_group!(benches, stages, cloudtrail_stages);
 criterion_main!(benches);

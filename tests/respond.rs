@@ -281,7 +281,7 @@ fn with_the_broker_down_replay_waits_at_max_queued_and_delivers_everything_after
         stderr(&output)
     );
     let pauses: u32 = stderr(&output)
-        .split_once("input paused ")
+        .rsplit_once("input paused ")
         .and_then(|(_, rest)| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{}", stderr(&output)));

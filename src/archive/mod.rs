@@ -291,6 +291,9 @@ impl Archive {
         }
         let mut summary = self.summary;
         summary.written = self.files.finish()?;
+        // Released explicitly: a child process forked meanwhile (before its exec closes the
+        // descriptor) would otherwise hold the lock a moment longer than this archive.
+        let _ = self._lock.unlock();
         Ok(summary)
     }
 

@@ -43,17 +43,41 @@ struct Record<'a> {
     source_ip: Option<Cow<'a, str>>,
     #[serde(rename = "userAgent", borrow, default)]
     user_agent: Option<Cow<'a, str>>,
+    /// Only whether it is set and not null matters: skipped, not built.
     #[serde(rename = "errorCode", default)]
-    error_code: Option<Value>,
+    error_code: Option<serde::de::IgnoredAny>,
     #[serde(rename = "recipientAccountId", borrow, default)]
     recipient_account: Option<Cow<'a, str>>,
     #[serde(rename = "userIdentity", borrow, default)]
     user_identity: Option<UserIdentity<'a>>,
+    // `requestParameters` and `responseElements` are skipped here: most records are API
+    // calls whose bodies say nothing about credentials, and building them as `Value`s cost
+    // more than the rest of the decode. The few calls that need them are parsed again with
+    // [`Bodies`].
+}
+
+/// The request and response of a lifecycle call, parsed only for [`LIFECYCLE_CALLS`].
+#[derive(Deserialize)]
+struct Bodies {
     #[serde(rename = "requestParameters", default)]
     request: Option<Value>,
     #[serde(rename = "responseElements", default)]
     response: Option<Value>,
 }
+
+/// Calls whose request or response can mint, revoke or quarantine a key.
+const LIFECYCLE_CALLS: &[&str] = &[
+    "CreateAccessKey",
+    "AssumeRole",
+    "AssumeRoleWithSAML",
+    "AssumeRoleWithWebIdentity",
+    "GetSessionToken",
+    "GetFederationToken",
+    "DeleteAccessKey",
+    "UpdateAccessKey",
+    "AttachUserPolicy",
+    "PutUserPolicy",
+];
 
 #[derive(Deserialize)]
 struct UserIdentity<'a> {
@@ -112,10 +136,8 @@ impl Decoder for CloudTrailDecoder {
             Some(id) if !id.is_empty() => id.to_owned(),
             _ => record_hash_id(record.trim_ascii()),
         };
-        let failed = parsed
-            .error_code
-            .as_ref()
-            .is_some_and(|code| !code.is_null());
+        // `Option` reads a JSON null as `None`.
+        let failed = parsed.error_code.is_some();
         let identity = parsed.user_identity.as_ref();
         let principal = identity.and_then(UserIdentity::principal);
         let account = identity
@@ -159,11 +181,20 @@ impl Decoder for CloudTrailDecoder {
             out.push(event);
         }
 
-        if !failed {
+        if !failed && LIFECYCLE_CALLS.contains(&name) {
+            let bodies: Bodies = match serde_json::from_slice(record) {
+                Ok(bodies) => bodies,
+                Err(error) => {
+                    out.truncate(first); // On error, nothing is appended.
+                    return Err(DecodeError::new(format!(
+                        "invalid CloudTrail record: {error}"
+                    )));
+                }
+            };
             let lifecycle = lifecycle(
                 name,
-                parsed.request.as_ref(),
-                parsed.response.as_ref(),
+                bodies.request.as_ref(),
+                bodies.response.as_ref(),
                 &account,
             );
             if let Some((kind, credential, owner, expires)) = lifecycle {
