@@ -1,10 +1,10 @@
-//! Stage benchmarks over the demo's synthetic traffic (native JSON lines):
+//! Stage benchmarks over the demo's synthetic traffic, as native JSON lines (group `stages`)
+//! and as CloudTrail records (group `cloudtrail`: API calls by access key with the fields
+//! CloudTrail logs, identity, region, request parameters, TLS details, about 1 KB each; key
+//! creations as `CreateAccessKey`). Each group times:
 //! - `parse_ignored`: serde_json into `IgnoredAny`, the practical limit for any JSON decoder;
-//! - `decode_native`: the native decoder alone;
-//! - `pipeline`: decode + zones + state + ten detectors + suppression, one engine;
-//! - the same three over the same events written as CloudTrail records (`*_cloudtrail`):
-//!   API calls by access key with the fields CloudTrail logs (identity, region, request
-//!   parameters, TLS details; about 1 KB each), key creations as `CreateAccessKey`.
+//! - `decode`: the format's decoder alone;
+//! - `pipeline`: decode + zones + state + the built-in rules + suppression, one engine.
 //!
 //! Run: `cargo bench --bench engine`. Compare the three throughputs of one run: the
 //! pipeline's ratio to `parse_ignored` is what issue 7 tracks.
@@ -181,52 +181,7 @@ fn cloudtrail_stages(c: &mut Criterion) {
 }
 
 fn stages(c: &mut Criterion) {
-    let lines = corpus();
-    let bytes: usize = lines.iter().map(Vec::len).sum();
-    let mut group = c.benchmark_group("stages");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(lines.len() as u64));
-    eprintln!("corpus: {} events, {} bytes", lines.len(), bytes);
-
-    group.bench_function("parse_ignored", |b| {
-        b.iter(|| {
-            for line in &lines {
-                let _: IgnoredAny = serde_json::from_slice(line).expect("valid JSON");
-            }
-        })
-    });
-    group.bench_function("decode_native", |b| {
-        let mut out = Vec::with_capacity(1);
-        b.iter(|| {
-            for line in &lines {
-                out.clear();
-                NativeDecoder.decode(line, &mut out).expect("valid event");
-            }
-        })
-    });
-    let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
-    group.bench_function("pipeline", |b| {
-        b.iter_batched(
-            || Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules")),
-            |mut engine| {
-                let mut events = Vec::with_capacity(1);
-                let mut alerts = Vec::new();
-                for line in &lines {
-                    events.clear();
-                    NativeDecoder
-                        .decode(line, &mut events)
-                        .expect("valid event");
-                    for event in &events {
-                        engine.process(event, &mut alerts);
-                    }
-                    alerts.clear();
-                }
-                engine
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    group.finish();
+    group_of(c, "stages", &corpus(), NativeDecoder);
 }
 
 criterion_group!(benches, stages, cloudtrail_stages);

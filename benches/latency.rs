@@ -180,6 +180,24 @@ fn produce(
     (n, achieved)
 }
 
+/// [`produce`] on its own thread.
+fn spawn_producer(
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+    secs: u64,
+    sent: &Sent,
+    ready: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, f64)> {
+    let (brokers, topic, sent, ready) = (
+        brokers.to_owned(),
+        topic.to_owned(),
+        Arc::clone(sent),
+        Arc::clone(ready),
+    );
+    std::thread::spawn(move || produce(&brokers, &topic, rate, secs, &sent, &ready))
+}
+
 /// Records the latency of each timed alert.
 struct Timing {
     ready: Arc<AtomicBool>,
@@ -246,15 +264,7 @@ fn credwatch_phase(brokers: &str, rate: u64, secs: u64) -> Figures {
     )));
     let shutdown = Arc::new(AtomicBool::new(false));
     let expected = (rate * secs).div_ceil(ALERT_EVERY);
-    let producer = {
-        let (brokers, input, sent, ready) = (
-            brokers.to_owned(),
-            input.clone(),
-            Arc::clone(&sent),
-            Arc::clone(&ready),
-        );
-        std::thread::spawn(move || produce(&brokers, &input, rate, secs, &sent, &ready))
-    };
+    let producer = spawn_producer(brokers, &input, rate, secs, &sent, &ready);
     let stopper = {
         let (seen, shutdown) = (Arc::clone(&seen), Arc::clone(&shutdown));
         let deadline = Instant::now() + Duration::from_secs(secs * 4 + 60);
@@ -311,15 +321,7 @@ fn baseline_phase(brokers: &str, rate: u64, secs: u64) -> Figures {
     consumer.subscribe(&[&input]).expect("subscribe");
     let sent: Sent = Arc::default();
     let ready = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (brokers, input, sent, ready) = (
-            brokers.to_owned(),
-            input.clone(),
-            Arc::clone(&sent),
-            Arc::clone(&ready),
-        );
-        std::thread::spawn(move || produce(&brokers, &input, rate, secs, &sent, &ready))
-    };
+    let producer = spawn_producer(brokers, &input, rate, secs, &sent, &ready);
     let expected = (rate * secs).div_ceil(ALERT_EVERY);
     let mut latency = histogram();
     let mut timed = 0;

@@ -27,6 +27,27 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// A loopback port nobody listens on (until a test binds it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Revocations waiting in an outbox directory.
+fn pending_in(outbox: &Path) -> usize {
+    std::fs::read_dir(outbox)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// A config with zones and a webhook section; `extra` goes into `[respond.webhook]`.
 fn config(dir: &Path, url: &str, extra: &str) -> PathBuf {
     std::fs::write(dir.join("secret"), SECRET).unwrap();
@@ -224,11 +245,7 @@ fn with_the_broker_down_replay_waits_at_max_queued_and_delivers_everything_after
     let rules = revoke_rules(dir.path());
     let input = misuse(dir.path(), 30, 0);
     // Nobody listens on this port for the first seconds.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = config(
         dir.path(),
         &format!("http://127.0.0.1:{port}/revoke"),
@@ -245,16 +262,7 @@ fn with_the_broker_down_replay_waits_at_max_queued_and_delivers_everything_after
         .spawn()
         .unwrap();
     let outbox = dir.path().join("outbox");
-    let pending = || {
-        std::fs::read_dir(&outbox)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let pending = || pending_in(&outbox);
     let started = Instant::now();
     let mut most = 0;
     while started.elapsed() < Duration::from_secs(3) {
@@ -310,11 +318,7 @@ fn killed_between_decision_and_delivery_the_restart_delivers_exactly_once() {
     let rules = revoke_rules(dir.path());
     let input = misuse(dir.path(), 1, 0);
     // Nobody listens on this port yet: every attempt fails to connect.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/revoke");
     let config = config(dir.path(), &url, "");
     let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
@@ -329,16 +333,7 @@ fn killed_between_decision_and_delivery_the_restart_delivers_exactly_once() {
         .unwrap();
     let outbox = dir.path().join("outbox");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let pending = || {
-        std::fs::read_dir(&outbox)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let pending = || pending_in(&outbox);
     while pending() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
