@@ -34,18 +34,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Resident set size of this process, in MiB (Linux).
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    credwatch::api::resident_bytes(None).map_or(0.0, |bytes| bytes as f64 / 1048576.0)
 }
 
 fn access(ts: Timestamp, credential: String, ip: &str, id: u64) -> Event {

@@ -15,20 +15,8 @@ use credwatch::event::{Event, Kind};
 use credwatch::rules::RuleSet;
 use credwatch::time::Timestamp;
 
-/// Resident set size of this process, in bytes (Linux).
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+    credwatch::api::resident_bytes(None).unwrap_or(0)
 }
 
 const ENDPOINTS: [&str; 8] = [

@@ -377,6 +377,11 @@ fn leak_reports_over_http_reach_detection_and_the_api_reports_state_and_metrics(
     );
     assert_eq!(samples["credwatch_malformed_records_total"], 0.0);
     assert!(samples["credwatch_credentials_tracked"] >= 2.0);
+    assert!(
+        samples["process_resident_memory_bytes"] > 1e6,
+        "resident memory is reported"
+    );
+    assert_eq!(samples["credwatch_consumption_paused"], 0.0);
     assert!(samples.contains_key("credwatch_processing_seconds{quantile=\"0.99\"}"));
     assert_eq!(
         client

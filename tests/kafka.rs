@@ -628,15 +628,7 @@ fn run_archives_each_message_once_across_restarts() {
 
 /// Resident memory of a process, in KiB (Linux).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    credwatch::api::resident_bytes(Some(pid)).unwrap_or(0) / 1024
 }
 
 /// The acceptance test for backpressure: `run` with revocations on while nobody

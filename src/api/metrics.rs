@@ -55,6 +55,25 @@ impl Default for Metrics {
     }
 }
 
+/// Resident memory (VmRSS) of process `pid`, or of this process, in bytes; `None` where
+/// `/proc` does not say (not Linux).
+pub fn resident_bytes(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |pid| format!("/proc/{pid}/status"),
+    );
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
+
 /// Microseconds from 1 µs to 60 s, three significant figures.
 pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -239,6 +258,15 @@ impl Metrics {
             "Approximate bytes of credential state.",
             self.state_bytes.to_string(),
         );
+        if let Some(bytes) = resident_bytes(None) {
+            simple(
+                &mut out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the credwatch process.",
+                bytes.to_string(),
+            );
+        }
         out
     }
 }

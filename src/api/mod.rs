@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-pub use metrics::{new_latency_histogram, Metrics};
+pub use metrics::{new_latency_histogram, resident_bytes, Metrics};
 pub use server::BackgroundServer;
 
 use crate::alerts::{Alert, AlertSink, Producer};
