@@ -195,7 +195,8 @@ pub fn run(
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_commit = Instant::now();
     let mut last_message = Instant::now();
-    let mut first_message: Option<Instant> = None;
+    // The first message received and when the last one was processed.
+    let mut consumed: Option<(Instant, Instant)> = None;
     let mut pending = false;
     // A commit point waiting for its alerts and dead letters to be acknowledged.
     let mut committing: Option<(crate::source::kafka::CommitPoint, u64)> = None;
@@ -216,25 +217,13 @@ pub fn run(
         // Backpressure: while the revocation queue is full, fetching pauses and the group is
         // still polled; it resumes once the queue has drained to half.
         if let Some(responder) = responder.as_deref() {
-            let hold = responder.backpressure(source.is_paused());
-            if hold != source.is_paused() {
-                source.set_paused(hold)?;
-                if hold {
-                    responder.paused();
-                } else {
-                    tracing::info!(
-                        queued = responder.queued(),
-                        "Revocation queue drained: consumption resumes."
-                    );
-                }
-            }
+            source.set_paused(responder.backpressure(source.is_paused()))?;
         }
         let delivery = source.poll(Duration::from_millis(100))?;
         match delivery {
             Some(delivery) => {
                 let started = Instant::now();
                 last_message = started;
-                first_message.get_or_insert(started);
                 summary.messages += 1;
                 summary.rebuilt += u64::from(delivery.rebuilding);
                 let decoder = match decoders.get_mut(&delivery.topic) {
@@ -256,10 +245,9 @@ pub fn run(
                 )?;
                 source.done(&delivery);
                 pending = true;
-                if let Some(first) = first_message {
-                    summary.consuming = first.elapsed();
-                }
-                let _ = latency.record((started.elapsed().as_micros() as u64).max(1));
+                let finished = Instant::now();
+                consumed = Some((consumed.map_or(started, |(first, _)| first), finished));
+                let _ = latency.record(((finished - started).as_micros() as u64).max(1));
                 if options
                     .stop_after_messages
                     .is_some_and(|n| summary.messages >= n)
@@ -285,10 +273,10 @@ pub fn run(
                     lag = source.lag();
                     last_lag = Instant::now();
                 }
+                let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                let stats = responder.as_deref().map(Responder::stats);
                 let mut revocations = std::collections::BTreeMap::new();
-                if let Some(responder) = responder.as_deref() {
-                    let stats = responder.stats();
-                    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                if let Some(stats) = stats {
                     revocations.insert("delivered", get(&stats.delivered));
                     revocations.insert("refused", get(&stats.refused));
                     revocations.insert("pending", get(&stats.pending));
@@ -296,11 +284,9 @@ pub fn run(
                     revocations.insert("protected", get(&stats.protected));
                     revocations.insert("rate_limited", get(&stats.rate_limited));
                 }
-                let stats = responder.as_deref().map(|r| r.stats());
                 api.publish(crate::api::Metrics {
-                    revocations_queued: stats.map(|s| s.queued.load(Ordering::Relaxed)),
-                    backpressure_pauses: stats
-                        .map_or(0, |s| s.backpressure_pauses.load(Ordering::Relaxed)),
+                    revocations_queued: stats.map(|s| get(&s.queued)),
+                    backpressure_pauses: stats.map_or(0, |s| get(&s.backpressure_pauses)),
                     paused: source.is_paused(),
                     engine: engine.stats().clone(),
                     messages: summary.messages,
@@ -401,6 +387,7 @@ pub fn run(
     // (which rebuilds the same windows) would emit again with other counts.
     confirm_and_commit(sink, &producer, &mut source, &mut summary)?;
     summary.engine = engine.stats().clone();
+    summary.consuming = consumed.map_or(Duration::ZERO, |(first, last)| last - first);
     Ok(summary)
 }
 

@@ -140,11 +140,11 @@ impl Responder {
         let stopping = Arc::new(AtomicBool::new(false));
         let (jobs, queue) = mpsc::channel::<Job>();
         let (confirm, confirmations) = mpsc::channel();
-        // Jobs queued but not finished (stats.queued): the worker decrements after each.
         let pending = outbox.pending().map_err(|source| RespondError::Outbox {
             path: config.outbox.display().to_string(),
             source,
         })?;
+        // Every job queued counts in stats.queued until the worker has finished it.
         for (key, body) in pending {
             let (credential, at) = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -323,44 +323,39 @@ impl Responder {
     }
 
     /// Whether input should stop (or stay stopped, when `paused`) for the worker to catch
-    /// up: from `max_queued` waiting on, until the queue has drained to half of it. The
-    /// caller counts a pause with [`Responder::paused`].
+    /// up: from `max_queued` waiting on, until the queue has drained to half of it. A pause
+    /// and a resume (a change from `paused`) are counted and logged here.
     pub fn backpressure(&self, paused: bool) -> bool {
         let queued = self.queued();
         let max = self.config.max_queued as u64;
-        if paused {
+        let hold = if paused {
             queued > max / 2
         } else {
             queued >= max
+        };
+        if hold && !paused {
+            self.stats
+                .backpressure_pauses
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                queued,
+                max_queued = max,
+                "Revocation broker behind: input paused until the queue drains."
+            );
+        } else if paused && !hold {
+            tracing::info!(queued, "Revocation queue drained: input resumes.");
         }
-    }
-
-    /// Records that input paused for the queue; logs it.
-    pub fn paused(&self) {
-        self.stats
-            .backpressure_pauses
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            queued = self.queued(),
-            max_queued = self.config.max_queued,
-            "Revocation broker behind: input paused until the queue drains."
-        );
+        hold
     }
 
     /// Blocks while [`Responder::backpressure`] holds or until `stop` is set: the
     /// backpressure of a caller that has nothing else to do meanwhile (replay).
     pub fn wait_for_room(&self, stop: Option<&AtomicBool>) {
-        if !self.backpressure(false) {
-            return;
-        }
-        self.paused();
-        while self.backpressure(true) && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        let mut paused = self.backpressure(false);
+        while paused && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             std::thread::sleep(Duration::from_millis(10));
+            paused = self.backpressure(true);
         }
-        tracing::info!(
-            queued = self.queued(),
-            "Revocation queue drained: input resumes."
-        );
     }
 
     /// The responder's step after the engine raised `alerts` for one event: decides on each

@@ -247,13 +247,18 @@ pub struct Delivery {
 struct PartitionState {
     /// First offset whose alerts have not been delivered (the committed offset at start).
     emit_from: i64,
-    /// Next offset to commit, once everything before it is delivered.
-    done: Option<i64>,
+    /// Next offset to commit, once everything before it is delivered (-1: none yet). Shared
+    /// with the rebalance callback, which notes it when the partition is revoked.
+    done: Arc<AtomicI64>,
     /// Fetching restarted at an offset (a checkpoint's, or after a pause): messages before it
     /// are in the state already and are skipped, not processed again.
     resumed: Resumed,
-    /// `done`, shared with the rebalance callback (-1 for none).
-    progress: Arc<AtomicI64>,
+}
+
+impl PartitionState {
+    fn done(&self) -> Option<i64> {
+        Some(self.done.load(Ordering::Relaxed)).filter(|done| *done >= 0)
+    }
 }
 
 /// How a partition whose fetching restarted at a given offset is going.
@@ -291,7 +296,7 @@ impl Resumed {
 fn rebuilding(partitions: &HashMap<(String, i32), PartitionState>) -> bool {
     partitions
         .values()
-        .any(|partition| partition.done.unwrap_or(0) < partition.emit_from)
+        .any(|partition| partition.done().unwrap_or(0) < partition.emit_from)
 }
 
 /// The consumer group over the input topics.
@@ -300,6 +305,8 @@ pub struct KafkaSource {
     partitions: HashMap<(String, i32), PartitionState>,
     /// Fetching is paused (backpressure): the group is still polled, no message arrives.
     paused: bool,
+    /// Some partition may be restarting at an offset (see [`KafkaSource::unstall`]).
+    restarting: bool,
 }
 
 impl KafkaSource {
@@ -341,6 +348,7 @@ impl KafkaSource {
             consumer,
             partitions: HashMap::new(),
             paused: false,
+            restarting: false,
         })
     }
 
@@ -348,11 +356,13 @@ impl KafkaSource {
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Delivery>, KafkaSourceError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if take_rebalances(self.consumer.context(), &mut self.partitions) && self.paused {
-                // Partitions assigned while paused start paused too.
-                self.pause_assignment(true)?;
-            }
-            if !self.paused {
+            take_rebalances(
+                &self.consumer,
+                &mut self.partitions,
+                &mut self.restarting,
+                self.paused,
+            )?;
+            if self.restarting && !self.paused {
                 self.unstall()?;
             }
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
@@ -366,9 +376,12 @@ impl KafkaSource {
             };
             // The rebalance callback runs inside poll: take what it recorded before judging
             // the message against its partition's committed offset.
-            if take_rebalances(self.consumer.context(), &mut self.partitions) && self.paused {
-                self.pause_assignment(true)?;
-            }
+            take_rebalances(
+                &self.consumer,
+                &mut self.partitions,
+                &mut self.restarting,
+                self.paused,
+            )?;
             let topic = message.topic();
             let partition = message.partition();
             let offset = message.offset();
@@ -430,6 +443,11 @@ impl KafkaSource {
     /// from its beginning at once; above means messages are there, and if none arrives within
     /// [`RESUME_STALL`] the partition is re-read too.
     fn unstall(&mut self) -> Result<(), KafkaSourceError> {
+        // Off the per-message path once every partition flows again.
+        self.restarting = self
+            .partitions
+            .values()
+            .any(|state| matches!(state.resumed, Resumed::AtOffset { .. }));
         for ((topic, partition), state) in &mut self.partitions {
             let Resumed::AtOffset {
                 next,
@@ -484,14 +502,15 @@ impl KafkaSource {
     /// `max.poll.interval.ms`) and returns no message.
     pub fn set_paused(&mut self, paused: bool) -> Result<(), KafkaSourceError> {
         if paused != self.paused {
-            self.pause_assignment(paused)?;
+            pause_assignment(&self.consumer, paused)?;
             self.paused = paused;
             if !paused {
                 // Fetching restarts at the next message not yet handed out; a broker that
                 // answers it with a later one is caught as after a checkpoint.
                 for state in self.partitions.values_mut() {
-                    if let (Some(next), Resumed::Flowing) = (state.done, state.resumed) {
+                    if let (Some(next), Resumed::Flowing) = (state.done(), state.resumed) {
                         state.resumed = Resumed::at(next);
+                        self.restarting = true;
                     }
                 }
             }
@@ -503,22 +522,6 @@ impl KafkaSource {
         self.paused
     }
 
-    fn pause_assignment(&self, pause: bool) -> Result<(), KafkaSourceError> {
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(KafkaSourceError::Pause)?;
-        if assignment.count() == 0 {
-            return Ok(());
-        }
-        if pause {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        }
-        .map_err(KafkaSourceError::Pause)
-    }
-
     /// Messages between this instance's position and the end of each partition it owns.
     pub fn lag(&self) -> Vec<(String, i32, i64)> {
         let mut lag = Vec::new();
@@ -527,7 +530,7 @@ impl KafkaSource {
                 self.consumer
                     .fetch_watermarks(topic, *partition, Duration::from_secs(1))
             {
-                let position = state.done.unwrap_or(0);
+                let position = state.done().unwrap_or(0);
                 lag.push((topic.clone(), *partition, (high - position).max(0)));
             }
         }
@@ -557,11 +560,7 @@ impl KafkaSource {
             .partitions
             .get_mut(&(delivery.topic.clone(), delivery.partition))
         {
-            let done = state
-                .done
-                .map_or(delivery.offset + 1, |d| d.max(delivery.offset + 1));
-            state.done = Some(done);
-            state.progress.store(done, Ordering::SeqCst);
+            state.done.fetch_max(delivery.offset + 1, Ordering::Relaxed);
         }
     }
 
@@ -584,7 +583,7 @@ impl KafkaSource {
             .partitions
             .iter()
             .map(|((topic, partition), state)| {
-                position(topic, *partition, state.done.unwrap_or(state.emit_from))
+                position(topic, *partition, state.done().unwrap_or(state.emit_from))
             })
             .collect();
         let resume = self
@@ -610,7 +609,7 @@ impl KafkaSource {
         self.partitions
             .iter()
             .filter_map(|((topic, partition), state)| {
-                let next = state.done.filter(|next| *next > state.emit_from)?;
+                let next = state.done().filter(|next| *next > state.emit_from)?;
                 Some((topic.clone(), *partition, next))
             })
             .collect()
@@ -644,7 +643,7 @@ impl KafkaSource {
     pub fn commit(&mut self) -> Result<(), KafkaSourceError> {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), state) in &self.partitions {
-            if let Some(next) = state.done.filter(|next| *next > state.emit_from) {
+            if let Some(next) = state.done().filter(|next| *next > state.emit_from) {
                 list.add_partition_offset(topic, *partition, Offset::Offset(next))
                     .map_err(KafkaSourceError::Commit)?;
             }
@@ -656,7 +655,7 @@ impl KafkaSource {
             .commit(&list, CommitMode::Sync)
             .map_err(KafkaSourceError::Commit)?;
         for state in self.partitions.values_mut() {
-            if let Some(next) = state.done {
+            if let Some(next) = state.done() {
                 state.emit_from = state.emit_from.max(next);
             }
         }
@@ -664,12 +663,33 @@ impl KafkaSource {
     }
 }
 
+/// Pauses or resumes fetching of every partition assigned now.
+fn pause_assignment(
+    consumer: &BaseConsumer<GroupContext>,
+    pause: bool,
+) -> Result<(), KafkaSourceError> {
+    let assignment = consumer.assignment().map_err(KafkaSourceError::Pause)?;
+    if assignment.count() == 0 {
+        return Ok(());
+    }
+    if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    }
+    .map_err(KafkaSourceError::Pause)
+}
+
 /// Applies what the rebalance callback recorded: new partitions with their committed offsets,
-/// and revoked partitions forgotten. True when partitions were assigned.
+/// and revoked partitions forgotten. Sets `restarting` when an assigned partition restarts at
+/// an offset; partitions assigned while `paused` are paused too.
 fn take_rebalances(
-    context: &GroupContext,
+    consumer: &BaseConsumer<GroupContext>,
     partitions: &mut HashMap<(String, i32), PartitionState>,
-) -> bool {
+    restarting: &mut bool,
+    paused: bool,
+) -> Result<(), KafkaSourceError> {
+    let context = consumer.context();
     // Revocations first: a partition revoked and assigned again within one poll is the new
     // assignment (the callback drops an assignment revoked before it was taken here).
     let revoked: Vec<(String, i32)> = {
@@ -684,6 +704,7 @@ fn take_rebalances(
         std::mem::take(&mut *list)
     };
     let any_assigned = !assigned.is_empty();
+    *restarting |= assigned.iter().any(|a| a.resumed_at.is_some());
     for Assigned {
         topic,
         partition,
@@ -697,13 +718,15 @@ fn take_rebalances(
             (topic, partition),
             PartitionState {
                 emit_from,
-                done: resumed_at,
+                done: progress,
                 resumed: resumed_at.map_or(Resumed::Flowing, Resumed::at),
-                progress,
             },
         );
     }
-    any_assigned
+    if any_assigned && paused {
+        pause_assignment(consumer, true)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -713,9 +736,8 @@ mod tests {
     fn partition(emit_from: i64, done: Option<i64>) -> PartitionState {
         PartitionState {
             emit_from,
-            done,
+            done: Arc::new(AtomicI64::new(done.unwrap_or(-1))),
             resumed: Resumed::Flowing,
-            progress: Arc::new(AtomicI64::new(done.unwrap_or(-1))),
         }
     }
 
