@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench engine`. Compare the three throughputs of one run: the
 //! pipeline's ratio to `parse_ignored` is what issue 7 tracks.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use serde::de::IgnoredAny;
 
 use credwatch::config::Config;
@@ -184,5 +184,62 @@ fn stages(c: &mut Criterion) {
     group_of(c, "stages", &corpus(), NativeDecoder);
 }
 
+/// Each stage once over the native corpus, in functions of its own, for an instruction count:
+/// `scripts/count-instructions` runs this under callgrind, which counts the instructions of
+/// each `once_*` function. Counts repeat exactly on the same build, whatever else the machine
+/// does, so they show a change's effect where wall-clock intervals on a shared VM are wide.
+fn once() {
+    let lines = corpus();
+    let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
+    let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
+    once_parse_ignored(&lines);
+    once_decode(&lines);
+    let alerts = once_pipeline(&lines, engine);
+    println!("events {} alerts {}", lines.len(), alerts);
+}
+
+#[inline(never)]
+fn once_parse_ignored(lines: &[Vec<u8>]) {
+    for line in lines {
+        let _: IgnoredAny = serde_json::from_slice(line).expect("valid JSON");
+    }
+}
+
+#[inline(never)]
+fn once_decode(lines: &[Vec<u8>]) {
+    let mut out = Vec::with_capacity(1);
+    for line in lines {
+        out.clear();
+        NativeDecoder.decode(line, &mut out).expect("valid record");
+    }
+}
+
+#[inline(never)]
+fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> usize {
+    let mut events = Vec::with_capacity(1);
+    let mut alerts = Vec::new();
+    let mut raised = 0;
+    for line in lines {
+        events.clear();
+        NativeDecoder
+            .decode(line, &mut events)
+            .expect("valid record");
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+        raised += alerts.len();
+        alerts.clear();
+    }
+    raised
+}
+
 criterion_group!(benches, stages, cloudtrail_stages);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("ENGINE_ONCE").is_some() {
+        once();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

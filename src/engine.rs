@@ -215,7 +215,9 @@ impl Engine {
                     scratch.clear();
                     rule.detector
                         .evaluate(&observation, before, &context, scratch);
-                    fired.extend(scratch.drain(..).map(|finding| (index, finding)));
+                    if !scratch.is_empty() {
+                        fired.extend(scratch.drain(..).map(|finding| (index, finding)));
+                    }
                 }
                 before.owner.or(observation.owner).or(observation.principal)
             },

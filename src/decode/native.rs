@@ -11,7 +11,11 @@ pub struct NativeDecoder;
 
 impl Decoder for NativeDecoder {
     fn decode(&mut self, record: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
-        let mut event: Event = serde_json::from_slice(record)
+        // One UTF-8 check over the whole record, then `from_str`, which trusts it: parsing
+        // from bytes would check every string again on its own.
+        let text = std::str::from_utf8(record)
+            .map_err(|e| DecodeError::new(format!("invalid native event: not UTF-8 ({e})")))?;
+        let mut event: Event = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))?;
         if event.credential.trim().is_empty() {
             return Err(DecodeError::new(

@@ -24,7 +24,7 @@ impl Symbol {
 /// A concurrent string interner.
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: DashMap<Arc<str>, Symbol>,
+    ids: DashMap<Arc<str>, Symbol, super::Hashing>,
     names: RwLock<Vec<Arc<str>>>,
 }
 
