@@ -19,6 +19,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod event;
 pub mod fuzzing;
+pub mod patterns;
 pub mod query;
 pub mod redact;
 pub mod replay;

@@ -306,7 +306,7 @@ pub struct Config {
     pub secret_hasher: crate::decode::SecretHasher,
     /// Decoy credentials (globs): nobody legitimate ever uses them.
     pub canary_patterns: Vec<String>,
-    canaries: Option<globset::GlobSet>,
+    canaries: Option<crate::patterns::Patterns>,
 }
 
 impl Config {
@@ -546,21 +546,11 @@ impl Config {
         let canaries = if raw.canaries.get_ref().is_empty() {
             None
         } else {
-            let mut builder = globset::GlobSetBuilder::new();
-            for pattern in raw.canaries.get_ref() {
-                let glob = Glob::new(pattern).map_err(|e| {
-                    FileError::at(
-                        origin,
-                        text,
-                        raw.canaries.span(),
-                        format!("canaries: invalid pattern `{pattern}`: {e}"),
-                    )
-                })?;
-                builder.add(glob);
-            }
-            Some(builder.build().map_err(|e| {
-                FileError::at(origin, text, raw.canaries.span(), format!("canaries: {e}"))
-            })?)
+            Some(
+                crate::patterns::Patterns::new(raw.canaries.get_ref()).map_err(|e| {
+                    FileError::at(origin, text, raw.canaries.span(), format!("canaries: {e}"))
+                })?,
+            )
         };
         Ok(Config {
             origin: origin.to_owned(),

@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use crate::patterns::Patterns;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
@@ -77,11 +77,11 @@ pub struct Exception {
     pub file: String,
     /// Rule ids it applies to; empty means every rule.
     pub rules: Vec<String>,
-    credentials: Option<GlobSet>,
-    principals: Option<GlobSet>,
+    credentials: Option<Patterns>,
+    principals: Option<Patterns>,
     zones: Option<ZoneSet>,
     networks: Vec<IpNet>,
-    user_agents: Option<GlobSet>,
+    user_agents: Option<Patterns>,
     /// The scope as written, for reports (`credentials=AKIACIBOT*; zones=ci`).
     pub scope: String,
 }
@@ -281,22 +281,11 @@ fn validate(
             ));
         }
     }
-    let globs = |list: &Spanned<Vec<String>>, field: &str| -> Result<Option<GlobSet>, FileError> {
+    let globs = |list: &Spanned<Vec<String>>, field: &str| -> Result<Option<Patterns>, FileError> {
         if list.get_ref().is_empty() {
             return Ok(None);
         }
-        let mut builder = GlobSetBuilder::new();
-        for pattern in list.get_ref() {
-            let glob = Glob::new(pattern).map_err(|e| {
-                at(
-                    list.span(),
-                    format!("{field}: invalid pattern `{pattern}`: {e}"),
-                )
-            })?;
-            builder.add(glob);
-        }
-        builder
-            .build()
+        Patterns::new(list.get_ref())
             .map(Some)
             .map_err(|e| at(list.span(), format!("{field}: {e}")))
     };

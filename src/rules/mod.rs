@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use crate::patterns::Patterns;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -148,10 +148,10 @@ fn no_zones() -> Spanned<Vec<String>> {
 /// Which events a rule looks at. Empty lists match everything.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
-    credentials: Option<GlobSet>,
-    exclude_credentials: Option<GlobSet>,
-    principals: Option<GlobSet>,
-    exclude_principals: Option<GlobSet>,
+    credentials: Option<Patterns>,
+    exclude_credentials: Option<Patterns>,
+    principals: Option<Patterns>,
+    exclude_principals: Option<Patterns>,
     zones: Vec<String>,
 }
 
@@ -475,15 +475,11 @@ pub(crate) fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>, String> {
+fn globs(patterns: &[String]) -> Result<Option<Patterns>, String> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        builder.add(Glob::new(pattern).map_err(|e| format!("invalid pattern `{pattern}`: {e}"))?);
-    }
-    builder.build().map(Some).map_err(|e| e.to_string())
+    Patterns::new(patterns).map(Some)
 }
 
 enum TestConfigError {

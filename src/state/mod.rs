@@ -76,6 +76,21 @@ pub fn lineage(owner: &str) -> &str {
 /// The product of a user agent: its first token without the version (`aws-cli/2.15.0 Python/3`
 /// is `aws-cli`), so an upgrade is not a new agent.
 pub fn product(user_agent: &str) -> &str {
+    // The usual all-ASCII head, byte by byte. A vertical tab or a non-ASCII byte where the
+    // token ends may be Unicode whitespace: the general path below decides.
+    let bytes = user_agent.as_bytes();
+    let odd = |b: u8| b == 0x0b || !b.is_ascii();
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes[start..]
+        .iter()
+        .position(|&b| b == b'/' || b.is_ascii_whitespace() || odd(b))
+        .map_or(bytes.len(), |n| start + n);
+    if !bytes.get(end).is_some_and(|&b| odd(b)) {
+        return user_agent[start..end].trim_matches(|c: char| c == '[' || c == ']' || c == '"');
+    }
     let first = user_agent.split_whitespace().next().unwrap_or("");
     first
         .split('/')
@@ -361,7 +376,35 @@ impl StateStore {
 
 #[cfg(test)]
 mod tests {
-    use super::lineage;
+    use super::{lineage, product};
+    use proptest::prelude::*;
+
+    /// `product` as first written, one general path: the byte fast path must agree with it.
+    fn product_reference(user_agent: &str) -> &str {
+        let first = user_agent.split_whitespace().next().unwrap_or("");
+        first
+            .split('/')
+            .next()
+            .unwrap_or(first)
+            .trim_matches(|c: char| c == '[' || c == ']' || c == '"')
+    }
+
+    proptest! {
+        #[test]
+        fn product_agrees_with_the_general_path(
+            user_agent in r#"[ \t\x0b\u{a0}\u{2003}\u{85}a-z/\[\]"é.0-9]{0,16}"#,
+        ) {
+            prop_assert_eq!(product(&user_agent), product_reference(&user_agent));
+        }
+    }
+
+    #[test]
+    fn product_is_the_first_token_without_its_version() {
+        assert_eq!(product("aws-cli/2.15.0 Python/3.11.6"), "aws-cli");
+        assert_eq!(product("  \"Boto3/1.34\" x"), "Boto3");
+        assert_eq!(product("\u{a0}curl/8 x"), "curl");
+        assert_eq!(product(""), "");
+    }
 
     #[test]
     fn a_roles_sessions_share_a_lineage_and_other_owners_are_their_own() {
