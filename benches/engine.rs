@@ -194,8 +194,11 @@ fn once() {
     let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
     once_parse_ignored(&lines);
     once_decode(&lines);
-    let alerts = once_pipeline(&lines, engine);
-    println!("events {} alerts {}", lines.len(), alerts);
+    let (alerts, suppressed) = once_pipeline(&lines, engine);
+    println!(
+        "events {} alerts {alerts} suppressed findings {suppressed}",
+        lines.len()
+    );
 }
 
 #[inline(never)]
@@ -215,7 +218,7 @@ fn once_decode(lines: &[Vec<u8>]) {
 }
 
 #[inline(never)]
-fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> usize {
+fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> (usize, u64) {
     let mut events = Vec::with_capacity(1);
     let mut alerts = Vec::new();
     let mut raised = 0;
@@ -230,7 +233,8 @@ fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> usize {
         raised += alerts.len();
         alerts.clear();
     }
-    raised
+    let suppressed = engine.stats().rules.values().map(|c| c.suppressed).sum();
+    (raised, suppressed)
 }
 
 criterion_group!(benches, stages, cloudtrail_stages);

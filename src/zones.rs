@@ -112,6 +112,9 @@ impl fmt::Display for Network {
 /// Parses an address as logs write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.trim();
+    if let Some(v4) = dotted_quad(text.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(canonical(ip));
     }
@@ -122,6 +125,32 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
         .and_then(|rest| rest.strip_suffix(']'))
         .and_then(|inner| inner.parse::<IpAddr>().ok())
         .map(canonical)
+}
+
+/// The plain IPv4 form `a.b.c.d` (decimal, no leading zeros), in one pass: most addresses
+/// in logs. `None` for anything else, which `std`'s parsers then read or reject; where this
+/// answers, the answer is `std`'s (a property test checks).
+fn dotted_quad(text: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut value = 0u16;
+        for &digit in part {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + u16::from(digit - b'0');
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    parts
+        .next()
+        .is_none()
+        .then(|| std::net::Ipv4Addr::from(octets))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
@@ -175,8 +204,8 @@ pub struct ZoneSpec {
 #[derive(Clone, Debug)]
 pub struct ZoneTable {
     names: Vec<String>,
-    by_name: HashMap<String, ZoneId>,
-    environments: HashMap<String, ZoneId>,
+    by_name: HashMap<String, ZoneId, crate::state::Hashing>,
+    environments: HashMap<String, ZoneId, crate::state::Hashing>,
     v4: PrefixTable<u32>,
     v6: PrefixTable<u128>,
 }
@@ -210,8 +239,8 @@ impl ZoneTable {
     pub fn new(specs: &[ZoneSpec]) -> Result<ZoneTable, ZoneError> {
         let mut table = ZoneTable {
             names: vec!["unknown".to_owned(), "internet".to_owned()],
-            by_name: HashMap::new(),
-            environments: HashMap::new(),
+            by_name: HashMap::default(),
+            environments: HashMap::default(),
             v4: PrefixTable::default(),
             v6: PrefixTable::default(),
         };
@@ -314,7 +343,7 @@ impl ZoneTable {
 struct PrefixTable<A> {
     /// Prefix lengths in use, longest first.
     lengths: Vec<u8>,
-    entries: HashMap<(u8, A), ZoneId>,
+    entries: HashMap<(u8, A), ZoneId, crate::state::Hashing>,
 }
 
 trait Address: Copy + Eq + std::hash::Hash {
@@ -370,6 +399,20 @@ impl<A: Address> PrefixTable<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-pass IPv4 reader agrees with `std` wherever it answers, and answers for
+        /// every address `std` prints.
+        #[test]
+        fn dotted_quads_read_as_std_reads_them(text in "[0-9.a]{0,16}", octets: [u8; 4]) {
+            if let Some(fast) = dotted_quad(text.as_bytes()) {
+                prop_assert_eq!(Ok(fast), text.parse::<std::net::Ipv4Addr>());
+            }
+            let printed = std::net::Ipv4Addr::from(octets).to_string();
+            prop_assert_eq!(dotted_quad(printed.as_bytes()), Some(std::net::Ipv4Addr::from(octets)));
+        }
+    }
 
     fn spec(name: &str, cidrs: &[&str], environments: &[&str]) -> ZoneSpec {
         ZoneSpec {

@@ -153,10 +153,17 @@ pub struct Scope {
     principals: Option<Patterns>,
     exclude_principals: Option<Patterns>,
     zones: Vec<String>,
+    /// Whether any of the above is set; most rules have no scope and skip the checks.
+    scoped: bool,
 }
 
 impl Scope {
+    #[inline]
     pub fn matches(&self, observation: &Observation<'_>, config: &Config) -> bool {
+        !self.scoped || self.matches_scoped(observation, config)
+    }
+
+    fn matches_scoped(&self, observation: &Observation<'_>, config: &Config) -> bool {
         let event = observation.event;
         let principal = event.principal.as_deref().unwrap_or("");
         self.credentials
@@ -402,7 +409,7 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
         .build(params)
         .map_err(|e| at(params_span, format!("[params] for detector {kind}: {e}")))?;
 
-    let scope = Scope {
+    let mut scope = Scope {
         credentials: globs(&raw.scope.credentials)
             .map_err(|e| FileError::whole_file(name, format!("[scope] credentials: {e}")))?,
         exclude_credentials: globs(&raw.scope.exclude_credentials).map_err(|e| {
@@ -413,7 +420,13 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
         exclude_principals: globs(&raw.scope.exclude_principals)
             .map_err(|e| FileError::whole_file(name, format!("[scope] exclude_principals: {e}")))?,
         zones: raw.scope.zones.get_ref().clone(),
+        scoped: false,
     };
+    scope.scoped = scope.credentials.is_some()
+        || scope.exclude_credentials.is_some()
+        || scope.principals.is_some()
+        || scope.exclude_principals.is_some()
+        || !scope.zones.is_empty();
 
     let test_config = match &raw.test_config {
         None => None,
