@@ -1,0 +1,173 @@
+//! Scaling from one to two workers: the whole pipeline (decode, zones, state, the built-in
+//! rules, suppression) over the demo's native traffic, once on one thread with one engine and
+//! once on two threads, each with its own engine over half the credentials. The split is by a
+//! hash of the credential id, which is what a Kafka topic keyed by credential gives two
+//! consumers of one group (one partition each): every credential's events stay in order on
+//! one worker, and workers share nothing.
+//!
+//! Prints events/s for each, the speed-up (2 workers over 1) measured in the same run beside
+//! the most the shards' balance allows, and whether the two runs raised the same alerts (ids,
+//! counts).
+//!
+//! Run: `cargo bench --bench scaling` (env `SCALING_ROUNDS`, default 5; `SCALING_CREDENTIALS`,
+//! the demo's credential count, default 400: about 1.2M events).
+
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use credwatch::alerts::Alert;
+use credwatch::config::Config;
+use credwatch::decode::{Decoder, NativeDecoder};
+use credwatch::demo::{self, DemoOptions};
+use credwatch::engine::Engine;
+use credwatch::rules::RuleSet;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Native JSON lines of one demo day.
+fn corpus(credentials: usize) -> Vec<Vec<u8>> {
+    let dir = std::env::temp_dir().join(format!("credwatch-scaling-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("day.jsonl");
+    let options = DemoOptions {
+        seed: 7,
+        credentials,
+        write_events: Some(path.clone()),
+        kafka: None,
+    };
+    demo::run(&options, None).expect("demo run");
+    let text = std::fs::read(&path).expect("read events");
+    let _ = std::fs::remove_dir_all(&dir);
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The lines of each of `workers` shards, split by the credential's hash (a fixed hash, so
+/// the split is the same every run), each shard in input order.
+fn shard(lines: &[Vec<u8>], workers: usize) -> Vec<Vec<&[u8]>> {
+    let mut shards = vec![Vec::new(); workers];
+    let mut events = Vec::new();
+    for line in lines {
+        events.clear();
+        NativeDecoder
+            .decode(line, &mut events)
+            .expect("valid event");
+        let mut hasher = std::hash::DefaultHasher::new();
+        events[0].credential.hash(&mut hasher);
+        shards[(hasher.finish() % workers as u64) as usize].push(line.as_slice());
+    }
+    shards
+}
+
+/// One worker: decodes and processes its lines with its own engine; returns its alerts.
+fn work(lines: &[&[u8]], config: &Config) -> Vec<Alert> {
+    let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
+    let mut decoder = NativeDecoder;
+    let mut events = Vec::with_capacity(1);
+    let mut alerts = Vec::new();
+    for line in lines {
+        events.clear();
+        decoder.decode(line, &mut events).expect("valid event");
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+    }
+    engine.finish(&mut alerts);
+    alerts
+}
+
+/// Runs the shards on one thread each; returns the seconds from start to the last worker's
+/// end, and every alert.
+fn run(shards: &[Vec<&[u8]>], config: &Config) -> (f64, Vec<Alert>) {
+    let started = Instant::now();
+    let alerts = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .map(|lines| scope.spawn(move || work(lines, config)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("worker"))
+            .collect::<Vec<_>>()
+    });
+    (started.elapsed().as_secs_f64(), alerts)
+}
+
+fn fingerprint(alerts: &[Alert]) -> Vec<(String, u32)> {
+    let mut keys: Vec<(String, u32)> = alerts.iter().map(|a| (a.id.clone(), a.count)).collect();
+    keys.sort();
+    keys
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list here.
+    }
+    let rounds = env_or("SCALING_ROUNDS", 5).max(1);
+    let lines = corpus(env_or("SCALING_CREDENTIALS", 400));
+    let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
+    let one = shard(&lines, 1);
+    let two = shard(&lines, 2);
+    println!(
+        "scaling: {} events; shards of {} and {} events; {} cores available; {rounds} rounds",
+        lines.len(),
+        two[0].len(),
+        two[1].len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let (mut single, mut double) = (Vec::new(), Vec::new());
+    let (mut single_alerts, mut double_alerts) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        let order: [usize; 2] = if round % 2 == 0 { [1, 2] } else { [2, 1] };
+        for workers in order {
+            let (secs, alerts) = if workers == 1 {
+                run(&one, &config)
+            } else {
+                run(&two, &config)
+            };
+            let rate = lines.len() as f64 / secs;
+            println!("  round {round}: {workers} worker(s) {rate:>10.0} events/s");
+            if workers == 1 {
+                single.push(rate);
+                single_alerts = alerts;
+            } else {
+                double.push(rate);
+                double_alerts = alerts;
+            }
+        }
+    }
+    let (single, double) = (median(single), median(double));
+    println!("1 worker : {single:>10.0} events/s (median)");
+    println!("2 workers: {double:>10.0} events/s (median)");
+    let largest = two.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    println!(
+        "speed-up : {:.2}x (the larger shard holds {:.0}% of the events: {:.2}x at most)",
+        double / single,
+        100.0 * largest as f64 / lines.len() as f64,
+        lines.len() as f64 / largest as f64
+    );
+    let same = fingerprint(&single_alerts) == fingerprint(&double_alerts);
+    println!(
+        "alerts   : {} with 1 worker, {} with 2, {}",
+        single_alerts.len(),
+        double_alerts.len(),
+        if same {
+            "the same ids and counts"
+        } else {
+            "DIFFERENT (see BENCHMARKS.md: relations across credentials)"
+        }
+    );
+}
