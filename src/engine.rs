@@ -243,6 +243,22 @@ impl Engine {
                 }
                 continue;
             }
+            // A repeat inside its suppression window is only counted: no alert to build.
+            if self.suppressor.fold(
+                &rule.id,
+                &event.credential,
+                event.ts,
+                event.ts.millis(),
+                &finding.observed,
+                rule.suppress,
+            ) {
+                self.stats
+                    .rules
+                    .entry(rule.id.clone())
+                    .or_default()
+                    .suppressed += 1;
+                continue;
+            }
             let alert = Alert::new(rule, event, owner.clone(), finding);
             self.created.clear();
             self.suppressor
