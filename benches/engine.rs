@@ -9,35 +9,17 @@
 //! Run: `cargo bench --bench engine`. Compare the three throughputs of one run: the
 //! pipeline's ratio to `parse_ignored` is what issue 7 tracks.
 
+mod common;
+
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use serde::de::IgnoredAny;
 
 use credwatch::config::Config;
 use credwatch::decode::{CloudTrailDecoder, Decoder, NativeDecoder};
-use credwatch::demo::{self, DemoOptions};
+use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::event::{Event, Kind};
 use credwatch::rules::RuleSet;
-
-/// Native JSON lines of a small demo day (about 300k events).
-fn corpus() -> Vec<Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!("credwatch-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("day.jsonl");
-    let options = DemoOptions {
-        seed: 7,
-        credentials: 100,
-        write_events: Some(path.clone()),
-        kafka: None,
-    };
-    demo::run(&options, None).expect("demo run");
-    let text = std::fs::read(&path).expect("read events");
-    let _ = std::fs::remove_dir_all(&dir);
-    text.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
 
 /// One native event as the CloudTrail record AWS would log for it: accesses as API calls,
 /// issuances as `CreateAccessKey`; other kinds have no CloudTrail form here (`None`).
@@ -162,7 +144,7 @@ fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl 
 
 fn cloudtrail_stages(c: &mut Criterion) {
     let mut events = Vec::new();
-    for line in corpus() {
+    for line in common::demo_lines(100) {
         NativeDecoder
             .decode(&line, &mut events)
             .expect("valid event");
@@ -181,7 +163,7 @@ fn cloudtrail_stages(c: &mut Criterion) {
 }
 
 fn stages(c: &mut Criterion) {
-    group_of(c, "stages", &corpus(), NativeDecoder);
+    group_of(c, "stages", &common::demo_lines(100), NativeDecoder);
 }
 
 /// Each stage once over the native corpus, in functions of its own, for an instruction count:
@@ -189,7 +171,7 @@ fn stages(c: &mut Criterion) {
 /// each `once_*` function. Counts repeat exactly on the same build, whatever else the machine
 /// does, so they show a change's effect where wall-clock intervals on a shared VM are wide.
 fn once() {
-    let lines = corpus();
+    let lines = common::demo_lines(100);
     let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
     let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
     once_parse_ignored(&lines);

@@ -12,13 +12,15 @@
 //! Run: `cargo bench --bench scaling` (env `SCALING_ROUNDS`, default 5; `SCALING_CREDENTIALS`,
 //! the demo's credential count, default 400: about 1.2M events).
 
+mod common;
+
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use credwatch::alerts::Alert;
 use credwatch::config::Config;
 use credwatch::decode::{Decoder, NativeDecoder};
-use credwatch::demo::{self, DemoOptions};
+use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::rules::RuleSet;
 
@@ -27,26 +29,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Native JSON lines of one demo day.
-fn corpus(credentials: usize) -> Vec<Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!("credwatch-scaling-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("day.jsonl");
-    let options = DemoOptions {
-        seed: 7,
-        credentials,
-        write_events: Some(path.clone()),
-        kafka: None,
-    };
-    demo::run(&options, None).expect("demo run");
-    let text = std::fs::read(&path).expect("read events");
-    let _ = std::fs::remove_dir_all(&dir);
-    text.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
 }
 
 /// The lines of each of `workers` shards, split by the credential's hash (a fixed hash, so
@@ -116,7 +98,7 @@ fn main() {
         return; // `cargo test --benches` lists benches; nothing to list here.
     }
     let rounds = env_or("SCALING_ROUNDS", 5).max(1);
-    let lines = corpus(env_or("SCALING_CREDENTIALS", 400));
+    let lines = common::demo_lines(env_or("SCALING_CREDENTIALS", 400));
     let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
     let one = shard(&lines, 1);
     let two = shard(&lines, 2);
