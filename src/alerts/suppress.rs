@@ -162,21 +162,24 @@ impl Suppressor {
             out.push(alert);
             return;
         }
+        let observed = &alert.evidence.observed;
+        if self.fold(
+            &alert.rule,
+            &alert.credential,
+            ts,
+            alert.time,
+            observed,
+            window,
+        ) {
+            return;
+        }
         let key = (alert.rule.clone(), alert.credential.clone());
         if let Some(open) = self.open.get_mut(&key) {
             if ts < open.end {
-                match place(&alert) {
-                    Some(place) if !open.places.contains(&place) => {
-                        open.places.push(place);
-                        self.escalated += 1;
-                        out.push(alert);
-                    }
-                    _ => {
-                        open.count = open.count.saturating_add(1);
-                        open.last_time = open.last_time.max(alert.time);
-                        self.suppressed += 1;
-                    }
-                }
+                // Inside the window and not folded: it comes from a new zone or network.
+                open.places.extend(place(&alert));
+                self.escalated += 1;
+                out.push(alert);
                 return;
             }
         }
