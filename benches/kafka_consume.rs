@@ -96,11 +96,8 @@ fn credwatch_run(brokers: &str, topic: &str, group: &str) -> Duration {
     let rules = credwatch::rules::RuleSet::builtin(&config).expect("rules");
     let mut engine = credwatch::engine::Engine::new(config, rules);
     let options = credwatch::run::RunOptions {
-        api: None,
-        exit_when_idle: None,
         stop_after_messages: Some(MESSAGES),
-        checkpoint: None,
-        checkpoint_interval: Duration::from_secs(30),
+        ..Default::default()
     };
     let mut sink = credwatch::alerts::Fanout::default();
     let summary = credwatch::run::run(

@@ -275,13 +275,7 @@ fn credwatch_phase(brokers: &str, rate: u64, secs: u64) -> Figures {
             shutdown.store(true, Ordering::Relaxed);
         })
     };
-    let options = RunOptions {
-        api: None,
-        exit_when_idle: None,
-        stop_after_messages: None,
-        checkpoint: None,
-        checkpoint_interval: Duration::from_secs(30),
-    };
+    let options = RunOptions::default();
     run(
         &mut engine,
         &kafka,
