@@ -6,6 +6,10 @@
 //! the DuckDB column is skipped with a note. Figures: rows/s of `Archive::event` through
 //! `finish` (sealing, sorting, zstd, fsync and rename included), with the CPU seconds used by
 //! both threads, and for each query the median of 5 runs after a warm-up.
+//!
+//! `CREDWATCH_BENCH_ARCHIVE=DIR` keeps the archive in DIR (with `bench-params.txt`, the day and
+//! the credential the queries select); a later run with the same setting reuses it and times
+//! only the queries, which is what iterating on the read side needs.
 
 use std::path::Path;
 use std::process::Command;
@@ -62,8 +66,39 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let archive_dir = dir.path().join("archive");
+    // `CREDWATCH_BENCH_ARCHIVE=DIR` keeps the archive in DIR, and a later run with the same
+    // setting reuses it and times only the queries (for iterating on the read side).
+    let (archive_dir, kept) = match std::env::var_os("CREDWATCH_BENCH_ARCHIVE") {
+        Some(kept) => (std::path::PathBuf::from(kept), true),
+        None => (dir.path().join("archive"), false),
+    };
+    let params_file = archive_dir.join("bench-params.txt");
+    let (day, credential, config) = match std::fs::read_to_string(&params_file) {
+        Ok(params) if kept => {
+            let (day, credential) = params.trim().split_once(' ').expect("bench params");
+            println!(
+                "reusing the archive in {} (written by an earlier run; write not measured)",
+                archive_dir.display()
+            );
+            let config = Config::parse("demo config", credwatch::demo::DEMO_CONFIG)
+                .expect("demo config");
+            (day.to_owned(), credential.to_owned(), Arc::new(config))
+        }
+        _ => {
+            let (day, credential, config) = write(target, &archive_dir);
+            if kept {
+                std::fs::write(&params_file, format!("{day} {credential}\n"))
+                    .expect("write bench params");
+            }
+            (day, credential, config)
+        }
+    };
+    queries(&archive_dir, &day, &credential, config);
+}
 
+/// Archives about `target` events into `archive_dir` and prints the write figures; returns the
+/// day and the credential the queries select, and the configuration used.
+fn write(target: usize, archive_dir: &Path) -> (String, String, Arc<Config>) {
     let started = Instant::now();
     let events = events(target);
     println!(
@@ -77,7 +112,7 @@ fn main() {
         Arc::new(Config::parse("demo config", credwatch::demo::DEMO_CONFIG).expect("demo config"));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let mut archive = Archive::open(ArchiveOptions::new(&archive_dir), Arc::clone(&config))
+    let mut archive = Archive::open(ArchiveOptions::new(archive_dir), Arc::clone(&config))
         .expect("open archive");
     for event in &events {
         // The zones stage's placement, as the engine would hand it over.
@@ -120,7 +155,11 @@ fn main() {
     let day = events[events.len() / 2].ts.to_rfc3339()[..10].to_owned();
     // A busy credential: the one of the middle event.
     let credential = events[events.len() / 2].credential.clone();
-    drop(events);
+    (day, credential, config)
+}
+
+/// Times the three queries with DataFusion, then with DuckDB, and prints the comparison.
+fn queries(archive_dir: &Path, day: &str, credential: &str, config: Arc<Config>) {
     let queries = [
         (
             "count by zone for a day",
@@ -144,7 +183,7 @@ fn main() {
         ),
     ];
 
-    let query = Query::open(&archive_dir, config).expect("open query");
+    let query = Query::open(archive_dir, config).expect("open query");
     let mut timed = Vec::new();
     for (name, sql) in &queries {
         let warm = query.sql(sql).expect("query");
@@ -163,7 +202,7 @@ fn main() {
         });
     }
 
-    let duckdb = run_duckdb(&archive_dir, &timed);
+    let duckdb = run_duckdb(archive_dir, &timed);
     println!();
     println!(
         "{:<40} {:>8} {:>14} {:>12} {:>18}",
