@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Partitions are by event time (UTC). Files are zstd-compressed with dictionary-encoded
-//! strings, sorted by (credential, time) with page statistics, so one credential's history is
-//! a few pages of a few files. Files appear only complete (see [`writer`]); a crash loses at
+//! strings (delta encodings for times and near-unique columns), sorted by (credential, time)
+//! with page statistics on the sort columns, so one credential's history is a few pages of a
+//! few files. Files appear only complete (see [`writer`]); a crash loses at
 //! most the rows still buffered, never a published file, and the next start removes the
 //! temporary files it left. One process writes an archive at a time (an exclusive lock on
 //! `.lock`); any number may read it.

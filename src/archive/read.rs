@@ -163,7 +163,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::rows::{EventRows, Rows};
+    use crate::archive::rows::{EventRows, Rows, Sizing};
 
     fn full_event() -> Event {
         let mut event = Event::new(
@@ -192,7 +192,7 @@ mod tests {
     fn every_field_survives_a_batch() {
         let bare = Event::new(Timestamp::from_secs(0), Kind::Access, "AKIABARE");
         let full = full_event();
-        let mut rows = EventRows::with_capacity(2);
+        let mut rows = EventRows::with_sizing(&Sizing::guess(2));
         rows.push(
             &full,
             "internet",
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_is_an_error_naming_row_and_column() {
-        let mut rows = EventRows::with_capacity(2);
+        let mut rows = EventRows::with_sizing(&Sizing::guess(2));
         rows.push(&full_event(), "internet", None, 0);
         let batch = rows.seal().unwrap();
         let mut columns = batch.columns().to_vec();

@@ -2,7 +2,8 @@
 //! order, `query` registers the tables with them, and the README documents them.
 //!
 //! Strings are plain `Utf8` in arrow and dictionary-encoded by the Parquet writer (low-cardinality
-//! columns such as `zone`, `kind` and `endpoint` compress to a few bits per row). Times are
+//! columns such as `zone`, `kind` and `endpoint` compress to a few bits per row; near-unique
+//! ones such as `event_id` and `source_ip` are front-coded instead, see `writer`). Times are
 //! microseconds in UTC. Lists (`allowed_zones`, `networks`, ...) are `List<Utf8>`, so SQL can use
 //! `array_has` and `unnest` on them.
 

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding as ColumnEncoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::rows::Rows;
+use super::rows::{Rows, Sizing};
 use super::ArchiveError;
 use crate::time::Timestamp;
 
@@ -74,6 +74,8 @@ pub(crate) struct TableWriter<R: Rows> {
     buffered: usize,
     roll_rows: usize,
     roll_age: Duration,
+    /// What a new partition's batch reserves: like the last one sealed.
+    sizing: Sizing,
 }
 
 impl<R: Rows> TableWriter<R> {
@@ -84,6 +86,7 @@ impl<R: Rows> TableWriter<R> {
             buffered: 0,
             roll_rows: roll_rows.max(1),
             roll_age,
+            sizing: Sizing::guess(roll_rows.clamp(1, 1 << 16)),
         }
     }
 
@@ -95,12 +98,11 @@ impl<R: Rows> TableWriter<R> {
         push: impl FnOnce(&mut R),
     ) -> Result<(), ArchiveError> {
         let hour = hour_of(ts);
-        // Reserve for a typical hour; builders grow past it by doubling.
-        let capacity = self.roll_rows.min(1 << 16);
+        let sizing = &self.sizing;
         let (rows, _) = self
             .partitions
             .entry(hour)
-            .or_insert_with(|| (R::with_capacity(capacity), Instant::now()));
+            .or_insert_with(|| (R::with_sizing(sizing), Instant::now()));
         push(rows);
         self.buffered += 1;
         if rows.len() >= self.roll_rows {
@@ -149,6 +151,7 @@ impl<R: Rows> TableWriter<R> {
         };
         self.buffered -= rows.len();
         let batch = rows.seal().map_err(ArchiveError::Arrow)?;
+        self.sizing = Sizing::of(&batch, self.roll_rows);
         files.send(Sealed {
             table: self.table,
             hour,
@@ -381,7 +384,9 @@ fn sort_by_credential_and_time(batch: &RecordBatch) -> Result<RecordBatch, Archi
     if times.windows(2).any(|pair| pair[0] > pair[1]) {
         order.sort_by_key(|&row| times[row as usize]);
     }
-    let mut buckets: HashMap<&str, Vec<u32>> = HashMap::new();
+    // A stream's hour holds a few thousand credentials or fewer, each with many rows.
+    let mut buckets: HashMap<&str, Vec<u32>, crate::state::Hashing> =
+        HashMap::with_capacity_and_hasher(order.len() / 64, Default::default());
     for &row in &order {
         buckets
             .entry(credentials.value(row as usize))
@@ -406,8 +411,8 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(encoding.row_group_rows.max(1)))
         // Page statistics (the page index): a credential's rows are a few pages of a sorted
-        // row group, and a timeline query reads only those. They cost about a fifth of the
-        // encoding time, and make that query about 3 times faster (benches/archive.rs).
+        // row group, and a timeline query reads only those, about 3 times faster
+        // (benches/archive.rs). Events keep them only where they prune (below).
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![
             SortingColumn {
@@ -422,13 +427,50 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
             },
         ]))
         .set_created_by(format!("credwatch {}", env!("CARGO_PKG_VERSION")));
-    // (Nearly) unique per row: a dictionary would only be built to be thrown away.
+    // (Nearly) unique per row: a dictionary would only be built to be thrown away (the
+    // writer interns every value until the dictionary outgrows its page, then falls back).
+    // That included `time` and `ingest_seq` until they were listed here, at a fifth of the
+    // writing time.
     let unique: &[&str] = match table {
-        Table::Events => &["event_id", "source_ip", "secret_hash"],
-        Table::Alerts => &["id", "ocsf"],
+        Table::Events => &[
+            "time",
+            "ingest_seq",
+            "event_id",
+            "source_ip",
+            "secret_hash",
+        ],
+        Table::Alerts => &["time", "id", "first_seen", "last_seen", "ocsf"],
     };
     for column in unique {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    // Within a file rows run by credential, then time: times and arrival numbers grow by
+    // small steps (delta-encoded to a few bits each instead of 8 bytes), and a credential's
+    // event ids and addresses share prefixes (front-coded). Smaller pages for zstd to work
+    // through: the events files came out a third smaller and cheaper to write.
+    let encodings: &[(&str, ColumnEncoding)] = match table {
+        Table::Events => &[
+            ("time", ColumnEncoding::DELTA_BINARY_PACKED),
+            ("ingest_seq", ColumnEncoding::DELTA_BINARY_PACKED),
+            ("event_id", ColumnEncoding::DELTA_BYTE_ARRAY),
+            ("source_ip", ColumnEncoding::DELTA_BYTE_ARRAY),
+        ],
+        Table::Alerts => &[("time", ColumnEncoding::DELTA_BINARY_PACKED)],
+    };
+    for (column, encoding) in encodings {
+        builder = builder.set_column_encoding(ColumnPath::from(*column), *encoding);
+    }
+    if table == Table::Events {
+        // Min/max statistics cost two comparisons per value, and only columns whose values
+        // cluster in a file can skip anything with them: `credential` and `time` (the sort
+        // order), and `kind`, whose rare kinds (leaks, revocations) leave most pages out of a
+        // search for them. In the other columns every page holds about every value, so their
+        // statistics were a tenth of the writing time for no pruning (benches/archive.rs).
+        builder = builder.set_statistics_enabled(EnabledStatistics::None);
+        for column in ["time", "credential", "kind"] {
+            builder = builder
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::Page);
+        }
     }
     builder.build()
 }
