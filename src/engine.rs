@@ -96,7 +96,7 @@ pub struct Engine {
     placement: (ZoneId, Option<Network>),
     /// The earliest expiry of an exception not yet reported as expired.
     next_expiry: Option<Timestamp>,
-    /// Events between checks of `[state] max_credentials`.
+    /// Events between checks of `[state] max_credentials` and `max_state_mib`.
     eviction_check_every: u64,
 }
 
@@ -104,8 +104,12 @@ impl Engine {
     pub fn new(config: impl Into<Arc<Config>>, rules: RuleSet) -> Engine {
         let config: Arc<Config> = config.into();
         let suppressor = Suppressor::new().with_limit(config.bounds.max_suppression_windows);
-        let eviction_check_every =
-            (config.bounds.max_credentials as u64 / 20).clamp(1, EVICTION_CHECK_EVENTS);
+        // Often enough that the bounds are not overshot between checks, which evict down to
+        // 95%: an event adds at most one record, and a record is rarely over 1 KiB.
+        let bounds = &config.bounds;
+        let eviction_check_every = (bounds.max_credentials as u64 / 20)
+            .min(bounds.max_state_bytes as u64 / 20 / 1024)
+            .clamp(1, EVICTION_CHECK_EVENTS);
         let stats = EngineStats {
             rules: rules
                 .rules()
@@ -335,11 +339,27 @@ impl Engine {
         Ok(())
     }
 
-    /// Evicts the longest-idle credentials past `[state] max_credentials`; the first time,
-    /// raises an alert, since from then on a returning credential is judged as new.
+    /// Evicts the longest-idle credentials past `[state] max_credentials` or
+    /// `max_state_mib`; the first time, raises an alert, since from then on a returning
+    /// credential is judged as new.
     fn evict(&mut self, event: &Event, out: &mut Vec<Alert>) {
-        let max = self.config.bounds.max_credentials;
+        let bounds = &self.config.bounds;
         let tracked = self.store.len();
+        let bytes = self.store.approx_bytes();
+        let mut max = bounds.max_credentials;
+        let mut bound = format!("[state] max_credentials = {max}");
+        if bytes > bounds.max_state_bytes {
+            // As many credentials as fit, at their present average size.
+            let fit = (tracked as u128 * bounds.max_state_bytes as u128 / bytes as u128) as usize;
+            if fit < max {
+                max = fit;
+                bound = format!(
+                    "[state] max_state_mib = {} (about {} MiB of records)",
+                    bounds.max_state_bytes >> 20,
+                    bytes >> 20
+                );
+            }
+        }
         let evicted = self.store.evict_over(max);
         if evicted.credentials == 0 {
             return;
@@ -347,6 +367,7 @@ impl Engine {
         tracing::warn!(
             tracked,
             max,
+            state_bytes = bytes,
             evicted = evicted.credentials,
             precious = evicted.precious,
             "State full; evicted the longest-idle credentials."
@@ -354,12 +375,16 @@ impl Engine {
         if self.stats.evicted == 0 {
             let finding = Finding {
                 summary: format!(
-                    "tracking {tracked} credentials, more than [state] max_credentials = {max}: evicted the {} longest idle; a returning evicted credential is judged as new (raise the bound, or look for a flood of new keys)",
+                    "tracking {tracked} credentials, more than {bound} allows: evicted the {} longest idle; a returning evicted credential is judged as new (raise the bound, or look for a flood of new keys)",
                     evicted.credentials
                 ),
-                expected: serde_json::json!({ "max_credentials": max }),
+                expected: serde_json::json!({
+                    "max_credentials": bounds.max_credentials,
+                    "max_state_bytes": bounds.max_state_bytes,
+                }),
                 observed: serde_json::json!({
                     "tracked": tracked,
+                    "state_bytes": bytes,
                     "evicted": evicted.credentials,
                     "evicted_leaked_or_revoked": evicted.precious,
                 }),

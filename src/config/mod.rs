@@ -160,6 +160,8 @@ struct RawState {
     max_credentials: Spanned<u64>,
     #[serde(default = "default_max_suppression_windows")]
     max_suppression_windows: Spanned<u64>,
+    #[serde(default = "default_max_state_mib")]
+    max_state_mib: Spanned<u64>,
 }
 
 impl Default for RawState {
@@ -172,8 +174,13 @@ impl Default for RawState {
             forget_after: default_forget_after(),
             max_credentials: default_max_credentials(),
             max_suppression_windows: default_max_suppression_windows(),
+            max_state_mib: default_max_state_mib(),
         }
     }
+}
+
+fn default_max_state_mib() -> Spanned<u64> {
+    Spanned::new(0..0, 8192)
 }
 
 fn default_max_credentials() -> Spanned<u64> {
@@ -267,6 +274,9 @@ pub struct StateBounds {
     pub max_credentials: usize,
     /// Suppression windows open at most; past it the earliest-ending ones close early.
     pub max_suppression_windows: usize,
+    /// Estimated bytes of credential records at most (`max_state_mib`); past it the
+    /// longest-idle credentials are evicted as past `max_credentials`.
+    pub max_state_bytes: usize,
 }
 
 /// Credentials issued by (or, when their issuance was never seen, used by) a principal that
@@ -452,6 +462,8 @@ impl Config {
             "max_suppression_windows",
             100,
         )?;
+        let max_state_bytes =
+            at_least(&raw.state.max_state_mib, "max_state_mib", 1)?.saturating_mul(1 << 20);
         let forget_after = *raw.state.forget_after.get_ref();
         if forget_after <= Period::ZERO {
             return Err(FileError::at(
@@ -576,6 +588,7 @@ impl Config {
                 forget_after,
                 max_credentials,
                 max_suppression_windows,
+                max_state_bytes,
             },
         })
     }
@@ -655,12 +668,13 @@ impl Config {
         }
         let _ = writeln!(
             text,
-            "state: up to {} networks and {} endpoints per credential, forgotten after {} unseen, rate alpha {}; up to {} credentials and {} open suppression windows",
+            "state: up to {} networks and {} endpoints per credential, forgotten after {} unseen, rate alpha {}; up to {} credentials in {} MiB of records, and {} open suppression windows",
             self.bounds.max_networks,
             self.bounds.max_endpoints,
             self.bounds.forget_after,
             self.bounds.rate_alpha,
             self.bounds.max_credentials,
+            self.bounds.max_state_bytes >> 20,
             self.bounds.max_suppression_windows
         );
         if let Some(dir) = &self.archive.dir {
@@ -802,5 +816,24 @@ zones = ["aws"]
             .unwrap_err()
             .to_string();
         assert!(error.contains("rate_alpha"), "{error}");
+        for (bound, min) in [
+            ("max_credentials = 99", "at least 100"),
+            ("max_state_mib = 0", "at least 1"),
+        ] {
+            let error = Config::parse("c.toml", &format!("[state]\n{bound}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("c.toml:2:"), "{error}");
+            assert!(error.contains(min), "{error}");
+        }
+        let bounds = Config::parse("c.toml", "[state]\nmax_state_mib = 3\n")
+            .expect("config")
+            .bounds;
+        assert_eq!(bounds.max_state_bytes, 3 << 20);
+        assert_eq!(
+            Config::parse("c.toml", "").expect("config").bounds.max_state_bytes,
+            8 << 30,
+            "8 GiB by default"
+        );
     }
 }

@@ -107,6 +107,28 @@ pub struct CredentialState {
 }
 
 impl CredentialState {
+    /// The record's estimated size in bytes under `key`: the map entry's key and record and
+    /// what they own. By lengths, not capacities, so the same state always counts the same
+    /// (a restored checkpoint's vectors have no spare capacity), and eviction by
+    /// `[state] max_state_mib` decides the same way after a restart.
+    pub fn approx_bytes(&self, key: &str) -> usize {
+        use std::mem::size_of;
+        let leak = self.leak.as_deref().map_or(0, |leak| {
+            size_of::<Leak>()
+                + leak.source.as_ref().map_or(0, String::len)
+                + leak.url.as_ref().map_or(0, String::len)
+        });
+        size_of::<Box<str>>()
+            + key.len()
+            + size_of::<CredentialState>()
+            + self.networks.len() * size_of::<Seen<Network>>()
+            + (self.endpoints.len() + self.user_agents.len()) * size_of::<Seen<Symbol>>()
+            + leak
+            + self.novel_uses.as_deref().map_or(0, |uses| {
+                size_of::<Vec<NovelUse>>() + uses.len() * size_of::<NovelUse>()
+            })
+    }
+
     /// Still in its learning period at `now`: too few events, or too young.
     pub fn is_learning(&self, now: Timestamp, config: &Config) -> bool {
         let learning = &config.learning;

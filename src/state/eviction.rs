@@ -52,7 +52,8 @@ impl StateStore {
         below.append(&mut at_cutoff);
         let mut evicted = Evicted::default();
         for key in &below {
-            if let Some((_, state)) = self.credentials.remove(key) {
+            if let Some((key, state)) = self.credentials.remove(key) {
+                self.count_bytes(&key, &state, false);
                 evicted.credentials += 1;
                 evicted.precious += usize::from(state.is_precious());
             }
@@ -132,6 +133,36 @@ mod tests {
         a.evict_over(120);
         b.evict_over(120);
         assert_eq!(a.snapshot(), b.snapshot());
+    }
+
+    #[test]
+    fn the_running_byte_count_follows_updates_evictions_and_restores() {
+        let store = store(300);
+        // Lists grow after the first update.
+        for i in 0..300 {
+            store.with_credential(
+                &format!("k{i:03}"),
+                |_| (),
+                |state: &mut CredentialState| {
+                    for n in 0..(i % 4) {
+                        state.networks.push(crate::state::Seen {
+                            key: crate::zones::Network::V4(n as u32),
+                            count: 1,
+                            last_seen: Timestamp::from_secs(0),
+                        });
+                    }
+                },
+            );
+        }
+        let counted = store.approx_bytes();
+        assert!(counted > 300 * std::mem::size_of::<CredentialState>());
+        assert_eq!(counted, store.recount_bytes());
+        store.evict_over(120);
+        assert_eq!(store.approx_bytes(), store.recount_bytes());
+        assert!(store.approx_bytes() < counted);
+        let restored = StateStore::new();
+        restored.restore(store.snapshot()).expect("restore");
+        assert_eq!(restored.approx_bytes(), store.approx_bytes());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod rate;
 mod snapshot;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -121,6 +122,9 @@ pub struct StateStore {
     lineages: DashMap<Symbol, Box<str>, Hashing>,
     /// Secret hashes logs carried (`secret_hash`), to the credential they belong to.
     secret_hashes: DashMap<Box<str>, Box<str>, Hashing>,
+    /// The sum of the records' [`CredentialState::approx_bytes`], kept as they change (a
+    /// wrapping sum of differences).
+    bytes: AtomicUsize,
     pub endpoints: Interner,
     pub principals: Interner,
     pub user_agents: Interner,
@@ -139,13 +143,29 @@ impl StateStore {
         inspect: impl FnOnce(&CredentialState) -> R,
         update: impl FnOnce(&mut CredentialState),
     ) -> R {
-        let mut entry = match self.credentials.get_mut(credential) {
-            Some(entry) => entry,
-            None => self.credentials.entry(credential.into()).or_default(),
+        let (mut entry, before) = match self.credentials.get_mut(credential) {
+            Some(entry) => {
+                let before = entry.approx_bytes(credential);
+                (entry, before)
+            }
+            None => (self.credentials.entry(credential.into()).or_default(), 0),
         };
         let result = inspect(&entry);
         update(&mut entry);
+        let after = entry.approx_bytes(credential);
+        self.bytes
+            .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
         result
+    }
+
+    /// Adds or removes a record's bytes from the running sum.
+    fn count_bytes(&self, key: &str, state: &CredentialState, added: bool) {
+        let bytes = state.approx_bytes(key);
+        if added {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// The credential a secret hash (`sha256:…`, `hmac-sha256:…`) was seen with in the logs.
@@ -359,22 +379,19 @@ impl StateStore {
         }))
     }
 
-    /// Approximate bytes held by credential state (records, keys and their lists).
+    /// Estimated bytes of the credential records (keys, records and their lists), what
+    /// `[state] max_state_mib` bounds; kept as records change, so reading it costs nothing.
+    /// Not counted: the map's spare capacity, the allocator's rounding, and the interned
+    /// names, which the records share (resident memory is about twice this; BENCHMARKS.md).
     pub fn approx_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// [`StateStore::approx_bytes`] summed afresh over every record (for tests).
+    pub fn recount_bytes(&self) -> usize {
         self.credentials
             .iter()
-            .map(|entry| {
-                let state = entry.value();
-                std::mem::size_of::<CredentialState>()
-                    + entry.key().len()
-                    + state.networks.capacity() * std::mem::size_of::<Seen<Network>>()
-                    + (state.endpoints.capacity() + state.user_agents.capacity())
-                        * std::mem::size_of::<Seen<Symbol>>()
-                    + state
-                        .leak
-                        .as_ref()
-                        .map_or(0, |_| std::mem::size_of::<Leak>())
-            })
+            .map(|entry| entry.value().approx_bytes(entry.key()))
             .sum()
     }
 }

@@ -95,6 +95,7 @@ impl StateStore {
             }
         }
         for (credential, state) in snapshot.credentials {
+            self.count_bytes(&credential, &state, true);
             self.credentials.insert(credential.into(), state);
         }
         for (owner, leak) in snapshot.owner_leaks {
