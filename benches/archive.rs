@@ -80,8 +80,8 @@ fn main() {
                 "reusing the archive in {} (written by an earlier run; write not measured)",
                 archive_dir.display()
             );
-            let config = Config::parse("demo config", credwatch::demo::DEMO_CONFIG)
-                .expect("demo config");
+            let config =
+                Config::parse("demo config", credwatch::demo::DEMO_CONFIG).expect("demo config");
             (day.to_owned(), credential.to_owned(), Arc::new(config))
         }
         _ => {
@@ -112,8 +112,8 @@ fn write(target: usize, archive_dir: &Path) -> (String, String, Arc<Config>) {
         Arc::new(Config::parse("demo config", credwatch::demo::DEMO_CONFIG).expect("demo config"));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let mut archive = Archive::open(ArchiveOptions::new(archive_dir), Arc::clone(&config))
-        .expect("open archive");
+    let mut archive =
+        Archive::open(ArchiveOptions::new(archive_dir), Arc::clone(&config)).expect("open archive");
     for event in &events {
         // The zones stage's placement, as the engine would hand it over.
         let ip = event

@@ -135,7 +135,10 @@ fn past_the_state_bytes_bound_the_longest_idle_are_evicted() {
     let (alerts, summary, state) = replay_flood(&config);
     let eviction = of_rule(&alerts, "credwatch-state-eviction");
     assert_eq!(eviction.len(), 1, "one alert when eviction starts");
-    assert_eq!(eviction[0]["evidence"]["expected"]["max_state_bytes"], 1 << 20);
+    assert_eq!(
+        eviction[0]["evidence"]["expected"]["max_state_bytes"],
+        1 << 20
+    );
     assert!(
         eviction[0]["evidence"]["observed"]["state_bytes"].as_u64() > Some(1 << 20),
         "{}",

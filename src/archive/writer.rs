@@ -432,13 +432,7 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
     // That included `time` and `ingest_seq` until they were listed here, at a fifth of the
     // writing time.
     let unique: &[&str] = match table {
-        Table::Events => &[
-            "time",
-            "ingest_seq",
-            "event_id",
-            "source_ip",
-            "secret_hash",
-        ],
+        Table::Events => &["time", "ingest_seq", "event_id", "source_ip", "secret_hash"],
         Table::Alerts => &["time", "id", "first_seen", "last_seen", "ocsf"],
     };
     for column in unique {

@@ -831,7 +831,10 @@ zones = ["aws"]
             .bounds;
         assert_eq!(bounds.max_state_bytes, 3 << 20);
         assert_eq!(
-            Config::parse("c.toml", "").expect("config").bounds.max_state_bytes,
+            Config::parse("c.toml", "")
+                .expect("config")
+                .bounds
+                .max_state_bytes,
             8 << 30,
             "8 GiB by default"
         );
