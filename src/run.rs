@@ -423,7 +423,7 @@ fn handle(
 ) -> Result<(), RunError> {
     if delivery.payload.len() > MAX_DOCUMENT_BYTES {
         let reason = format!(
-            "message of {} bytes exceeds the {MAX_DOCUMENT_BYTES}-byte limit (its first {MAX_RECORD_BYTES} bytes are kept)",
+            "message of {} bytes exceeds the {MAX_DOCUMENT_BYTES}-byte limit",
             delivery.payload.len()
         );
         let kept = &delivery.payload[..MAX_RECORD_BYTES];
@@ -433,7 +433,7 @@ fn handle(
         events.clear();
         if element.len() > MAX_RECORD_BYTES {
             let reason = format!(
-                "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit (its first {MAX_RECORD_BYTES} bytes are kept)",
+                "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit",
                 element.len()
             );
             reject(
@@ -478,6 +478,11 @@ fn handle(
     Ok(())
 }
 
+/// The most of a rejected record a dead letter carries: with its headers, well under the
+/// 1 MB that Kafka brokers and librdkafka producers accept by default (`message.max.bytes`),
+/// so an oversized record cannot make its own dead letter fail.
+pub const MAX_DEAD_LETTER_BYTES: usize = 512 * 1024;
+
 /// Counts a rejected record and sends it, redacted, with its reason and origin, to the
 /// dead-letter topic (when one is configured, and not while rebuilding state: the previous
 /// run sent it already).
@@ -494,7 +499,19 @@ fn reject(
         return Ok(());
     }
     // Raw secrets in a rejected record never reach logs or the dead-letter topic.
-    let (record, reason) = crate::redact::redact(element, reason);
+    let (mut record, mut reason) = crate::redact::redact(element, reason);
+    if record.len() > MAX_DEAD_LETTER_BYTES {
+        reason =
+            format!("{reason} (the dead letter keeps its first {MAX_DEAD_LETTER_BYTES} bytes)")
+                .into();
+        record = match record {
+            std::borrow::Cow::Borrowed(bytes) => bytes[..MAX_DEAD_LETTER_BYTES].into(),
+            std::borrow::Cow::Owned(mut bytes) => {
+                bytes.truncate(MAX_DEAD_LETTER_BYTES);
+                bytes.into()
+            }
+        };
+    }
     tracing::debug!(topic = %delivery.topic, partition = delivery.partition, offset = delivery.offset, reason = %reason, "Record rejected.");
     if let Some(topic) = &kafka.dead_letter_topic {
         let headers = dead_letter_headers(

@@ -291,6 +291,84 @@ fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
     assert_eq!(letters[0].headers["credwatch-source-offset"], "16");
 }
 
+#[test]
+fn an_oversized_record_goes_to_the_dead_letter_topic_and_the_run_goes_on() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(brokers) = brokers() else { return };
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    // 1.5 MiB in one record, over credwatch's 1 MiB record limit, between two good events.
+    let event = |credential: &str| {
+        format!(
+            r#"{{"ts":"2026-03-02T10:00:00Z","kind":"access","credential":"{credential}","source_ip":"10.0.1.5"}}"#
+        )
+    };
+    let oversized = format!(
+        r#"{{"ts":"2026-03-02T10:00:01Z","kind":"access","credential":"AKIAHUGE","user_agent":"{}"}}"#,
+        "x".repeat(3 << 19)
+    );
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    for payload in [event("AKIABEFORE"), oversized.clone(), event("AKIAAFTER")] {
+        producer
+            .send(BaseRecord::<(), str>::to(&input).payload(&payload))
+            .map_err(|(error, _)| error)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(30)).expect("produced");
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.toml");
+    std::fs::write(
+        &base,
+        "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n",
+    )
+    .unwrap();
+    let config = run_config(
+        dir.path(),
+        base.to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+    let output = credwatch()
+        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let summary = success(&output);
+    let summary = format!("{summary}{}", stderr(&output));
+    assert!(
+        summary.contains("3 messages") && summary.contains("2 events, 1 malformed"),
+        "{summary}"
+    );
+
+    let letters = read_topic(&brokers, &dead);
+    assert_eq!(
+        letters.len(),
+        1,
+        "{:?}",
+        letters.iter().map(|l| &l.headers).collect::<Vec<_>>()
+    );
+    let letter = &letters[0];
+    let reason = &letter.headers["credwatch-reason"];
+    assert!(
+        reason.starts_with(&format!(
+            "record of {} bytes exceeds the 1048576-byte limit",
+            oversized.len()
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("keeps its first 524288 bytes"), "{reason}");
+    assert_eq!(letter.value.len(), credwatch::run::MAX_DEAD_LETTER_BYTES);
+    assert!(oversized.starts_with(&letter.value));
+    assert_eq!(letter.headers["credwatch-source-offset"], "1");
+}
+
 /// The smallest synthetic day (100 credentials, about 300k events) on a fresh input topic,
 /// the alerts a replay of it raises, and a `run` config over it.
 struct DemoStream {
