@@ -71,9 +71,14 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
     let config = noisy_config(dir.path());
 
     let whole_checkpoint = dir.path().join("whole");
+    let started = std::time::Instant::now();
     let whole = replay(&config, &whole_checkpoint, &input)
         .output()
         .expect("run replay");
+    // Kill moments scale with how long the whole replay takes on this machine, so that the
+    // twenty runs together cover most of the day whatever the machine's speed (fixed moments
+    // let a fast machine finish the day before the twentieth run).
+    let whole_time = started.elapsed();
     let whole_alerts = dir.path().join("whole.json");
     std::fs::write(&whole_alerts, success(&whole)).expect("write alerts");
     let (expected, torn) = alert_lines(&whole_alerts);
@@ -99,7 +104,8 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn replay");
-        std::thread::sleep(Duration::from_millis(random.random_range(10..150)));
+        let moment = whole_time.mul_f64(random.random_range(0.02..0.066));
+        std::thread::sleep(moment.max(Duration::from_millis(10)));
         if child.try_wait().expect("poll replay").is_none() {
             child.kill().expect("SIGKILL");
             kills += 1;
