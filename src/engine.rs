@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::{Alert, Suppressor, SuppressorSnapshot};
+use crate::alerts::{Alert, OpenWindow, Suppressor, SuppressorSnapshot};
 use crate::checkpoint::CheckpointError;
 use crate::config::Config;
 use crate::detect::{Context, Finding};
 use crate::event::{Event, Kind};
 use crate::rules::RuleSet;
-use crate::state::{StateStore, StoreSnapshot};
+use crate::state::{Absorbed, Home, StateStore, StoreSnapshot};
 use crate::time::{Period, Timestamp};
 use crate::zones::{Network, ZoneId};
 
@@ -80,6 +80,22 @@ pub struct EngineSnapshot {
     pub newest: Option<Timestamp>,
 }
 
+/// One input partition's share of the engine's state (see [`crate::state::Home`]): what a
+/// per-partition checkpoint keeps, so that whichever instance takes the partition over
+/// continues with its credentials' baselines and open suppression windows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EngineShare {
+    /// The configured zones, in id order (records hold zone ids).
+    pub zones: Vec<String>,
+    pub store: StoreSnapshot,
+    /// Open suppression windows of the share's credentials (and of credentials no longer
+    /// tracked, which every share carries).
+    pub windows: Vec<OpenWindow>,
+    /// The newest event time the writing engine had seen, over all its partitions: the
+    /// event-time clock an absorbing engine must not fall behind.
+    pub newest: Option<Timestamp>,
+}
+
 /// The detection core.
 pub struct Engine {
     config: Arc<Config>,
@@ -98,6 +114,8 @@ pub struct Engine {
     next_expiry: Option<Timestamp>,
     /// Events between checks of `[state] max_credentials` and `max_state_mib`.
     eviction_check_every: u64,
+    /// The input partition the events come from now: the home of the records they touch.
+    home: Home,
 }
 
 impl Engine {
@@ -139,6 +157,7 @@ impl Engine {
             placement: (ZoneId::UNKNOWN, None),
             next_expiry,
             eviction_check_every,
+            home: 0,
         }
     }
 
@@ -205,6 +224,7 @@ impl Engine {
             user_agents: &self.store.user_agents,
         };
         let rules = self.rules.rules();
+        let home = self.home;
         let scratch = &mut self.scratch;
         let fired = &mut self.fired;
         let mut late = false;
@@ -225,7 +245,10 @@ impl Engine {
                 }
                 before.owner.or(observation.owner).or(observation.principal)
             },
-            |state| late = !state.apply(&observation, config),
+            |state| {
+                late = !state.apply(&observation, config);
+                state.home = home;
+            },
         );
         if late && event.kind == Kind::Access {
             self.stats.late_events += 1;
@@ -337,6 +360,79 @@ impl Engine {
             .map(|e| e.expires)
             .min();
         Ok(())
+    }
+
+    /// Sets the input partition the next events come from (their records' home).
+    pub fn set_home(&mut self, home: Home) {
+        self.home = home;
+    }
+
+    /// One share per partition in `homes`: the records homed there, the open suppression
+    /// windows of their credentials, and what belongs to no partition.
+    pub fn shares(&self, homes: &[Home]) -> Result<BTreeMap<Home, EngineShare>, CheckpointError> {
+        let store = self.store.shares(homes);
+        // Windows of credentials no longer tracked belong to no partition: every share
+        // carries them.
+        let mut windows = self
+            .suppressor
+            .windows_by(|credential| self.store.home_of(credential))
+            .map_err(CheckpointError::Alert)?;
+        let orphans = windows.remove(&None).unwrap_or_default();
+        let zones = self.config.zones.names().to_vec();
+        Ok(store
+            .into_iter()
+            .map(|(home, store)| {
+                let share = EngineShare {
+                    zones: zones.clone(),
+                    store,
+                    windows: windows
+                        .remove(&Some(home))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(orphans.iter().cloned())
+                        .collect(),
+                    newest: self.newest,
+                };
+                (home, share)
+            })
+            .collect())
+    }
+
+    /// Merges a partition's share into the engine, its records homed at `home`: baselines
+    /// and open windows join what the engine holds, and event time moves up to the share's.
+    /// Nothing is merged when the share does not fit (other zones, a name it lacks).
+    pub fn absorb(&mut self, share: EngineShare, home: Home) -> Result<Absorbed, CheckpointError> {
+        let zones = self.config.zones.names();
+        if share.zones != zones {
+            return Err(CheckpointError::ZonesChanged {
+                then: share.zones,
+                now: zones.to_vec(),
+            });
+        }
+        let absorbed = self.store.absorb(share.store, home)?;
+        self.suppressor
+            .absorb(share.windows)
+            .map_err(CheckpointError::Alert)?;
+        self.newest = self.newest.max(share.newest);
+        Ok(absorbed)
+    }
+
+    /// Drops the state of partition `home`, moved to another instance: its records and their
+    /// open windows (the new owner rolls those up). Returns how many credentials went.
+    pub fn forget(&mut self, home: Home) -> usize {
+        let store = &self.store;
+        let leaving: std::collections::HashSet<String> = {
+            let mut leaving = std::collections::HashSet::new();
+            store.for_each(|credential, state| {
+                if state.home == home {
+                    leaving.insert(credential.to_owned());
+                }
+            });
+            leaving
+        };
+        self.suppressor
+            .forget(|credential| leaving.contains(credential));
+        store.forget_home(home)
     }
 
     /// Evicts the longest-idle credentials past `[state] max_credentials` or

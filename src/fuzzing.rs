@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, PartitionCheckpoint};
 use crate::config::Config;
 use crate::decode::{split_records, Format, SecretHasher};
 use crate::engine::Engine;
@@ -99,6 +99,49 @@ pub fn checkpoint(data: &[u8]) {
     if engine.restore(checkpoint.engine).is_err() {
         return;
     }
+    exercise(&mut engine, &credentials, config);
+    let _ = engine.snapshot();
+}
+
+/// A partition checkpoint's payload (as read from a shared volume at a rebalance): decoded,
+/// merged into an engine that already holds state of its own, which goes on processing,
+/// shows every credential, and splits its state into shares again.
+pub fn partition_checkpoint(data: &[u8]) {
+    let Ok(mut checkpoint) = PartitionCheckpoint::decode_payload(data) else {
+        return;
+    };
+    let _ = checkpoint.describe();
+    let (config, rules) = setup();
+    checkpoint.share.zones = config.zones.names().to_vec();
+    let mut engine = Engine::new(config.clone(), rules.clone());
+    let mut held = Event::new(
+        Timestamp::from_secs(1_772_323_100),
+        Kind::Issue,
+        "held".to_owned(),
+    );
+    held.owner = Some("team".to_owned());
+    held.endpoint = Some("s3:GetObject".to_owned());
+    engine.set_home(1);
+    engine.process(&held, &mut Vec::new());
+    let credentials: Vec<String> = checkpoint
+        .share
+        .store
+        .credentials
+        .iter()
+        .take(64)
+        .map(|(credential, _)| credential.clone())
+        .chain(["held".to_owned()])
+        .collect();
+    if engine.absorb(checkpoint.share, 2).is_err() {
+        return;
+    }
+    exercise(&mut engine, &credentials, config);
+    let _ = engine.shares(&[1, 2]);
+    engine.forget(2);
+}
+
+/// Every kind of event for each credential, through the engine, then its end.
+fn exercise(engine: &mut Engine, credentials: &[String], config: &Config) {
     let mut alerts = Vec::new();
     let at = Timestamp::from_secs(1_772_323_200);
     for (i, credential) in credentials.iter().enumerate() {
@@ -119,5 +162,4 @@ pub fn checkpoint(data: &[u8]) {
         }
     }
     engine.finish(&mut alerts);
-    let _ = engine.snapshot();
 }

@@ -81,7 +81,8 @@ enum Command {
 #[derive(Subcommand)]
 enum CheckpointCommand {
     /// Show who wrote the checkpoint in DIR, where its input stood and how much state it
-    /// holds; fails when the file is damaged or of another format version.
+    /// holds (for `run`: every partition's file, its offset and its share of the state);
+    /// fails when a file is damaged or of another format version.
     Show {
         /// The checkpoint directory.
         #[arg(value_name = "DIR")]
@@ -312,12 +313,16 @@ struct RunArgs {
 
 #[derive(Args)]
 struct CheckpointArgs {
-    /// Checkpoint the state with the input position (file and byte offset for replay, the
-    /// partitions' offsets for run) into DIR every --checkpoint-interval, on SIGINT/SIGTERM
-    /// and at the end; when DIR holds a checkpoint, restore it and resume there: same state,
-    /// same alerts, nothing relearned. Alerts after the last checkpoint are raised again on
-    /// resume, with the same ids. `run` commits offsets only at checkpoints, and rebuilds the
-    /// partitions a checkpoint does not cover from the topic's beginning.
+    /// Checkpoint the state with the input position into DIR every --checkpoint-interval,
+    /// on SIGINT/SIGTERM and at the end; when DIR holds a checkpoint, restore it and resume
+    /// there: same state, same alerts, nothing relearned. Alerts after the last checkpoint
+    /// are raised again on resume, with the same ids. `replay` writes one file (state, file
+    /// and byte offset). `run` writes one file per assigned partition (its offset and the
+    /// state of the credentials whose latest event came from it, under DIR/partitions/),
+    /// commits offsets only at checkpoints, and reads a partition's file whenever the
+    /// partition is assigned to it: give every member of a consumer group the same DIR on a
+    /// shared volume and a rebalance moves state with the partitions. A partition without a
+    /// file is rebuilt from the topic's beginning.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
     /// How often to checkpoint (`30s`, `5m`).
@@ -571,6 +576,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint(CheckpointCommand::Show { dir }) => {
+            use credwatch::checkpoint::PartitionCheckpoint;
+            if PartitionCheckpoint::present(&dir) {
+                let partitions = PartitionCheckpoint::read_all(&dir)?;
+                let bytes: u64 = partitions.iter().map(|(_, bytes)| bytes).sum();
+                let credentials: usize = partitions
+                    .iter()
+                    .map(|(p, _)| p.share.store.credentials.len())
+                    .sum();
+                println!(
+                    "checkpoint: {} ({} partition files, {bytes} bytes)",
+                    dir.display(),
+                    partitions.len()
+                );
+                println!(
+                    "written by: credwatch run (format version {})",
+                    credwatch::checkpoint::FORMAT_VERSION
+                );
+                println!("state: {credentials} credentials");
+                println!("partitions:");
+                for (partition, _) in &partitions {
+                    print!("{}", partition.describe());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let path = credwatch::checkpoint::Checkpoint::path(&dir);
             let checkpoint = credwatch::checkpoint::Checkpoint::read(&dir)?.with_context(|| {
                 format!(
@@ -596,6 +625,14 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let engine_config = engine.shared_config();
     if args.checkpoints.checkpoint.is_some() && args.inputs.iter().any(|input| input == "-") {
         anyhow::bail!("--checkpoint needs files: stdin cannot be resumed at a position");
+    }
+    if let Some(dir) = args.checkpoints.checkpoint.as_deref() {
+        if credwatch::checkpoint::PartitionCheckpoint::present(dir) {
+            anyhow::bail!(
+                "{} holds the per-partition checkpoints of `credwatch run`; give replay a directory of its own",
+                dir.display()
+            );
+        }
     }
     let resuming = args
         .checkpoints

@@ -7,14 +7,19 @@
 //! rows nor archives a message twice: what was not committed was not published either.
 //!
 //! With checkpoints (`--checkpoint DIR`), offsets are committed only at checkpoints, right
-//! after the state they correspond to was written: a restart restores that state and resumes
-//! every partition the checkpoint covers at its offset, with nothing to relearn or re-read.
-//! A checkpoint is taken every interval, when the archive publishes files, and at shutdown,
-//! but never while a partition is still rebuilding its state from the input.
+//! after the state they correspond to was written, one file per assigned partition (see
+//! [`crate::checkpoint::PartitionCheckpoint`]). A partition assigned with a file, at start or
+//! in a rebalance, resumes at its offset with its state merged into the engine: nothing to
+//! relearn or re-read. A checkpoint is taken every interval, when the archive publishes
+//! files, and at shutdown, but never while a partition is still rebuilding its state from the
+//! input.
 //!
 //! The loop is single-threaded over one engine; scaling out is Kafka's job: more instances in
 //! the same consumer group split the input partitions, and with input keyed by credential id
-//! each credential's events stay in one partition, so its state lives in one instance.
+//! each credential's events stay in one partition, so its state lives in one instance. Each
+//! record remembers the partition of its latest event (its home), which decides the file it
+//! is checkpointed into and lets a partition's state leave with it when a rebalance moves it
+//! to another instance.
 
 use std::collections::HashMap;
 use std::io;
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::alerts::{dead_letter_headers, Activity, Alert, AlertSink, Producer};
 use crate::archive::{Archive, ArchiveError};
-use crate::checkpoint::{Checkpoint, CheckpointError, PartitionPosition, Positions};
+use crate::checkpoint::{Checkpoint, CheckpointError, PartitionCheckpoint, Positions};
 use crate::config::KafkaConfig;
 use crate::decode::{split_records, Decoder};
 use crate::engine::{Engine, EngineStats};
@@ -32,6 +37,7 @@ use crate::event::Event;
 use crate::respond::Responder;
 use crate::source::kafka::{Delivery, KafkaSource, KafkaSourceError};
 use crate::source::{MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES};
+use crate::state::Home;
 
 /// Why a run stopped with an error (bad records never stop it).
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +63,16 @@ pub struct RunSummary {
     pub malformed: u64,
     pub alerts: u64,
     pub commits: u64,
+    /// Checkpoints taken (each writes a file per assigned partition).
     pub checkpoints: u64,
-    /// Credentials restored from a checkpoint at start.
+    /// Credentials restored from partition checkpoints (at start, or when a rebalance
+    /// brought a partition another member had checkpointed), and from how many files;
+    /// `None` when no file was read.
     pub restored: Option<usize>,
+    pub restored_partitions: u64,
+    /// Partitions that went to other members, and the credentials dropped with them.
+    pub released: u64,
+    pub released_credentials: u64,
     pub engine: EngineStats,
     /// From the first message received to the last one processed: the time spent consuming,
     /// without the group join before it or the idle wait after it.
@@ -72,13 +85,28 @@ impl RunSummary {
             "credwatch run: {} messages ({} re-read to rebuild state), {} events, {} malformed, {} alerts, {} commits\n",
             self.messages, self.rebuilt, self.engine.events, self.malformed, self.alerts, self.commits
         );
+        let partitions = |n: u64| {
+            if n == 1 {
+                "1 partition".to_owned()
+            } else {
+                format!("{n} partitions")
+            }
+        };
         if let Some(credentials) = self.restored {
             text.push_str(&format!(
-                "restored {credentials} credentials from the checkpoint; {} checkpoints written\n",
+                "restored {credentials} credentials from the checkpoints of {}; {} checkpoints written\n",
+                partitions(self.restored_partitions),
                 self.checkpoints
             ));
         } else if self.checkpoints > 0 {
             text.push_str(&format!("{} checkpoints written\n", self.checkpoints));
+        }
+        if self.released > 0 {
+            text.push_str(&format!(
+                "released {} to other members, with {} credentials\n",
+                partitions(self.released),
+                self.released_credentials
+            ));
         }
         text
     }
@@ -99,32 +127,82 @@ pub struct RunOptions {
     pub checkpoint_interval: Duration,
 }
 
-/// Restores the checkpoint in `dir`, if there is one, into the (new) engine; returns the
-/// partitions' offsets to resume at.
-fn restore(
-    engine: &mut Engine,
-    dir: &Path,
-    summary: &mut RunSummary,
-) -> Result<Vec<PartitionPosition>, RunError> {
-    let Some(checkpoint) = Checkpoint::read(dir)? else {
-        tracing::info!(dir = %dir.display(), "No checkpoint yet; starting from the group's offsets.");
-        return Ok(Vec::new());
-    };
-    let positions = checkpoint.positions.into_kafka()?;
-    let credentials = checkpoint.engine.store.credentials.len();
-    engine.restore(checkpoint.engine)?;
-    summary.restored = Some(credentials);
-    tracing::info!(
-        dir = %dir.display(),
-        credentials,
-        partitions = positions.len(),
-        "State restored from the checkpoint."
-    );
-    Ok(positions)
+/// Refuses a checkpoint directory that holds a single-file checkpoint: `replay`'s, or one an
+/// older `run` wrote per instance.
+fn refuse_single_file(dir: &Path) -> Result<(), RunError> {
+    match Checkpoint::read(dir)? {
+        None => Ok(()),
+        Some(Checkpoint {
+            positions: Positions::Kafka(_),
+            ..
+        }) => Err(CheckpointError::PerInstance {
+            path: Checkpoint::path(dir),
+        }
+        .into()),
+        Some(checkpoint) => Err(CheckpointError::Source {
+            then: checkpoint.positions.command(),
+            now: "run",
+        }
+        .into()),
+    }
 }
 
-/// Writes a checkpoint of the engine at the source's positions, after publishing the archive
-/// and flushing every sink, then commits those offsets. Returns false (and does nothing) while
+/// Numbers the input partitions for the engine's records ([`Home`]).
+#[derive(Default)]
+struct Homes {
+    by_topic: HashMap<String, HashMap<i32, Home>>,
+    count: Home,
+}
+
+impl Homes {
+    fn of(&mut self, topic: &str, partition: i32) -> Home {
+        if let Some(home) = self.by_topic.get(topic).and_then(|p| p.get(&partition)) {
+            return *home;
+        }
+        let home = self.count;
+        self.count += 1;
+        self.by_topic
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, home);
+        home
+    }
+}
+
+/// Applies what the last poll's rebalances decided: drops the state of partitions released
+/// to other members, then merges the checkpoints of partitions assigned here.
+fn apply_rebalances(
+    engine: &mut Engine,
+    source: &KafkaSource,
+    homes: &mut Homes,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    for (topic, partition) in source.take_released() {
+        let credentials = engine.forget(homes.of(&topic, partition));
+        summary.released += 1;
+        summary.released_credentials += credentials as u64;
+        tracing::info!(%topic, partition, credentials, "Partition released; its state went with it.");
+    }
+    for handoff in source.take_handoffs() {
+        let PartitionCheckpoint {
+            topic,
+            partition,
+            offset,
+            share,
+        } = handoff?;
+        let absorbed = engine.absorb(share, homes.of(&topic, partition))?;
+        *summary.restored.get_or_insert(0) += absorbed.credentials;
+        summary.restored_partitions += 1;
+        if absorbed.conflicts > 0 {
+            tracing::warn!(%topic, partition, conflicts = absorbed.conflicts, "Credentials restored from a partition checkpoint were tracked here already (are the input topics keyed by credential id?); the record with the later activity was kept.");
+        }
+        tracing::info!(%topic, partition, offset, credentials = absorbed.credentials, "State restored from the partition's checkpoint.");
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint of every assigned partition (its offset and its share of the engine's
+/// state), after publishing the archive and flushing every sink, then commits those offsets. Returns false (and does nothing) while
 /// a partition is still rebuilding its state.
 #[allow(clippy::too_many_arguments)]
 fn take_checkpoint(
@@ -135,11 +213,16 @@ fn take_checkpoint(
     producer: &Producer,
     archive: Option<&mut Archive>,
     last_export: &mut Option<Instant>,
+    homes: &mut Homes,
     summary: &mut RunSummary,
 ) -> Result<bool, RunError> {
     let Some(positions) = source.positions() else {
         return Ok(false);
     };
+    let partitions: Vec<Home> = positions
+        .iter()
+        .map(|p| homes.of(&p.topic, p.partition))
+        .collect();
     if let Some(archive) = archive {
         checkpoint(archive, engine, last_export, false)?;
     }
@@ -147,16 +230,20 @@ fn take_checkpoint(
     producer
         .flush(Duration::from_secs(30))
         .map_err(RunError::Sink)?;
-    let written = Checkpoint {
-        positions: Positions::Kafka(positions),
-        engine: engine.snapshot()?,
+    let mut shares = engine.shares(&partitions)?;
+    let (mut bytes, mut credentials) = (0, 0);
+    for (position, home) in positions.into_iter().zip(partitions) {
+        let written = PartitionCheckpoint {
+            topic: position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            share: shares.remove(&home).unwrap_or_default(),
+        }
+        .write(dir)?;
+        bytes += written.bytes;
+        credentials += written.credentials;
     }
-    .write(dir)?;
-    tracing::debug!(
-        bytes = written.bytes,
-        credentials = written.credentials,
-        "Checkpoint written."
-    );
+    tracing::debug!(bytes, credentials, "Checkpoint written.");
     summary.checkpoints += 1;
     source.commit()?;
     summary.commits += 1;
@@ -174,12 +261,12 @@ pub fn run(
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, RunError> {
     let mut summary = RunSummary::default();
-    let resume = match &options.checkpoint {
-        Some(dir) => restore(engine, dir, &mut summary)?,
-        None => Vec::new(),
-    };
+    if let Some(dir) = &options.checkpoint {
+        refuse_single_file(dir)?;
+    }
     let producer = Producer::connect(kafka).map_err(RunError::Producer)?;
-    let mut source = KafkaSource::connect(kafka, &resume)?;
+    let mut source = KafkaSource::connect(kafka, options.checkpoint.as_deref())?;
+    let mut homes = Homes::default();
     let mut decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
         .inputs
         .iter()
@@ -220,6 +307,8 @@ pub fn run(
             source.set_paused(responder.backpressure(source.is_paused()))?;
         }
         let delivery = source.poll(Duration::from_millis(100))?;
+        // Before the message: it may be the first of a partition whose state just arrived.
+        apply_rebalances(engine, &source, &mut homes, &mut summary)?;
         match delivery {
             Some(delivery) => {
                 let started = Instant::now();
@@ -230,6 +319,7 @@ pub fn run(
                     Some(decoder) => decoder,
                     None => continue,
                 };
+                engine.set_home(homes.of(&delivery.topic, delivery.partition));
                 handle(
                     &delivery,
                     decoder.as_mut(),
@@ -323,6 +413,7 @@ pub fn run(
                     &producer,
                     archive.as_deref_mut(),
                     &mut last_export,
+                    &mut homes,
                     &mut summary,
                 )?
             {
@@ -374,6 +465,7 @@ pub fn run(
             &producer,
             archive.as_deref_mut(),
             &mut last_export,
+            &mut homes,
             &mut summary,
         )?;
         if !done {

@@ -42,3 +42,13 @@ fn config_inputs_found_by_fuzzing_do_not_crash() {
 fn checkpoint_inputs_found_by_fuzzing_do_not_crash() {
     assert!(replay("checkpoint", credwatch::fuzzing::checkpoint) > 0);
 }
+
+#[test]
+fn partition_checkpoint_inputs_found_by_fuzzing_do_not_crash() {
+    assert!(
+        replay(
+            "partition_checkpoint",
+            credwatch::fuzzing::partition_checkpoint
+        ) > 0
+    );
+}

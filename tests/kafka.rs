@@ -14,6 +14,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
+use credwatch::checkpoint::PartitionCheckpoint;
+use credwatch::state::{StateStore, StoreSnapshot};
+
 use crate::util::{credwatch, repo, stderr, success};
 
 fn brokers() -> Option<String> {
@@ -373,6 +376,7 @@ fn an_oversized_record_goes_to_the_dead_letter_topic_and_the_run_goes_on() {
 /// the alerts a replay of it raises, and a `run` config over it.
 struct DemoStream {
     dir: tempfile::TempDir,
+    input: String,
     events: std::path::PathBuf,
     demo_config: std::path::PathBuf,
     expected: BTreeSet<String>,
@@ -414,6 +418,7 @@ fn demo_stream(brokers: &str) -> DemoStream {
     );
     DemoStream {
         dir,
+        input,
         events,
         demo_config,
         expected,
@@ -437,6 +442,16 @@ fn distinct_alerts(brokers: &str, topic: &str) -> (Vec<serde_json::Value>, usize
         }
     }
     (produced, by_id.len())
+}
+
+/// Snapshots merged into one store, as one share: equal content compares equal whatever the
+/// order names were interned in.
+fn canonical(snapshots: impl IntoIterator<Item = StoreSnapshot>) -> StoreSnapshot {
+    let store = StateStore::new();
+    for snapshot in snapshots {
+        store.absorb(snapshot, 0).unwrap();
+    }
+    store.shares(&[0]).remove(&0).unwrap()
 }
 
 /// The "(N re-read to rebuild state)" count of a run summary.
@@ -473,7 +488,7 @@ fn a_run_killed_after_a_checkpoint_restores_it_and_resumes_without_rebuilding() 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while (high_watermark(&brokers, &stream.alerts) == 0
-        || !credwatch::checkpoint::Checkpoint::path(&checkpoint).exists())
+        || !PartitionCheckpoint::path(&checkpoint, &stream.input, 0).exists())
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -488,7 +503,7 @@ fn a_run_killed_after_a_checkpoint_restores_it_and_resumes_without_rebuilding() 
     success(&second);
     let summary = stderr(&second);
     assert!(
-        summary.contains("credentials from the checkpoint"),
+        summary.contains("credentials from the checkpoints of 1 partition;"),
         "{summary}"
     );
     assert_eq!(rebuilt(&summary), 0, "{summary}");
@@ -511,12 +526,16 @@ fn a_run_killed_after_a_checkpoint_restores_it_and_resumes_without_rebuilding() 
             .output()
             .unwrap(),
     );
-    let read = |dir: &Path| {
-        credwatch::checkpoint::Checkpoint::read(dir)
-            .unwrap()
-            .expect("a checkpoint")
-    };
-    assert_eq!(read(&checkpoint).engine.store, read(&replayed).engine.store);
+    let replayed = credwatch::checkpoint::Checkpoint::read(&replayed)
+        .unwrap()
+        .expect("a checkpoint");
+    let partitions = PartitionCheckpoint::read_all(&checkpoint).unwrap();
+    assert_eq!(partitions.len(), 1);
+    assert_eq!(
+        canonical(partitions.into_iter().map(|(p, _)| p.share.store)),
+        canonical([replayed.engine.store]),
+        "the partition's state is the replay's"
+    );
     println!(
         "{before_restart} alerts before the kill, {} messages in all, {distinct} distinct alerts",
         produced.len()
@@ -1009,4 +1028,260 @@ fn a_partition_taken_away_and_given_back_resumes_where_the_state_stops() {
     );
     let got = produced();
     assert_eq!(creates(&got), expected);
+}
+
+/// A `credwatch run` whose stderr is collected as it comes, so a test can wait for a line.
+struct Member {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Member {
+    fn start(config: &Path, checkpoint: &Path) -> Member {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+            .args(["run", "--checkpoint-interval", "200ms", "--checkpoint"])
+            .arg(checkpoint)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "credwatch=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let shared = std::sync::Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut log = shared.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Member {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most a minute) until the log holds `text` `times` times.
+    fn wait_for(&self, text: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().matches(text).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {times}x {text:?} within a minute:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then the whole log once the process exited cleanly.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(self.child.wait().unwrap().success(), "{}", self.log());
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log()
+    }
+}
+
+/// The "N messages" count of a run summary.
+fn messages(summary: &str) -> u64 {
+    summary
+        .split("credwatch run: ")
+        .nth(1)
+        .and_then(|tail| tail.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no message count in: {summary}"))
+}
+
+#[test]
+fn a_partition_moved_to_another_member_takes_its_state_along_through_the_shared_checkpoints() {
+    let Some(brokers) = brokers() else { return };
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(&brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo("tests/data/scenario.toml");
+    let config = run_config(
+        dir.path(),
+        base.to_str().unwrap(),
+        &brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+    let checkpoint = dir.path().join("shared-checkpoints");
+
+    // 40 prod credentials, issued and armed (8 uses over 16 minutes from their /24) in phase
+    // 1; in phase 2 each is used from its own network and from the internet, in phase 3
+    // from corp. What phases 2 and 3 raise depends on the baselines of phase 1: without
+    // them the keys would be unknown, learning, or allowed nowhere.
+    let at = |minutes: i64| {
+        credwatch::time::Timestamp::from_secs(1_772_409_600 + minutes * 60).to_rfc3339()
+    };
+    let access = |credential: usize, minutes: i64, ip: String| {
+        format!(
+            r#"{{"ts":"{}","kind":"access","credential":"AKIAHANDOFF00000{credential:04}","principal":"svc-{credential}","source_ip":"{ip}","endpoint":"s3:GetObject","user_agent":"aws-cli/2.15.0"}}"#,
+            at(minutes)
+        )
+    };
+    let mut phases: [Vec<String>; 3] = Default::default();
+    for credential in 0..40 {
+        phases[0].push(format!(
+            r#"{{"ts":"{}","kind":"issue","credential":"AKIAHANDOFF00000{credential:04}","principal":"iam-pipeline","owner":"svc-{credential}","allowed_zones":["prod"]}}"#,
+            at(0)
+        ));
+        for step in 1..=8 {
+            phases[0].push(access(credential, step * 2, format!("10.0.{credential}.5")));
+        }
+        phases[1].push(access(credential, 60, format!("10.0.{credential}.5")));
+        phases[1].push(access(credential, 61, format!("203.0.113.{credential}")));
+        phases[2].push(access(credential, 120, format!("192.168.1.{credential}")));
+    }
+    let files: Vec<std::path::PathBuf> = phases
+        .iter()
+        .enumerate()
+        .map(|(index, lines)| {
+            let path = dir.path().join(format!("phase-{index}.jsonl"));
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect();
+    let send = |file: &Path| {
+        success(
+            &credwatch()
+                .args(["send", "--brokers", &brokers, "--topic", &input])
+                .arg(file)
+                .output()
+                .unwrap(),
+        )
+    };
+    let expected_through = |phase: usize| {
+        let all = dir.path().join(format!("through-{phase}.jsonl"));
+        let text: String = phases[..=phase]
+            .iter()
+            .map(|lines| lines.join("\n") + "\n")
+            .collect();
+        std::fs::write(&all, text).unwrap();
+        creates(&expected_alerts(&base, &all))
+    };
+    let produced = || {
+        read_topic(&brokers, &alerts)
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(&r.value).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let wait_for_alerts = |expected: &BTreeSet<String>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while creates(&produced()) != *expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(creates(&produced()), *expected);
+    };
+    // Phase 1: the first member owns both partitions and checkpoints each, up to the end
+    // (offsets count messages: the two files' next offsets add up to all of phase 1).
+    send(&files[0]);
+    let first = Member::start(&config, &checkpoint);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let offsets: Vec<i64> = (0..2)
+            .map(|p| {
+                PartitionCheckpoint::read(&checkpoint, &input, p)
+                    .unwrap()
+                    .map_or(0, |c| c.offset)
+            })
+            .collect();
+        if offsets.iter().sum::<i64>() == phases[0].len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "phase 1 not checkpointed: {offsets:?} of {} messages",
+            phases[0].len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let partitions = PartitionCheckpoint::read_all(&checkpoint).unwrap();
+    let by_partition: Vec<usize> = partitions
+        .iter()
+        .map(|(p, _)| p.share.store.credentials.len())
+        .collect();
+    assert_eq!(by_partition.iter().sum::<usize>(), 40, "{by_partition:?}");
+    assert!(
+        by_partition.iter().all(|n| *n > 0),
+        "both partitions hold keys: {by_partition:?}"
+    );
+    wait_for_alerts(&expected_through(0));
+
+    // A second member joins: one partition moves to it, state and all.
+    let second = Member::start(&config, &checkpoint);
+    second.wait_for("State restored from the partition's checkpoint.", 1);
+    first.wait_for("Partition released; its state went with it.", 1);
+
+    // Phase 2 is split between the members.
+    send(&files[1]);
+    wait_for_alerts(&expected_through(1));
+
+    // The second member leaves: its partition comes back with the state it checkpointed.
+    let second_log = second.stop();
+    first.wait_for("State restored from the partition's checkpoint.", 1);
+    send(&files[2]);
+    wait_for_alerts(&expected_through(2));
+    let first_log = first.stop();
+
+    let first_summary = first_log
+        .lines()
+        .filter(|l| l.starts_with("credwatch run:"))
+        .collect::<String>();
+    let second_summary = second_log
+        .lines()
+        .filter(|l| l.starts_with("credwatch run:"))
+        .collect::<String>();
+    assert_eq!(rebuilt(&first_log), 0, "{first_log}");
+    assert_eq!(rebuilt(&second_log), 0, "{second_log}");
+    assert_eq!(
+        messages(&first_summary) + messages(&second_summary),
+        phases.iter().map(Vec::len).sum::<usize>() as u64,
+        "each message processed once, by one member: {first_summary} / {second_summary}"
+    );
+    assert!(
+        by_partition.iter().any(|n| second_log.contains(&format!(
+            "restored {n} credentials from the checkpoints of 1 partition;"
+        ))),
+        "the second member restored one partition's keys ({by_partition:?}): {second_log}"
+    );
+    assert!(
+        first_log.contains("released 1 partition to other members"),
+        "{first_log}"
+    );
+    assert!(
+        first_log.contains("from the checkpoints of 1 partition;"),
+        "took the partition back: {first_log}"
+    );
+    // The files left describe every credential once, with the last phase applied.
+    let state = canonical(
+        PartitionCheckpoint::read_all(&checkpoint)
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p.share.store),
+    );
+    assert_eq!(state.credentials.len(), 40);
+    assert!(
+        state.credentials.iter().all(|(_, s)| s.accesses == 11),
+        "8 + 2 + 1 uses each"
+    );
 }

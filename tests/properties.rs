@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use credwatch::checkpoint::{Checkpoint, Positions};
+use credwatch::checkpoint::{Checkpoint, PartitionCheckpoint, Positions};
 use credwatch::config::Config;
 use credwatch::decode::{Decoder, NativeDecoder};
 use credwatch::engine::Engine;
@@ -194,6 +194,53 @@ proptest! {
         prop_assert_eq!(&resumed_out, &uninterrupted);
         prop_assert_eq!(after.snapshot().unwrap(), whole.snapshot().unwrap());
         prop_assert_eq!(after.stats(), whole.stats());
+    }
+
+    #[test]
+    fn per_partition_checkpoints_taken_anywhere_merge_into_the_same_alerts_and_state(
+        lines in stream(),
+        cut in 0.0f64..=1.0,
+    ) {
+        // Three input partitions keyed by credential, as `run` numbers them.
+        const PARTITIONS: [u32; 3] = [0, 1, 2];
+        let home = |line: &str| -> u32 {
+            let digit = line.split("\"credential\":\"k").nth(1).and_then(|rest| rest.chars().next());
+            digit.and_then(|d| d.to_digit(10)).unwrap_or(0) % 3
+        };
+        let feed_homed = |engine: &mut Engine, lines: &[String], out: &mut String| {
+            for line in lines {
+                engine.set_home(home(line));
+                feed(engine, std::slice::from_ref(line), out);
+            }
+        };
+        let mut whole = engine();
+        let mut uninterrupted = String::new();
+        feed_homed(&mut whole, &lines, &mut uninterrupted);
+        finish(&mut whole, &mut uninterrupted);
+
+        let cut = ((lines.len() as f64) * cut) as usize;
+        let mut before = engine();
+        let mut resumed_out = String::new();
+        feed_homed(&mut before, &lines[..cut], &mut resumed_out);
+        let mut after = engine();
+        for (partition, share) in before.shares(&PARTITIONS).unwrap() {
+            let checkpoint = PartitionCheckpoint {
+                topic: "events".into(),
+                partition: partition as i32,
+                offset: 0,
+                share,
+            };
+            let bytes = checkpoint.encode().unwrap();
+            let read = PartitionCheckpoint::decode(&bytes, std::path::Path::new("mem")).unwrap();
+            prop_assert_eq!(&read, &checkpoint);
+            after.absorb(read.share, partition).unwrap();
+        }
+        prop_assert_eq!(after.state().len(), before.state().len());
+        prop_assert_eq!(after.shares(&PARTITIONS).unwrap(), before.shares(&PARTITIONS).unwrap());
+        feed_homed(&mut after, &lines[cut..], &mut resumed_out);
+        finish(&mut after, &mut resumed_out);
+        prop_assert_eq!(&resumed_out, &uninterrupted);
+        prop_assert_eq!(after.shares(&PARTITIONS).unwrap(), whole.shares(&PARTITIONS).unwrap());
     }
 
     #[test]

@@ -23,6 +23,37 @@ struct Open {
     places: Vec<(String, String)>,
 }
 
+impl Open {
+    fn to_window(&self) -> Result<OpenWindow, String> {
+        let mut first = Vec::new();
+        ciborium::into_writer(&self.first, &mut first).map_err(|e| e.to_string())?;
+        Ok(OpenWindow {
+            first,
+            count: self.count,
+            last_time: self.last_time,
+            end: self.end,
+            places: self.places.clone(),
+        })
+    }
+
+    /// The window's (rule, credential) key and its state.
+    fn from_window(window: OpenWindow) -> Result<((String, String), Open), String> {
+        let first: Alert =
+            ciborium::from_reader(window.first.as_slice()).map_err(|e| e.to_string())?;
+        let key = (first.rule.clone(), first.credential.clone());
+        Ok((
+            key,
+            Open {
+                first,
+                count: window.count,
+                last_time: window.last_time,
+                end: window.end,
+                places: window.places,
+            },
+        ))
+    }
+}
+
 /// Where an alert's triggering call came from, as its evidence says; `None` when it says
 /// nothing (lifecycle findings), which never escalates.
 fn place(alert: &Alert) -> Option<(String, String)> {
@@ -233,27 +264,60 @@ impl Suppressor {
     /// The open windows and counters, in (end, rule, credential) order: what a checkpoint
     /// keeps so that a restart folds and rolls up exactly as an uninterrupted run would.
     pub fn snapshot(&self) -> Result<SuppressorSnapshot, String> {
-        let mut windows = Vec::with_capacity(self.open.len());
-        for (_, rule, credential) in &self.closing {
-            let Some(open) = self.open.get(&(rule.clone(), credential.clone())) else {
-                continue;
-            };
-            let mut first = Vec::new();
-            ciborium::into_writer(&open.first, &mut first).map_err(|e| e.to_string())?;
-            windows.push(OpenWindow {
-                first,
-                count: open.count,
-                last_time: open.last_time,
-                end: open.end,
-                places: open.places.clone(),
-            });
-        }
         Ok(SuppressorSnapshot {
-            windows,
+            // One group: every window.
+            windows: self.windows_by(|_| 0)?.remove(&0).unwrap_or_default(),
             watermark: self.watermark,
             suppressed: self.suppressed,
             escalated: self.escalated,
         })
+    }
+
+    /// The open windows grouped by what `group` says of their credential, each group in
+    /// (end, rule, credential) order: for shares of the state by input partition (see
+    /// [`crate::state::Home`]).
+    pub fn windows_by<K: Ord>(
+        &self,
+        mut group: impl FnMut(&str) -> K,
+    ) -> Result<std::collections::BTreeMap<K, Vec<OpenWindow>>, String> {
+        let mut groups: std::collections::BTreeMap<K, Vec<OpenWindow>> =
+            std::collections::BTreeMap::new();
+        for (_, rule, credential) in &self.closing {
+            let Some(open) = self.open.get(&(rule.clone(), credential.clone())) else {
+                continue;
+            };
+            groups
+                .entry(group(credential))
+                .or_default()
+                .push(open.to_window()?);
+        }
+        Ok(groups)
+    }
+
+    /// Opens the given windows (from a share of another instance's state, or of this one's),
+    /// except those already open here. Returns how many were opened.
+    pub fn absorb(&mut self, windows: Vec<OpenWindow>) -> Result<usize, String> {
+        let mut opened = 0;
+        for window in windows {
+            let (key, open) = Open::from_window(window)?;
+            if self.open.contains_key(&key) {
+                continue;
+            }
+            self.closing
+                .insert((open.end, key.0.clone(), key.1.clone()));
+            self.open.insert(key, open);
+            opened += 1;
+        }
+        Ok(opened)
+    }
+
+    /// Drops, without their roll-ups, the windows of credentials `gone` picks: their
+    /// partition moved to another instance, which rolls them up.
+    pub fn forget(&mut self, mut gone: impl FnMut(&str) -> bool) {
+        self.open.retain(|(_, credential), _| !gone(credential));
+        let open = &self.open;
+        self.closing
+            .retain(|(_, rule, credential)| open.contains_key(&(rule.clone(), credential.clone())));
     }
 
     /// A suppressor as it was when `snapshot` was taken, keeping this one's limit.
@@ -265,24 +329,7 @@ impl Suppressor {
             max_open: self.max_open,
             ..Suppressor::default()
         };
-        for window in snapshot.windows {
-            let first: Alert =
-                ciborium::from_reader(window.first.as_slice()).map_err(|e| e.to_string())?;
-            let key = (first.rule.clone(), first.credential.clone());
-            suppressor
-                .closing
-                .insert((window.end, key.0.clone(), key.1.clone()));
-            suppressor.open.insert(
-                key,
-                Open {
-                    first,
-                    count: window.count,
-                    last_time: window.last_time,
-                    end: window.end,
-                    places: window.places,
-                },
-            );
-        }
+        suppressor.absorb(snapshot.windows)?;
         Ok(suppressor)
     }
 

@@ -22,12 +22,21 @@
 //! the committed offset on. The engine is deterministic, so the alerts of a restarted run
 //! equal those of an uninterrupted one either way.
 //!
-//! Rebalances: a revoked partition's offset where the state stops is kept (and checkpointed
-//! with the rest); assigned again, the partition resumes there rather than being applied
-//! twice from its beginning, rebuilding without alerts up to the committed offset if another
-//! member went further meanwhile.
+//! Rebalances: a revoked partition's offset where the state stops is kept; assigned again,
+//! the partition resumes there rather than being applied twice from its beginning, rebuilding
+//! without alerts up to the committed offset if another member went further meanwhile.
+//!
+//! With a checkpoint directory, state moves with partitions. A partition assigned without
+//! state here is looked up there: its file (written by whichever member owned it last) is
+//! *handed off* to the run loop, which merges the state before the partition's first message,
+//! and fetching starts at the file's offset. A partition that went to another member for good
+//! (left out of the next eager assignment, or revoked by a cooperative rebalance) is
+//! *released*: the run loop drops its state, which the new owner reads from the file.
+//! Without checkpoints, a departed partition's state stays here (bounded by eviction) so that
+//! its return costs only the messages processed elsewhere meanwhile.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +49,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
+use crate::checkpoint::{CheckpointError, PartitionCheckpoint, PartitionPosition};
 use crate::config::KafkaConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +84,13 @@ pub struct GroupContext {
     progress: Mutex<HashMap<(String, i32), Arc<AtomicI64>>>,
     assigned: Mutex<Vec<Assigned>>,
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Partitions whose state stays here no more: another member owns them now.
+    released: Mutex<Vec<(String, i32)>>,
+    /// Where per-partition checkpoints are read from when a partition is assigned.
+    checkpoints: Option<PathBuf>,
+    /// Partition checkpoints read at assignment, for the run loop to merge (or the error
+    /// that stops the run: a damaged file is never skipped silently).
+    handoffs: Mutex<Vec<Result<PartitionCheckpoint, CheckpointError>>>,
     has_assignment: AtomicBool,
 }
 
@@ -137,6 +154,7 @@ impl ConsumerContext for GroupContext {
                 let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
                 let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
                 let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                let mut handoffs = self.handoffs.lock().unwrap_or_else(|p| p.into_inner());
                 let keys: Vec<(String, i32)> = partitions
                     .elements()
                     .iter()
@@ -147,7 +165,18 @@ impl ConsumerContext for GroupContext {
                     // A partition the state covers resumes where it stops: nothing is applied
                     // twice. Messages up to the committed offset, if that is further (another
                     // instance went on meanwhile), only rebuild state.
-                    let resumed_at = resume.remove(&key);
+                    let mut resumed_at = resume.remove(&key);
+                    // No state here: the partition's last owner may have checkpointed it.
+                    if let (None, Some(dir)) = (resumed_at, &self.checkpoints) {
+                        match PartitionCheckpoint::read(dir, &key.0, key.1) {
+                            Ok(Some(checkpoint)) => {
+                                resumed_at = Some(checkpoint.offset);
+                                handoffs.push(Ok(checkpoint));
+                            }
+                            Ok(None) => {}
+                            Err(error) => handoffs.push(Err(error)),
+                        }
+                    }
                     if let Some(offset) = resumed_at {
                         if let Some(mut element) = partitions.find_partition(&key.0, key.1) {
                             if let Err(error) = element.set_offset(Offset::Offset(offset)) {
@@ -165,6 +194,13 @@ impl ConsumerContext for GroupContext {
                         progress: covered,
                     });
                 }
+                if !cooperative && self.checkpoints.is_some() {
+                    // An eager assignment is the whole of it: what was revoked and is not
+                    // given back went to another member, and its state with it (through its
+                    // checkpoint; without checkpoints the state stays, for a cheap return).
+                    let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+                    released.extend(resume.drain().map(|(key, _)| key));
+                }
                 let result = if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -181,14 +217,20 @@ impl ConsumerContext for GroupContext {
                 let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
                 let mut resume = self.resume.lock().unwrap_or_else(|p| p.into_inner());
                 let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
                 for element in partitions.elements() {
                     let key = (element.topic().to_owned(), element.partition());
-                    // The state keeps what this partition brought so far: if it comes back,
-                    // it resumes there instead of being applied again from its beginning.
                     let covered = progress
                         .remove(&key)
                         .map_or(-1, |covered| covered.load(Ordering::SeqCst));
-                    if covered >= 0 {
+                    if cooperative && self.checkpoints.is_some() {
+                        // A cooperative rebalance revokes only what moves to another member,
+                        // which takes the state from the partition's checkpoint.
+                        released.push(key.clone());
+                    } else if covered >= 0 {
+                        // The state keeps what this partition brought so far: if the next
+                        // assignment gives it back, it resumes there instead of being applied
+                        // again from its beginning.
                         resume.insert(key.clone(), covered);
                     }
                     // Assigned and revoked before the poll loop saw it.
@@ -310,10 +352,11 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins the group; partitions in `resume` (a checkpoint's positions) start at its offsets.
+    /// Joins the group; a partition assigned with a checkpoint in `checkpoints` starts at
+    /// its offset, its state handed off to the run loop ([`KafkaSource::take_handoffs`]).
     pub fn connect(
         kafka: &KafkaConfig,
-        resume: &[crate::checkpoint::PartitionPosition],
+        checkpoints: Option<&std::path::Path>,
     ) -> Result<KafkaSource, KafkaSourceError> {
         let mut config = client_config(kafka);
         config
@@ -322,12 +365,7 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
         let context = GroupContext {
-            resume: Mutex::new(
-                resume
-                    .iter()
-                    .map(|p| ((p.topic.clone(), p.partition), p.offset))
-                    .collect(),
-            ),
+            checkpoints: checkpoints.map(std::path::Path::to_path_buf),
             ..GroupContext::default()
         };
         let consumer: BaseConsumer<GroupContext> =
@@ -564,43 +602,48 @@ impl KafkaSource {
         }
     }
 
-    /// Where a checkpoint taken now resumes: the next offset of every assigned partition,
-    /// and where the state stops for partitions it covers that are not assigned here now
-    /// (revoked by a rebalance, or restored and not assigned again). `None` while some
-    /// partition is still rebuilding (its state is not yet what the committed offset
-    /// promises).
-    pub fn positions(&self) -> Option<Vec<crate::checkpoint::PartitionPosition>> {
+    /// Where a checkpoint taken now resumes: the next offset of every partition assigned
+    /// here, by topic and partition. Partitions revoked and not (yet) given back are left
+    /// out: their files are another member's to write now. `None` while some partition is
+    /// still rebuilding (its state is not yet what the committed offset promises).
+    pub fn positions(&self) -> Option<Vec<PartitionPosition>> {
         if self.is_rebuilding() {
             return None;
         }
-        let position =
-            |topic: &str, partition: i32, offset: i64| crate::checkpoint::PartitionPosition {
-                topic: topic.to_owned(),
-                partition,
-                offset,
-            };
-        let mut positions: Vec<crate::checkpoint::PartitionPosition> = self
+        let mut positions: Vec<PartitionPosition> = self
             .partitions
             .iter()
-            .map(|((topic, partition), state)| {
-                position(topic, *partition, state.done().unwrap_or(state.emit_from))
+            .map(|((topic, partition), state)| PartitionPosition {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: state.done().unwrap_or(state.emit_from),
             })
             .collect();
-        let resume = self
-            .consumer
-            .context()
-            .resume
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        positions.extend(
-            resume
-                .iter()
-                .filter(|(key, _)| !self.partitions.contains_key(*key))
-                .map(|((topic, partition), offset)| position(topic, *partition, *offset)),
-        );
-        drop(resume);
         positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Some(positions)
+    }
+
+    /// Partition checkpoints read at assignment since the last call, to merge into the
+    /// engine before any message of those partitions is processed (call after every poll).
+    pub fn take_handoffs(&self) -> Vec<Result<PartitionCheckpoint, CheckpointError>> {
+        let mut handoffs = self
+            .consumer
+            .context()
+            .handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *handoffs)
+    }
+
+    /// Partitions released to other members since the last call: their state is to go.
+    pub fn take_released(&self) -> Vec<(String, i32)> {
+        let mut released = self
+            .consumer
+            .context()
+            .released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *released)
     }
 
     /// The offsets after every message marked done so far, to commit with

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::event::Kind;
 use crate::state::rate::RateBaseline;
-use crate::state::{Observation, Symbol};
+use crate::state::{Home, Names, Observation, Symbol};
 use crate::time::Timestamp;
 use crate::zones::{Network, ZoneId, ZoneSet};
 
@@ -104,6 +104,11 @@ pub struct CredentialState {
     /// Recent uses from new networks or zones after the baseline was armed, oldest first (at
     /// most [`MAX_NOVEL_USES`]); boxed because most credentials never have one.
     pub novel_uses: Option<Box<Vec<NovelUse>>>,
+    /// The input partition whose event touched the record last, numbered by whoever feeds
+    /// the engine ([`Home`]): the per-partition checkpoint the record is written into. Not
+    /// serialized: a partition's checkpoint file implies it.
+    #[serde(skip)]
+    pub home: Home,
 }
 
 impl CredentialState {
@@ -127,6 +132,30 @@ impl CredentialState {
             + self.novel_uses.as_deref().map_or(0, |uses| {
                 size_of::<Vec<NovelUse>>() + uses.len() * size_of::<NovelUse>()
             })
+    }
+
+    /// Rewrites every interned symbol the record holds through `rename` (its names moving to
+    /// other interners). Returns false, leaving the record partly rewritten, when `rename`
+    /// knows a symbol not.
+    pub fn rename(&mut self, rename: &mut impl FnMut(Names, Symbol) -> Option<Symbol>) -> bool {
+        let mut known = true;
+        let mut apply = |names: Names, symbol: &mut Symbol| match rename(names, *symbol) {
+            Some(renamed) => *symbol = renamed,
+            None => known = false,
+        };
+        if let Some(owner) = &mut self.owner {
+            apply(Names::Principals, owner);
+        }
+        if let Some(lineage) = &mut self.inherited_from {
+            apply(Names::Principals, lineage);
+        }
+        for seen in &mut self.endpoints {
+            apply(Names::Endpoints, &mut seen.key);
+        }
+        for seen in &mut self.user_agents {
+            apply(Names::UserAgents, &mut seen.key);
+        }
+        known
     }
 
     /// Still in its learning period at `now`: too few events, or too young.

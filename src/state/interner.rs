@@ -19,6 +19,11 @@ impl Symbol {
     pub fn from_index(index: usize) -> Symbol {
         Symbol(index as u32)
     }
+
+    /// Its position in its interner's names.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 /// A concurrent string interner.

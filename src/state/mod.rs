@@ -8,6 +8,7 @@
 mod credential;
 mod eviction;
 mod interner;
+mod partition;
 pub mod rate;
 mod snapshot;
 
@@ -19,6 +20,7 @@ use dashmap::DashMap;
 pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use eviction::Evicted;
 pub use interner::{Interner, Symbol};
+pub use partition::{Absorbed, Home, Names};
 pub use snapshot::{RestoreError, StoreSnapshot};
 
 use crate::event::Event;

@@ -26,6 +26,8 @@ pub struct StoreSnapshot {
 pub enum RestoreError {
     #[error("state can only be restored into an empty store (it already holds {0} credentials or names)")]
     NotEmpty(usize),
+    #[error("a state share names, for {what}, a name it does not carry")]
+    UnknownName { what: String },
     #[error("the snapshot's {interner} names repeat {name:?}")]
     DuplicateName {
         interner: &'static str,
