@@ -62,6 +62,10 @@ pub struct EngineStats {
     pub evicted_precious: u64,
     /// Suppression windows closed early past `[state] max_suppression_windows`.
     pub windows_closed_early: u64,
+    /// Interned names dropped by compaction (see [`crate::state::next_compaction`]): what
+    /// this process did, not carried by checkpoints (compaction changes no output).
+    #[serde(skip)]
+    pub names_dropped: u64,
     pub rules: BTreeMap<String, RuleCounts>,
     /// Per exception id, in id order.
     pub exceptions: BTreeMap<String, ExceptionCounts>,
@@ -116,6 +120,8 @@ pub struct Engine {
     eviction_check_every: u64,
     /// The input partition the events come from now: the home of the records they touch.
     home: Home,
+    /// Names the interners may hold before they are compacted next.
+    compact_names_at: usize,
 }
 
 impl Engine {
@@ -158,6 +164,7 @@ impl Engine {
             next_expiry,
             eviction_check_every,
             home: 0,
+            compact_names_at: crate::state::next_compaction(0, 0),
         }
     }
 
@@ -207,6 +214,9 @@ impl Engine {
         }
         if self.stats.events.is_multiple_of(self.eviction_check_every) {
             self.evict(event, out);
+            if self.store.names_len() > self.compact_names_at {
+                self.compact_names();
+            }
         }
 
         let config = &*self.config;
@@ -346,6 +356,8 @@ impl Engine {
         stats.exceptions = std::mem::take(&mut self.stats.exceptions);
         self.stats = stats;
         self.newest = snapshot.newest;
+        self.compact_names_at =
+            crate::state::next_compaction(self.store.names_len(), self.store.len());
         self.next_expiry = self
             .rules
             .exceptions()
@@ -360,6 +372,20 @@ impl Engine {
             .map(|e| e.expires)
             .min();
         Ok(())
+    }
+
+    /// Drops the interned names nothing uses any more, and sets when to look again.
+    fn compact_names(&mut self) {
+        let compacted = self.store.compact_names();
+        let dropped = compacted.before - compacted.after;
+        self.stats.names_dropped += dropped as u64;
+        self.compact_names_at = crate::state::next_compaction(compacted.after, self.store.len());
+        tracing::info!(
+            before = compacted.before,
+            kept = compacted.after,
+            next = self.compact_names_at,
+            "Interned names compacted."
+        );
     }
 
     /// Sets the input partition the next events come from (their records' home).
@@ -414,6 +440,10 @@ impl Engine {
             .absorb(share.windows)
             .map_err(CheckpointError::Alert)?;
         self.newest = self.newest.max(share.newest);
+        self.compact_names_at = self.compact_names_at.max(crate::state::next_compaction(
+            self.store.names_len(),
+            self.store.len(),
+        ));
         Ok(absorbed)
     }
 
@@ -681,6 +711,56 @@ mod tests {
         let counts = &engine.stats().exceptions["bot"];
         assert_eq!(counts.suppressed, 2);
         assert_eq!(counts.expired_at, events.first().map(|e| e.ts));
+    }
+
+    #[test]
+    fn a_flood_of_distinct_names_is_compacted_and_memory_stays_bounded() {
+        let config = Config::parse("test", CONFIG).unwrap();
+        let rules = RuleSet::builtin(&config).unwrap();
+        let mut engine = Engine::new(config, rules);
+        let mut alerts = Vec::new();
+        let start = Timestamp::from_secs(1_772_323_200);
+        let mut issue = Event::new(start, Kind::Issue, "AKIAFLOODED".to_owned());
+        issue.allowed_zones = vec!["prod".to_owned()];
+        engine.process(&issue, &mut alerts);
+        let ceiling = crate::state::MIN_COMPACTION_GROWTH + 2 * EVICTION_CHECK_EVENTS as usize + 64;
+        let mut most = 0;
+        for i in 0..300_000u32 {
+            // A stolen key calling random paths with a random agent each time.
+            let ts = Timestamp::from_micros(start.micros() + i64::from(i) * 1_000);
+            let mut event = Event::new(ts, Kind::Access, "AKIAFLOODED".to_owned());
+            event.source_ip = Some("10.0.1.5".to_owned());
+            event.endpoint = Some(format!("GET /flood/{i}"));
+            event.user_agent = Some(format!("agent{i}/1.0"));
+            event.principal = Some(format!("caller-{i}"));
+            alerts.clear();
+            engine.process(&event, &mut alerts);
+            most = most.max(engine.state().names_len());
+        }
+        assert!(most <= ceiling, "{most} names held at most, over {ceiling}");
+        assert!(
+            engine.stats().names_dropped > 800_000,
+            "{}",
+            engine.stats().names_dropped
+        );
+        let state = engine.state().get("AKIAFLOODED").unwrap();
+        assert_eq!(state.accesses, 300_000);
+        for seen in &state.endpoints {
+            assert!(engine
+                .state()
+                .endpoints
+                .name(seen.key)
+                .starts_with("GET /flood/"));
+        }
+        for seen in &state.user_agents {
+            assert!(engine
+                .state()
+                .user_agents
+                .name(seen.key)
+                .starts_with("agent"));
+        }
+        let owner = engine.state().principals.name(state.owner.unwrap());
+        assert!(owner.starts_with("caller-"), "{owner}");
     }
 
     #[test]

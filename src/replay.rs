@@ -149,6 +149,13 @@ impl ReplaySummary {
                 self.engine.evicted, self.engine.evicted_precious, self.engine.windows_closed_early
             );
         }
+        if self.engine.names_dropped > 0 {
+            let _ = writeln!(
+                text,
+                "names compacted: {} interned names no state used any more were dropped",
+                self.engine.names_dropped
+            );
+        }
         if self.engine.late_events > 0 || self.engine.unknown_zone_names > 0 {
             let _ = writeln!(
                 text,

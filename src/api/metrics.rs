@@ -156,6 +156,13 @@ impl Metrics {
             "Suppression windows closed early past [state] max_suppression_windows.",
             self.engine.windows_closed_early.to_string(),
         );
+        simple(
+            &mut out,
+            "credwatch_names_dropped_total",
+            "counter",
+            "Interned endpoint, principal and user-agent names no state used any more, dropped by compaction.",
+            self.engine.names_dropped.to_string(),
+        );
         let _ = writeln!(out, "# HELP credwatch_alerts_total Alerts raised, by rule and severity.\n# TYPE credwatch_alerts_total counter");
         for (rule, counts) in &self.engine.rules {
             let severity = self.severities.get(rule).copied().unwrap_or("unknown");

@@ -134,6 +134,22 @@ impl CredentialState {
             })
     }
 
+    /// Calls `visit` on every interned symbol the record holds.
+    pub fn symbols(&self, mut visit: impl FnMut(Names, Symbol)) {
+        if let Some(owner) = self.owner {
+            visit(Names::Principals, owner);
+        }
+        if let Some(lineage) = self.inherited_from {
+            visit(Names::Principals, lineage);
+        }
+        for seen in &self.endpoints {
+            visit(Names::Endpoints, seen.key);
+        }
+        for seen in &self.user_agents {
+            visit(Names::UserAgents, seen.key);
+        }
+    }
+
     /// Rewrites every interned symbol the record holds through `rename` (its names moving to
     /// other interners). Returns false, leaving the record partly rewritten, when `rename`
     /// knows a symbol not.

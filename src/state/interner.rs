@@ -74,6 +74,33 @@ impl Interner {
         names.iter().map(|name| name.to_string()).collect()
     }
 
+    /// Keeps only the names whose symbol `keep` accepts, renumbered in their old order, and
+    /// returns each old symbol's new one (`None` for a name dropped). Whoever holds symbols
+    /// must rewrite them all through the result.
+    pub fn retain(&self, keep: impl Fn(Symbol) -> bool) -> Vec<Option<Symbol>> {
+        let mut names = self
+            .names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut renamed = Vec::with_capacity(names.len());
+        let mut kept: Vec<Arc<str>> = Vec::new();
+        for (index, name) in names.drain(..).enumerate() {
+            if keep(Symbol(index as u32)) {
+                renamed.push(Some(Symbol(kept.len() as u32)));
+                kept.push(name);
+            } else {
+                renamed.push(None);
+            }
+        }
+        self.ids.clear();
+        for (index, name) in kept.iter().enumerate() {
+            self.ids.insert(Arc::clone(name), Symbol(index as u32));
+        }
+        kept.shrink_to_fit();
+        *names = kept;
+        renamed
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }

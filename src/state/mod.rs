@@ -5,6 +5,7 @@
 //! detectors read the state as it was before the event, then [`StateStore::observe`] folds
 //! the event in, under the same map entry lock, so the two never interleave per credential.
 
+mod compaction;
 mod credential;
 mod eviction;
 mod interner;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
+pub use compaction::{next_compaction, Compacted, MIN_COMPACTION_GROWTH};
 pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use eviction::Evicted;
 pub use interner::{Interner, Symbol};

@@ -1,0 +1,198 @@
+//! Name compaction: interned names that nothing in the store uses any more are dropped.
+//!
+//! Interners only grow: every endpoint, principal and user agent an event names is interned,
+//! whether or not a record keeps it (a record keeps at most `max_endpoints` endpoints and
+//! `max_user_agents` agents, and evicted or forgotten credentials keep none). A flood of
+//! distinct names (an attacker calling random paths, or sending a random user agent with each
+//! call of a stolen key) would grow them without bound. Compaction rebuilds the interners
+//! with the names still used by records, owner-wide leaks and lineages, and rewrites every
+//! symbol. The engine runs it when the interners hold more names than [`next_compaction`]
+//! allows after the previous one, so its cost, a pass over the records, is paid once per that
+//! many new names: at most a quarter of the records, and at least as many as were kept.
+//!
+//! Symbols never appear in output (names do), so compaction changes no alert. A reader on
+//! another thread (the operations API) resolving a name while a compaction runs may see `?`.
+
+use std::collections::HashSet;
+
+use super::{Names, StateStore, Symbol};
+
+/// Growth allowed whatever the store's size: small stores never compact.
+pub const MIN_COMPACTION_GROWTH: usize = 65_536;
+
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compacted {
+    /// Names interned before, and kept.
+    pub before: usize,
+    pub after: usize,
+}
+
+/// How many names the interners may hold before the next compaction, after one that kept
+/// `kept` names for `records` records.
+pub fn next_compaction(kept: usize, records: usize) -> usize {
+    kept + kept.max(records / 4).max(MIN_COMPACTION_GROWTH)
+}
+
+impl StateStore {
+    /// Names interned, over the three interners.
+    pub fn names_len(&self) -> usize {
+        self.endpoints.len() + self.principals.len() + self.user_agents.len()
+    }
+
+    /// Drops every interned name nothing in the store uses, renumbering the rest.
+    pub fn compact_names(&self) -> Compacted {
+        let before = self.names_len();
+        let mut used: [HashSet<Symbol>; 3] = Default::default();
+        let slot = |names: Names| match names {
+            Names::Endpoints => 0,
+            Names::Principals => 1,
+            Names::UserAgents => 2,
+        };
+        for entry in self.credentials.iter() {
+            entry.value().symbols(|names, symbol| {
+                used[slot(names)].insert(symbol);
+            });
+        }
+        for entry in self.owner_leaks.iter() {
+            used[1].insert(*entry.key());
+        }
+        for entry in self.lineages.iter() {
+            used[1].insert(*entry.key());
+        }
+        let renamed = [
+            self.endpoints.retain(|symbol| used[0].contains(&symbol)),
+            self.principals.retain(|symbol| used[1].contains(&symbol)),
+            self.user_agents.retain(|symbol| used[2].contains(&symbol)),
+        ];
+        let new = |names: Names, symbol: Symbol| {
+            renamed[slot(names)].get(symbol.index()).copied().flatten()
+        };
+        for mut entry in self.credentials.iter_mut() {
+            // Every symbol a record holds was noted as used above, so each has a new one.
+            entry
+                .value_mut()
+                .rename(&mut |names, symbol| new(names, symbol));
+        }
+        let owner_leaks: Vec<_> = self
+            .owner_leaks
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .collect();
+        self.owner_leaks.clear();
+        for (owner, leak) in owner_leaks {
+            if let Some(owner) = new(Names::Principals, owner) {
+                self.owner_leaks.insert(owner, leak);
+            }
+        }
+        let lineages: Vec<_> = self
+            .lineages
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .collect();
+        self.lineages.clear();
+        for (lineage, credential) in lineages {
+            if let Some(lineage) = new(Names::Principals, lineage) {
+                self.lineages.insert(lineage, credential);
+            }
+        }
+        Compacted {
+            before,
+            after: self.names_len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{CredentialState, Leak, Seen};
+    use crate::time::Timestamp;
+
+    #[test]
+    fn compaction_keeps_the_names_in_use_under_new_symbols_and_drops_the_rest() {
+        let store = StateStore::new();
+        for i in 0..1_000 {
+            store.endpoints.intern(&format!("GET /random/{i}"));
+            store.user_agents.intern(&format!("agent-{i}"));
+            store.principals.intern(&format!("someone-{i}"));
+        }
+        let at = Timestamp::from_micros(1);
+        let record = CredentialState {
+            owner: Some(store.principals.intern("alice")),
+            inherited_from: Some(store.principals.intern("team")),
+            endpoints: vec![Seen {
+                key: store.endpoints.intern("s3:GetObject"),
+                count: 3,
+                last_seen: at,
+            }],
+            user_agents: vec![Seen {
+                key: store.user_agents.intern("aws-cli"),
+                count: 3,
+                last_seen: at,
+            }],
+            ..CredentialState::default()
+        };
+        store.credentials.insert("AKIAKEPT".into(), record);
+        store.owner_leaks.insert(
+            store.principals.intern("mallory"),
+            Leak {
+                at,
+                source: None,
+                url: None,
+            },
+        );
+        store
+            .lineages
+            .insert(store.principals.intern("team"), "AKIAKEPT".into());
+        let bytes = store.approx_bytes();
+
+        let compacted = store.compact_names();
+        assert_eq!(compacted.before, 3_005);
+        assert_eq!(
+            compacted.after, 5,
+            "s3:GetObject, aws-cli, alice, team, mallory"
+        );
+        let state = store.get("AKIAKEPT").unwrap();
+        assert_eq!(&*store.principals.name(state.owner.unwrap()), "alice");
+        assert_eq!(
+            &*store.principals.name(state.inherited_from.unwrap()),
+            "team"
+        );
+        assert_eq!(
+            &*store.endpoints.name(state.endpoints[0].key),
+            "s3:GetObject"
+        );
+        assert_eq!(
+            &*store.user_agents.name(state.user_agents[0].key),
+            "aws-cli"
+        );
+        let mallory = store.principals.intern("mallory");
+        assert!(store.owner_leaks.contains_key(&mallory));
+        assert_eq!(
+            store.principals.len(),
+            3,
+            "mallory was kept, not interned again"
+        );
+        let team = store.principals.intern("team");
+        assert_eq!(
+            store.lineages.get(&team).map(|c| c.to_string()).as_deref(),
+            Some("AKIAKEPT")
+        );
+        assert_eq!(store.approx_bytes(), bytes);
+        assert_eq!(
+            store.compact_names(),
+            Compacted {
+                before: 5,
+                after: 5
+            }
+        );
+    }
+
+    #[test]
+    fn the_next_compaction_waits_for_as_many_new_names_as_were_kept_or_a_quarter_of_the_records() {
+        assert_eq!(next_compaction(10, 100), 10 + MIN_COMPACTION_GROWTH);
+        assert_eq!(next_compaction(1_000_000, 100), 2_000_000);
+        assert_eq!(next_compaction(100_000, 10_000_000), 2_600_000);
+    }
+}
