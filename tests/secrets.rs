@@ -1,6 +1,6 @@
 //! Secrets hygiene: raw secret material planted in inputs (valid and malformed), the webhook
 //! secret and the leak-matching HMAC key never appear in alerts, logs, dead letters, the
-//! revocation outbox or the archive.
+//! revocation outbox, the archive or a checkpoint.
 
 use std::path::Path;
 
@@ -73,6 +73,8 @@ fn planted_secrets_appear_in_no_output() {
         .arg(&dead)
         .arg("--archive")
         .arg(dir.path().join("archive"))
+        .arg("--checkpoint")
+        .arg(dir.path().join("checkpoint"))
         .arg(&input)
         .output()
         .unwrap();
@@ -112,6 +114,18 @@ fn planted_secrets_appear_in_no_output() {
         archived.push_str(&String::from_utf8_lossy(&output.stdout));
     }
     assert!(archived.contains("ASIAPLANTED0000001"), "{archived}");
+    // The checkpoint's payload decompressed: postcard and the windows' CBOR keep strings as
+    // they are, so a secret in the state would show here.
+    let file = std::fs::read(credwatch::checkpoint::Checkpoint::path(
+        &dir.path().join("checkpoint"),
+    ))
+    .unwrap();
+    let payload = zstd::bulk::decompress(&file[52..], 64 << 20).expect("a zstd payload");
+    let checkpointed = String::from_utf8_lossy(&payload).into_owned();
+    assert!(
+        checkpointed.contains("ASIAPLANTED0000001"),
+        "the state is in it"
+    );
     let letters = std::fs::read_to_string(&dead).unwrap();
     assert!(letters.contains("[redacted sha256:"), "{letters}");
     for secret in PLANTED {
@@ -121,6 +135,7 @@ fn planted_secrets_appear_in_no_output() {
             ("dead letters", &letters),
             ("outbox", &files),
             ("archive", &archived),
+            ("checkpoint", &checkpointed),
         ] {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
