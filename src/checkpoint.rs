@@ -173,11 +173,7 @@ impl Checkpoint {
 
     /// Parses a checkpoint file's bytes; `path` names it in errors.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let plain = decode_file(MAGIC, bytes, path)?;
-        Checkpoint::decode_payload(&plain).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("cannot decode: {e}"),
-        })
+        decode_file(MAGIC, bytes, path)
     }
 
     /// The payload after decompression (what the fuzz target feeds, past the checksum).
@@ -290,9 +286,13 @@ fn encode_file(magic: &[u8; 8], payload: &impl Serialize) -> Result<Vec<u8>, Che
     Ok(bytes)
 }
 
-/// The decompressed payload of a file written by [`encode_file`] with `magic`, its header
-/// and checksum checked; `path` names it in errors.
-fn decode_file(magic: &[u8; 8], bytes: &[u8], path: &Path) -> Result<Vec<u8>, CheckpointError> {
+/// The payload of a file written by [`encode_file`] with `magic`, its header and checksum
+/// checked; `path` names it in errors.
+fn decode_file<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 8],
+    bytes: &[u8],
+    path: &Path,
+) -> Result<T, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -326,8 +326,9 @@ fn decode_file(magic: &[u8; 8], bytes: &[u8], path: &Path) -> Result<Vec<u8>, Ch
         .ok()
         .filter(|&len| len <= payload.len().saturating_mul(1024).max(1 << 20))
         .ok_or_else(|| corrupt(format!("implausible payload length {plain_len}")))?;
-    zstd::bulk::decompress(payload, capacity)
-        .map_err(|e| corrupt(format!("cannot decompress: {e}")))
+    let plain = zstd::bulk::decompress(payload, capacity)
+        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    postcard::from_bytes(&plain).map_err(|e| corrupt(format!("cannot decode: {e}")))
 }
 
 /// Writes `bytes` as `dir/name` atomically: a synced temporary file renamed over the old one,
@@ -382,11 +383,7 @@ impl PartitionCheckpoint {
 
     /// Parses a partition checkpoint's bytes; `path` names it in errors.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<PartitionCheckpoint, CheckpointError> {
-        let plain = decode_file(PARTITION_MAGIC, bytes, path)?;
-        PartitionCheckpoint::decode_payload(&plain).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("cannot decode: {e}"),
-        })
+        decode_file(PARTITION_MAGIC, bytes, path)
     }
 
     /// The payload after decompression (what the fuzz target feeds, past the checksum).

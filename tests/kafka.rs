@@ -934,11 +934,48 @@ fn with_the_webhook_down_for_a_minute_consumption_pauses_and_every_revocation_ar
 /// had processed, given back, resumes where its state stops instead of being applied twice
 /// from its beginning: across another member joining and leaving, the first member processes
 /// each message exactly once and raises exactly the alerts of an uninterrupted run.
+/// A fresh two-partition input topic (with alerts and dead-letter topics) and a `run` config
+/// over it with the scenario's zones.
+struct TwoPartitions {
+    input: String,
+    alerts: String,
+    dir: tempfile::TempDir,
+    base: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+fn two_partitions(brokers: &str) -> TwoPartitions {
+    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
+    create_topics(brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo("tests/data/scenario.toml");
+    let config = run_config(
+        dir.path(),
+        base.to_str().unwrap(),
+        brokers,
+        &input,
+        &alerts,
+        &dead,
+    );
+    TwoPartitions {
+        input,
+        alerts,
+        dir,
+        base,
+        config,
+    }
+}
+
 #[test]
 fn a_partition_taken_away_and_given_back_resumes_where_the_state_stops() {
     let Some(brokers) = brokers() else { return };
-    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(&brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
+    let TwoPartitions {
+        input,
+        alerts,
+        dir: _dir,
+        base,
+        config,
+    } = two_partitions(&brokers);
     let scenario = repo("tests/data/scenario.jsonl");
     success(
         &credwatch()
@@ -946,16 +983,6 @@ fn a_partition_taken_away_and_given_back_resumes_where_the_state_stops() {
             .arg(&scenario)
             .output()
             .unwrap(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let base = repo("tests/data/scenario.toml");
-    let config = run_config(
-        dir.path(),
-        base.to_str().unwrap(),
-        &brokers,
-        &input,
-        &alerts,
-        &dead,
     );
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_credwatch"))
@@ -1112,18 +1139,13 @@ fn messages(summary: &str) -> u64 {
 #[test]
 fn a_partition_moved_to_another_member_takes_its_state_along_through_the_shared_checkpoints() {
     let Some(brokers) = brokers() else { return };
-    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(&brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
-    let dir = tempfile::tempdir().unwrap();
-    let base = repo("tests/data/scenario.toml");
-    let config = run_config(
-        dir.path(),
-        base.to_str().unwrap(),
-        &brokers,
-        &input,
-        &alerts,
-        &dead,
-    );
+    let TwoPartitions {
+        input,
+        alerts,
+        dir,
+        base,
+        config,
+    } = two_partitions(&brokers);
     let checkpoint = dir.path().join("shared-checkpoints");
 
     // 40 prod credentials, issued and armed (8 uses over 16 minutes from their /24) in phase
