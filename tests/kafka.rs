@@ -1138,6 +1138,19 @@ fn messages(summary: &str) -> u64 {
 
 #[test]
 fn a_partition_moved_to_another_member_takes_its_state_along_through_the_shared_checkpoints() {
+    state_moves_with_a_partition(None);
+}
+
+#[test]
+fn with_cooperative_rebalancing_a_moved_partition_takes_its_state_along_too() {
+    state_moves_with_a_partition(Some("cooperative-sticky"));
+}
+
+/// Two members share a checkpoint directory: the second joins, takes one of the two
+/// partitions with its state from the first member's file, and leaves, the partition going
+/// back with the state it checkpointed. `strategy` is librdkafka's
+/// `partition.assignment.strategy` (default: range, an eager protocol).
+fn state_moves_with_a_partition(strategy: Option<&str>) {
     let Some(brokers) = brokers() else { return };
     let TwoPartitions {
         input,
@@ -1146,6 +1159,14 @@ fn a_partition_moved_to_another_member_takes_its_state_along_through_the_shared_
         base,
         config,
     } = two_partitions(&brokers);
+    if let Some(strategy) = strategy {
+        // [kafka.properties] is the config's last table.
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\"partition.assignment.strategy\" = \"{strategy}\"\n"
+        ));
+        std::fs::write(&config, text).unwrap();
+    }
     let checkpoint = dir.path().join("shared-checkpoints");
 
     // 40 prod credentials, issued and armed (8 uses over 16 minutes from their /24) in phase
@@ -1290,6 +1311,21 @@ fn a_partition_moved_to_another_member_takes_its_state_along_through_the_shared_
         first_log.contains("released 1 partition to other members"),
         "{first_log}"
     );
+    // Its own shutdown revokes its two partitions; before that, an eager protocol revoked
+    // both when the second member joined and one when it left, a cooperative one only the
+    // partition that moved.
+    let revoked = first_log.matches("Partition revoked.").count();
+    if strategy.is_some() {
+        assert_eq!(
+            revoked, 3,
+            "a cooperative rebalance revokes only what moves: {first_log}"
+        );
+    } else {
+        assert!(
+            revoked >= 5,
+            "an eager rebalance revokes everything: {first_log}"
+        );
+    }
     assert!(
         first_log.contains("from the checkpoints of 1 partition;"),
         "took the partition back: {first_log}"
