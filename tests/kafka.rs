@@ -223,8 +223,14 @@ struct Setup {
 }
 
 fn scenario_on_kafka(brokers: &str) -> Setup {
-    let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(brokers, &[(&input, 1), (&alerts, 1), (&dead, 1)]);
+    let Topics {
+        input,
+        alerts,
+        dead,
+        dir,
+        config,
+        ..
+    } = topics(brokers, 1);
     let sent = credwatch()
         .args(["send", "--brokers", brokers, "--topic", &input])
         .arg(repo("tests/data/scenario.jsonl"))
@@ -232,16 +238,6 @@ fn scenario_on_kafka(brokers: &str) -> Setup {
         .unwrap();
     success(&sent);
     assert!(stderr(&sent).contains("29 records"), "{}", stderr(&sent));
-    let dir = tempfile::tempdir().unwrap();
-    let base = repo("tests/data/scenario.toml");
-    let config = run_config(
-        dir.path(),
-        base.to_str().unwrap(),
-        brokers,
-        &input,
-        &alerts,
-        &dead,
-    );
     Setup {
         input,
         alerts,
@@ -934,19 +930,20 @@ fn with_the_webhook_down_for_a_minute_consumption_pauses_and_every_revocation_ar
 /// had processed, given back, resumes where its state stops instead of being applied twice
 /// from its beginning: across another member joining and leaving, the first member processes
 /// each message exactly once and raises exactly the alerts of an uninterrupted run.
-/// A fresh two-partition input topic (with alerts and dead-letter topics) and a `run` config
-/// over it with the scenario's zones.
-struct TwoPartitions {
+/// Fresh input (with `partitions` partitions), alerts and dead-letter topics, and a `run`
+/// config over them with the scenario's zones.
+struct Topics {
     input: String,
     alerts: String,
+    dead: String,
     dir: tempfile::TempDir,
     base: std::path::PathBuf,
     config: std::path::PathBuf,
 }
 
-fn two_partitions(brokers: &str) -> TwoPartitions {
+fn topics(brokers: &str, partitions: i32) -> Topics {
     let (input, alerts, dead) = (unique("events"), unique("alerts"), unique("dead"));
-    create_topics(brokers, &[(&input, 2), (&alerts, 1), (&dead, 1)]);
+    create_topics(brokers, &[(&input, partitions), (&alerts, 1), (&dead, 1)]);
     let dir = tempfile::tempdir().unwrap();
     let base = repo("tests/data/scenario.toml");
     let config = run_config(
@@ -957,9 +954,10 @@ fn two_partitions(brokers: &str) -> TwoPartitions {
         &alerts,
         &dead,
     );
-    TwoPartitions {
+    Topics {
         input,
         alerts,
+        dead,
         dir,
         base,
         config,
@@ -969,13 +967,14 @@ fn two_partitions(brokers: &str) -> TwoPartitions {
 #[test]
 fn a_partition_taken_away_and_given_back_resumes_where_the_state_stops() {
     let Some(brokers) = brokers() else { return };
-    let TwoPartitions {
+    let Topics {
         input,
         alerts,
         dir: _dir,
         base,
         config,
-    } = two_partitions(&brokers);
+        ..
+    } = topics(&brokers, 2);
     let scenario = repo("tests/data/scenario.jsonl");
     success(
         &credwatch()
@@ -1152,13 +1151,14 @@ fn with_cooperative_rebalancing_a_moved_partition_takes_its_state_along_too() {
 /// `partition.assignment.strategy` (default: range, an eager protocol).
 fn state_moves_with_a_partition(strategy: Option<&str>) {
     let Some(brokers) = brokers() else { return };
-    let TwoPartitions {
+    let Topics {
         input,
         alerts,
         dir,
         base,
         config,
-    } = two_partitions(&brokers);
+        ..
+    } = topics(&brokers, 2);
     if let Some(strategy) = strategy {
         // [kafka.properties] is the config's last table.
         let mut text = std::fs::read_to_string(&config).unwrap();
