@@ -1125,6 +1125,16 @@ impl Member {
     }
 }
 
+impl Drop for Member {
+    /// A test that fails half-way leaves no member running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The "N messages" count of a run summary.
 fn messages(summary: &str) -> u64 {
     summary
