@@ -331,13 +331,15 @@ fn decode_file<T: serde::de::DeserializeOwned>(
     postcard::from_bytes(&plain).map_err(|e| corrupt(format!("cannot decode: {e}")))
 }
 
+/// Turns an I/O error on `path` into a [`CheckpointError`] that names it.
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CheckpointError {
+    let path = path.to_owned();
+    move |source| CheckpointError::Io { path, source }
+}
+
 /// Writes `bytes` as `dir/name` atomically: a synced temporary file renamed over the old one,
 /// then the directory synced (`dir` is created if missing).
 fn publish(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CheckpointError::Io { path, source }
-    };
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let path = dir.join(name);
     let temporary = dir.join(format!("{name}.tmp"));
@@ -429,10 +431,6 @@ impl PartitionCheckpoint {
     /// Every partition checkpoint under `dir`, by topic and partition, each with its size
     /// in bytes (for `credwatch checkpoint show`).
     pub fn read_all(dir: &Path) -> Result<Vec<(PartitionCheckpoint, u64)>, CheckpointError> {
-        let io_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CheckpointError::Io { path, source }
-        };
         let root = dir.join(PARTITIONS_DIR);
         let mut all = Vec::new();
         for topic in fs::read_dir(&root).map_err(io_error(&root))? {

@@ -450,19 +450,10 @@ impl Engine {
     /// Drops the state of partition `home`, moved to another instance: its records and their
     /// open windows (the new owner rolls those up). Returns how many credentials went.
     pub fn forget(&mut self, home: Home) -> usize {
-        let store = &self.store;
-        let leaving: std::collections::HashSet<String> = {
-            let mut leaving = std::collections::HashSet::new();
-            store.for_each(|credential, state| {
-                if state.home == home {
-                    leaving.insert(credential.to_owned());
-                }
-            });
-            leaving
-        };
+        let gone = self.store.forget_home(home);
         self.suppressor
-            .forget(|credential| leaving.contains(credential));
-        store.forget_home(home)
+            .forget(|credential| gone.contains(credential));
+        gone.len()
     }
 
     /// Evicts the longest-idle credentials past `[state] max_credentials` or

@@ -626,24 +626,12 @@ impl KafkaSource {
     /// Partition checkpoints read at assignment since the last call, to merge into the
     /// engine before any message of those partitions is processed (call after every poll).
     pub fn take_handoffs(&self) -> Vec<Result<PartitionCheckpoint, CheckpointError>> {
-        let mut handoffs = self
-            .consumer
-            .context()
-            .handoffs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *handoffs)
+        take(&self.consumer.context().handoffs)
     }
 
     /// Partitions released to other members since the last call: their state is to go.
     pub fn take_released(&self) -> Vec<(String, i32)> {
-        let mut released = self
-            .consumer
-            .context()
-            .released
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *released)
+        take(&self.consumer.context().released)
     }
 
     /// The offsets after every message marked done so far, to commit with
@@ -706,6 +694,11 @@ impl KafkaSource {
     }
 }
 
+/// Empties a list the rebalance callback fills, returning what it held.
+fn take<T>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *list.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Pauses or resumes fetching of every partition assigned now.
 fn pause_assignment(
     consumer: &BaseConsumer<GroupContext>,
@@ -735,17 +728,11 @@ fn take_rebalances(
     let context = consumer.context();
     // Revocations first: a partition revoked and assigned again within one poll is the new
     // assignment (the callback drops an assignment revoked before it was taken here).
-    let revoked: Vec<(String, i32)> = {
-        let mut list = context.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *list)
-    };
+    let revoked: Vec<(String, i32)> = take(&context.revoked);
     for key in revoked {
         partitions.remove(&key);
     }
-    let assigned: Vec<Assigned> = {
-        let mut list = context.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut *list)
-    };
+    let assigned: Vec<Assigned> = take(&context.assigned);
     let any_assigned = !assigned.is_empty();
     *restarting |= assigned.iter().any(|a| a.resumed_at.is_some());
     for Assigned {

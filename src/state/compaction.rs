@@ -44,14 +44,9 @@ impl StateStore {
     pub fn compact_names(&self) -> Compacted {
         let before = self.names_len();
         let mut used: [HashSet<Symbol>; 3] = Default::default();
-        let slot = |names: Names| match names {
-            Names::Endpoints => 0,
-            Names::Principals => 1,
-            Names::UserAgents => 2,
-        };
         for entry in self.credentials.iter() {
             entry.value().symbols(|names, symbol| {
-                used[slot(names)].insert(symbol);
+                used[names.index()].insert(symbol);
             });
         }
         for entry in self.owner_leaks.iter() {
@@ -66,7 +61,10 @@ impl StateStore {
             self.user_agents.retain(|symbol| used[2].contains(&symbol)),
         ];
         let new = |names: Names, symbol: Symbol| {
-            renamed[slot(names)].get(symbol.index()).copied().flatten()
+            renamed[names.index()]
+                .get(symbol.index())
+                .copied()
+                .flatten()
         };
         for mut entry in self.credentials.iter_mut() {
             // Every symbol a record holds was noted as used above, so each has a new one.
@@ -74,31 +72,28 @@ impl StateStore {
                 .value_mut()
                 .rename(&mut |names, symbol| new(names, symbol));
         }
-        let owner_leaks: Vec<_> = self
-            .owner_leaks
-            .iter()
-            .map(|entry| (*entry.key(), entry.value().clone()))
-            .collect();
-        self.owner_leaks.clear();
-        for (owner, leak) in owner_leaks {
-            if let Some(owner) = new(Names::Principals, owner) {
-                self.owner_leaks.insert(owner, leak);
-            }
-        }
-        let lineages: Vec<_> = self
-            .lineages
-            .iter()
-            .map(|entry| (*entry.key(), entry.value().clone()))
-            .collect();
-        self.lineages.clear();
-        for (lineage, credential) in lineages {
-            if let Some(lineage) = new(Names::Principals, lineage) {
-                self.lineages.insert(lineage, credential);
-            }
-        }
+        rekey(&self.owner_leaks, |owner| new(Names::Principals, owner));
+        rekey(&self.lineages, |lineage| new(Names::Principals, lineage));
         Compacted {
             before,
             after: self.names_len(),
+        }
+    }
+}
+
+/// Moves every entry of a map keyed by symbol to its new symbol (entries without one go).
+fn rekey<V: Clone>(
+    map: &dashmap::DashMap<Symbol, V, super::Hashing>,
+    new: impl Fn(Symbol) -> Option<Symbol>,
+) {
+    let entries: Vec<(Symbol, V)> = map
+        .iter()
+        .map(|entry| (*entry.key(), entry.value().clone()))
+        .collect();
+    map.clear();
+    for (key, value) in entries {
+        if let Some(key) = new(key) {
+            map.insert(key, value);
         }
     }
 }

@@ -46,17 +46,20 @@ struct Renumbering {
     names: [Vec<String>; 3],
 }
 
-fn slot(names: Names) -> usize {
-    match names {
-        Names::Endpoints => 0,
-        Names::Principals => 1,
-        Names::UserAgents => 2,
+impl Names {
+    /// Its position in per-interner arrays: endpoints, principals, user agents.
+    pub fn index(self) -> usize {
+        match self {
+            Names::Endpoints => 0,
+            Names::Principals => 1,
+            Names::UserAgents => 2,
+        }
     }
 }
 
 impl Renumbering {
     fn note(&mut self, names: Names, symbol: Symbol) {
-        self.used[slot(names)].insert(symbol);
+        self.used[names.index()].insert(symbol);
     }
 
     /// Numbers the noted symbols in the order of their names.
@@ -76,7 +79,7 @@ impl Renumbering {
     }
 
     fn renamed(&self, names: Names, symbol: Symbol) -> Option<Symbol> {
-        self.new[slot(names)].get(&symbol).copied()
+        self.new[names.index()].get(&symbol).copied()
     }
 }
 
@@ -199,7 +202,7 @@ impl StateStore {
             intern(&self.user_agents, &share.user_agents),
         ];
         let renamed = |names: Names, symbol: Symbol| -> Option<Symbol> {
-            symbols[slot(names)].get(symbol.index()).copied()
+            symbols[names.index()].get(symbol.index()).copied()
         };
         let unknown = |what: &str| RestoreError::UnknownName {
             what: what.to_owned(),
@@ -270,8 +273,8 @@ impl StateStore {
     }
 
     /// Drops every record homed at `home` (a partition this instance no longer owns), with
-    /// the secret hashes and lineages that pointed at them. Returns how many records went.
-    pub fn forget_home(&self, home: Home) -> usize {
+    /// the secret hashes and lineages that pointed at them. Returns the credentials that went.
+    pub fn forget_home(&self, home: Home) -> HashSet<Box<str>> {
         let gone: Vec<Box<str>> = self
             .credentials
             .iter()
@@ -283,12 +286,12 @@ impl StateStore {
                 self.count_bytes(&key, &state, false);
             }
         }
-        let gone: HashSet<&str> = gone.iter().map(|key| &**key).collect();
+        let gone: HashSet<Box<str>> = gone.into_iter().collect();
         self.secret_hashes
-            .retain(|_, credential| !gone.contains(&**credential));
+            .retain(|_, credential| !gone.contains(credential));
         self.lineages
-            .retain(|_, credential| !gone.contains(&**credential));
-        gone.len()
+            .retain(|_, credential| !gone.contains(credential));
+        gone
     }
 }
 
@@ -456,12 +459,12 @@ mod tests {
         store
             .lineages
             .insert(store.principals.intern("bob"), "AKIATWO".into());
-        assert_eq!(store.forget_home(2), 2);
+        assert_eq!(store.forget_home(2).len(), 2);
         assert_eq!(store.len(), 1);
         assert_eq!(store.credential_of_secret("sha256:aa"), None);
         assert!(store.lineages.is_empty());
         assert_eq!(store.approx_bytes(), store.recount_bytes());
-        assert_eq!(store.forget_home(2), 0);
+        assert!(store.forget_home(2).is_empty());
     }
 
     #[test]
