@@ -30,16 +30,50 @@ fn noisy_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn replay(config: &Path, checkpoint: &Path, input: &Path) -> std::process::Command {
+fn replay(
+    config: &Path,
+    checkpoint: &Path,
+    interval: Duration,
+    input: &Path,
+) -> std::process::Command {
     let mut command = credwatch();
     command
         .args(["replay", "--output", "json", "--config"])
         .arg(config)
         .arg("--checkpoint")
         .arg(checkpoint)
-        .args(["--checkpoint-interval", "50ms"])
+        .arg("--checkpoint-interval")
+        .arg(format!("{}ms", interval.as_millis().max(1)))
         .arg(input);
     command
+}
+
+/// Which version of the checkpoint file is published: each write renames a new file into
+/// place, so the inode changes.
+fn published(checkpoint: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(Checkpoint::path(checkpoint))
+        .ok()
+        .map(|metadata| metadata.ino())
+}
+
+/// Waits until `child` publishes a checkpoint other than `before`, or exits.
+fn wait_for_a_new_checkpoint(
+    child: &mut std::process::Child,
+    checkpoint: &Path,
+    before: Option<u64>,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while published(checkpoint) == before {
+        if child.try_wait().expect("poll replay").is_some() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new checkpoint in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The alert lines of a file; lines cut short by a kill (not JSON) are counted, not kept.
@@ -72,13 +106,20 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
 
     let whole_checkpoint = dir.path().join("whole");
     let started = std::time::Instant::now();
-    let whole = replay(&config, &whole_checkpoint, &input)
-        .output()
-        .expect("run replay");
-    // Kill moments scale with how long the whole replay takes on this machine, so that the
-    // twenty runs together cover most of the day whatever the machine's speed (fixed moments
-    // let a fast machine finish the day before the twentieth run).
+    let whole = replay(
+        &config,
+        &whole_checkpoint,
+        Duration::from_millis(50),
+        &input,
+    )
+    .output()
+    .expect("run replay");
+    // The checkpoint interval and the kill moments scale with how long the whole replay takes
+    // on this machine, so that the twenty runs together cover most of the day whatever the
+    // machine's speed: fixed moments let a fast machine finish the day before the twentieth
+    // run, and a slow one (or one slow to start) never reach its first checkpoint.
     let whole_time = started.elapsed();
+    let interval = whole_time / 60;
     let whole_alerts = dir.path().join("whole.json");
     std::fs::write(&whole_alerts, success(&whole)).expect("write alerts");
     let (expected, torn) = alert_lines(&whole_alerts);
@@ -99,13 +140,16 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
             .append(true)
             .open(&killed_alerts)
             .expect("open alerts");
-        let mut child = replay(&config, &killed_checkpoint, &input)
+        let before = published(&killed_checkpoint);
+        let mut child = replay(&config, &killed_checkpoint, interval, &input)
             .stdout(out)
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn replay");
-        let moment = whole_time.mul_f64(random.random_range(0.02..0.066));
-        std::thread::sleep(moment.max(Duration::from_millis(10)));
+        // Each run gets past one checkpoint of its own, then dies at a random moment, most
+        // often between two checkpoints with alerts out that the next run must not repeat.
+        wait_for_a_new_checkpoint(&mut child, &killed_checkpoint, before);
+        std::thread::sleep(whole_time.mul_f64(random.random_range(0.0..0.03)));
         if child.try_wait().expect("poll replay").is_none() {
             child.kill().expect("SIGKILL");
             kills += 1;
@@ -116,7 +160,7 @@ fn a_replay_killed_twenty_times_raises_the_alerts_and_reaches_the_state_of_an_un
         .append(true)
         .open(&killed_alerts)
         .expect("open alerts");
-    let last = replay(&config, &killed_checkpoint, &input)
+    let last = replay(&config, &killed_checkpoint, interval, &input)
         .stdout(out)
         .stderr(Stdio::piped())
         .output()
