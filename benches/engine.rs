@@ -114,7 +114,7 @@ fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl 
         let mut out = Vec::with_capacity(1);
         b.iter(|| {
             for line in lines {
-                out.clear();
+                decoder.recycle(&mut out);
                 decoder.decode(line, &mut out).expect("valid record");
             }
         })
@@ -127,7 +127,7 @@ fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl 
                 let mut events = Vec::with_capacity(1);
                 let mut alerts = Vec::new();
                 for line in lines {
-                    events.clear();
+                    decoder.recycle(&mut events);
                     decoder.decode(line, &mut events).expect("valid record");
                     for event in &events {
                         engine.process(event, &mut alerts);
@@ -145,7 +145,7 @@ fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl 
 fn cloudtrail_stages(c: &mut Criterion) {
     let mut events = Vec::new();
     for line in common::demo_lines(100) {
-        NativeDecoder
+        NativeDecoder::new()
             .decode(&line, &mut events)
             .expect("valid event");
     }
@@ -163,7 +163,7 @@ fn cloudtrail_stages(c: &mut Criterion) {
 }
 
 fn stages(c: &mut Criterion) {
-    group_of(c, "stages", &common::demo_lines(100), NativeDecoder);
+    group_of(c, "stages", &common::demo_lines(100), NativeDecoder::new());
 }
 
 /// Each stage once over the native corpus, in functions of its own, for an instruction count:
@@ -193,9 +193,10 @@ fn once_parse_ignored(lines: &[Vec<u8>]) {
 #[inline(never)]
 fn once_decode(lines: &[Vec<u8>]) {
     let mut out = Vec::with_capacity(1);
+    let mut decoder = NativeDecoder::new();
     for line in lines {
-        out.clear();
-        NativeDecoder.decode(line, &mut out).expect("valid record");
+        decoder.recycle(&mut out);
+        decoder.decode(line, &mut out).expect("valid record");
     }
 }
 
@@ -204,11 +205,10 @@ fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> (usize, u64) {
     let mut events = Vec::with_capacity(1);
     let mut alerts = Vec::new();
     let mut raised = 0;
+    let mut decoder = NativeDecoder::new();
     for line in lines {
-        events.clear();
-        NativeDecoder
-            .decode(line, &mut events)
-            .expect("valid record");
+        decoder.recycle(&mut events);
+        decoder.decode(line, &mut events).expect("valid record");
         for event in &events {
             engine.process(event, &mut alerts);
         }

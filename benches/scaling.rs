@@ -38,7 +38,7 @@ fn shard(lines: &[Vec<u8>], workers: usize) -> Vec<Vec<&[u8]>> {
     let mut events = Vec::new();
     for line in lines {
         events.clear();
-        NativeDecoder
+        NativeDecoder::new()
             .decode(line, &mut events)
             .expect("valid event");
         let mut hasher = std::hash::DefaultHasher::new();
@@ -51,11 +51,11 @@ fn shard(lines: &[Vec<u8>], workers: usize) -> Vec<Vec<&[u8]>> {
 /// One worker: decodes and processes its lines with its own engine; returns its alerts.
 fn work(lines: &[&[u8]], config: &Config) -> Vec<Alert> {
     let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
-    let mut decoder = NativeDecoder;
+    let mut decoder = NativeDecoder::new();
     let mut events = Vec::with_capacity(1);
     let mut alerts = Vec::new();
     for line in lines {
-        events.clear();
+        decoder.recycle(&mut events);
         decoder.decode(line, &mut events).expect("valid event");
         for event in &events {
             engine.process(event, &mut alerts);

@@ -18,14 +18,16 @@ fn main() -> anyhow::Result<()> {
     let rules = RuleSet::builtin(&config)?;
     let mut engine = Engine::new(config, rules);
 
+    let mut decoder = NativeDecoder::new();
     let mut events = Vec::new();
     let mut alerts = Vec::new();
     for (number, line) in std::io::BufReader::new(std::fs::File::open(&path)?)
         .lines()
         .enumerate()
     {
-        events.clear();
-        if let Err(error) = NativeDecoder.decode(line?.as_bytes(), &mut events) {
+        // Hands the last line's events back, so the decoder reuses their strings.
+        decoder.recycle(&mut events);
+        if let Err(error) = decoder.decode(line?.as_bytes(), &mut events) {
             eprintln!("{path}:{}: {error}", number + 1);
             continue;
         }

@@ -612,7 +612,9 @@ mod tests {
         let mut alerts = Vec::new();
         let mut events = Vec::new();
         for line in lines {
-            NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+            NativeDecoder::new()
+                .decode(line.as_bytes(), &mut events)
+                .unwrap();
         }
         for event in &events {
             engine.process(event, &mut alerts);
@@ -673,7 +675,9 @@ mod tests {
             r#"{"ts":"2026-03-01T00:04:00Z","kind":"issue","credential":"other","allowed_zones":["prod"]}"#,
             r#"{"ts":"2026-03-01T00:05:00Z","kind":"access","credential":"other","source_ip":"203.0.113.9"}"#,
         ] {
-            NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+            NativeDecoder::new()
+                .decode(line.as_bytes(), &mut events)
+                .unwrap();
         }
         for event in &events {
             engine.process(event, &mut alerts);
@@ -690,7 +694,7 @@ mod tests {
         assert_eq!(engine.stats().exceptions["bot"].expired_at, None);
 
         events.clear();
-        NativeDecoder
+        NativeDecoder::new()
             .decode(
                 br#"{"ts":"2026-03-01T00:20:00Z","kind":"access","credential":"k","source_ip":"203.0.113.1"}"#,
                 &mut events,

@@ -668,7 +668,7 @@ impl<'a> Replay<'a> {
                     progress.tick();
                 }
             }
-            self.events.clear();
+            decoder.recycle(&mut self.events);
             match decoder.decode(element, &mut self.events) {
                 Ok(()) if self.events.is_empty() => self.summary.counters.ignored += 1,
                 Ok(()) => self.process_events()?,
@@ -714,15 +714,16 @@ impl<'a> Replay<'a> {
     }
 
     fn process_events(&mut self) -> Result<(), ReplayError> {
-        // Taken out for the loop (respond borrows self) and put back to keep its capacity.
-        let mut events = std::mem::take(&mut self.events);
+        // Taken out for the loop (respond borrows self) and put back, with the events, for the
+        // decoder to recycle before the next record.
+        let events = std::mem::take(&mut self.events);
         let mut result = Ok(());
-        for event in events.drain(..) {
+        for event in &events {
             self.alerts.clear();
-            self.engine.process(&event, &mut self.alerts);
+            self.engine.process(event, &mut self.alerts);
             if let Some(archive) = self.archive.as_mut() {
                 let (zone, network) = self.engine.placement();
-                if let Err(error) = archive.event(&event, zone, network) {
+                if let Err(error) = archive.event(event, zone, network) {
                     result = Err(error.into());
                     break;
                 }

@@ -522,7 +522,7 @@ fn handle(
         return reject(delivery, kept, &reason, producer, kafka, summary);
     }
     for element in split_records(&delivery.payload) {
-        events.clear();
+        decoder.recycle(events);
         if element.len() > MAX_RECORD_BYTES {
             let reason = format!(
                 "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit",

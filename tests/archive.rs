@@ -21,7 +21,7 @@ fn decode_file(path: &Path) -> Vec<Event> {
     let text = std::fs::read_to_string(path).expect("read events");
     let mut events = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        NativeDecoder
+        NativeDecoder::new()
             .decode(line.as_bytes(), &mut events)
             .expect("valid event");
     }
@@ -515,7 +515,9 @@ pub fn valid_scenario_events() -> usize {
     text.lines()
         .filter(|line| {
             let mut events = Vec::new();
-            NativeDecoder.decode(line.as_bytes(), &mut events).is_ok()
+            NativeDecoder::new()
+                .decode(line.as_bytes(), &mut events)
+                .is_ok()
         })
         .count()
 }

@@ -97,7 +97,9 @@ fn feed(engine: &mut Engine, lines: &[String], out: &mut String) {
     let mut alerts = Vec::new();
     for line in lines {
         events.clear();
-        NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+        NativeDecoder::new()
+            .decode(line.as_bytes(), &mut events)
+            .unwrap();
         for event in &events {
             engine.process(event, &mut alerts);
         }
@@ -246,12 +248,12 @@ proptest! {
     #[test]
     fn the_native_decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut out = Vec::new();
-        let _ = NativeDecoder.decode(&bytes, &mut out);
+        let _ = NativeDecoder::new().decode(&bytes, &mut out);
     }
 
     #[test]
     fn the_native_decoder_never_panics_on_near_json(text in r#"\{"ts":"[0-9T:Z-]{0,24}","kind":"(access|issue|leak|revoke|x)","credential":"[a-z]{0,3}"(,"source_ip":"[0-9.:a-f]{0,20}")?\}"#) {
         let mut out = Vec::new();
-        let _ = NativeDecoder.decode(text.as_bytes(), &mut out);
+        let _ = NativeDecoder::new().decode(text.as_bytes(), &mut out);
     }
 }

@@ -385,7 +385,9 @@ fn a_confirmed_revocation_marks_the_credential_revoked() {
     let mut alerts = Vec::new();
     let mut events = Vec::new();
     for line in lines {
-        NativeDecoder.decode(line.as_bytes(), &mut events).unwrap();
+        NativeDecoder::new()
+            .decode(line.as_bytes(), &mut events)
+            .unwrap();
     }
     for event in &events {
         engine.process(event, &mut alerts);
@@ -408,7 +410,7 @@ fn a_confirmed_revocation_marks_the_credential_revoked() {
         engine.process(&confirmation_event(&credential, at), &mut alerts);
     }
     let mut later = Vec::new();
-    NativeDecoder
+    NativeDecoder::new()
         .decode(br#"{"ts":"2026-03-01T00:10:00Z","kind":"access","credential":"AKIAX","source_ip":"10.0.1.1"}"#, &mut later)
         .unwrap();
     engine.process(&later[0], &mut alerts);

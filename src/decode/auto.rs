@@ -10,6 +10,7 @@ use crate::event::Event;
 
 #[derive(Debug, Default, Clone)]
 pub struct AutoDecoder {
+    native: NativeDecoder,
     github: GithubSecretScanningDecoder,
     leaks: LeakReportDecoder,
 }
@@ -17,6 +18,7 @@ pub struct AutoDecoder {
 impl AutoDecoder {
     pub fn new(hasher: SecretHasher) -> AutoDecoder {
         AutoDecoder {
+            native: NativeDecoder::new(),
             github: GithubSecretScanningDecoder::new(hasher.clone()),
             leaks: LeakReportDecoder::new(hasher),
         }
@@ -38,7 +40,7 @@ impl Decoder for AutoDecoder {
         } else if has("\"type\"") && has("\"request\"") && has("\"time\"") {
             VaultAuditDecoder.decode(record, out)
         } else if has("\"kind\"") && has("\"credential\"") && has("\"ts\"") {
-            NativeDecoder.decode(record, out)
+            self.native.decode(record, out)
         } else if has("\"time\"") && (has("\"credential\"") || has("\"secret") || has("\"owner\""))
         {
             self.leaks.decode(record, out)
@@ -47,6 +49,10 @@ impl Decoder for AutoDecoder {
                 "unrecognised record: not native, CloudTrail, Vault audit, Kubernetes audit, GitHub secret scanning or a leak report",
             ))
         }
+    }
+
+    fn recycle(&mut self, events: &mut Vec<Event>) {
+        self.native.recycle(events);
     }
 }
 

@@ -96,7 +96,7 @@ impl Format {
     /// A decoder that turns raw secrets in leak reports into ids with `hasher`.
     pub fn decoder_with(self, hasher: &SecretHasher) -> Box<dyn Decoder + Send> {
         match self {
-            Format::Native => Box::new(NativeDecoder),
+            Format::Native => Box::new(NativeDecoder::new()),
             Format::Cloudtrail => Box::new(CloudTrailDecoder),
             Format::Vault => Box::new(VaultAuditDecoder),
             Format::K8s => Box::new(K8sAuditDecoder),
@@ -149,12 +149,30 @@ pub trait Decoder {
     /// Appends the events decoded from `record` to `out`; on error appends nothing.
     /// Appending nothing and returning `Ok` means the record was valid but irrelevant.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError>;
+
+    /// Empties `events` (the previous record's) before the next `decode`. A decoder may keep
+    /// their buffers for the next record's strings; callers that decode many records should
+    /// call this rather than `clear`.
+    fn recycle(&mut self, events: &mut Vec<Event>) {
+        events.clear();
+    }
 }
 
 /// A stable id for a record that carries none: the first 128 bits of its SHA-256, in hex.
 pub fn record_hash_id(record: &[u8]) -> String {
+    let mut id = String::new();
+    record_hash_id_into(record, &mut id);
+    id
+}
+
+/// [`record_hash_id`] appended to `id` (a reused buffer).
+pub fn record_hash_id_into(record: &[u8], id: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(record);
-    hex_prefix(&digest, 16)
+    for &byte in &digest[..16] {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 15)]));
+    }
 }
 
 /// How raw secrets in leak reports become credential ids, never stored themselves: always the

@@ -255,9 +255,11 @@ pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<De
                     out.write_all(b"\n")?;
                 }
                 decoded.clear();
-                NativeDecoder.decode(&line, &mut decoded).map_err(|e| {
-                    anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
-                })?;
+                NativeDecoder::new()
+                    .decode(&line, &mut decoded)
+                    .map_err(|e| {
+                        anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
+                    })?;
                 for event in &decoded {
                     engine.process(event, &mut alerts);
                     for alert in alerts.drain(..) {

@@ -51,7 +51,7 @@ impl TestCase {
     pub(super) fn parse(raw: RawCase, file: &str, text: &str) -> Result<TestCase, FileError> {
         let span = raw.events.span();
         let mut events = Vec::new();
-        let mut decoder = NativeDecoder;
+        let mut decoder = NativeDecoder::new();
         for (index, line) in raw.events.get_ref().lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
