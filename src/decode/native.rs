@@ -5,9 +5,9 @@
 //!
 //! The hot path of every native input, so the record is read by a hand-written visitor rather
 //! than the derived `Deserialize`: the same fields, defaults and errors (a property test holds
-//! the two to the same result on any input), but the strings are copied into buffers that
-//! [`Decoder::recycle`] hands back from the events of the previous record, so a steady stream
-//! allocates nothing per event.
+//! the two to the same result on any input), but read into an event [`Decoder::recycle`] gave
+//! back from an earlier record, whose strings are overwritten in their buffers, so a steady
+//! stream allocates nothing per event.
 
 use std::fmt;
 
@@ -20,15 +20,18 @@ use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
 use crate::time::Timestamp;
 
-/// Spare string buffers kept between records: enough for a record's worth of events many
-/// times over, and none so large that one huge field stays resident.
-const MAX_SPARE_STRINGS: usize = 256;
-const MAX_SPARE_CAPACITY: usize = 1024;
+/// Recycled events kept for reuse: many records' worth.
+const MAX_POOLED_EVENTS: usize = 64;
+/// Events of a record longer than this are not kept, so that no huge field's buffer stays
+/// resident.
+const MAX_POOLED_RECORD: usize = 4096;
 
 #[derive(Debug, Default, Clone)]
 pub struct NativeDecoder {
-    /// Emptied string buffers from recycled events, reused for the next record's strings.
-    spare: Vec<String>,
+    /// Events handed back by `recycle`, read into again by the next records.
+    pool: Vec<Event>,
+    /// A record longer than [`MAX_POOLED_RECORD`] was decoded since the last `recycle`.
+    large: bool,
 }
 
 impl NativeDecoder {
@@ -43,68 +46,44 @@ impl Decoder for NativeDecoder {
         // from bytes would check every string again on its own.
         let text = std::str::from_utf8(record)
             .map_err(|e| DecodeError::new(format!("invalid native event: not UTF-8 ({e})")))?;
-        // Filled where it lies in `out`: the event is large, and moving it costs more than
-        // reading most of its fields.
-        out.push(Event::new(
-            Timestamp::from_micros(0),
-            Kind::Access,
-            String::new(),
-        ));
-        let event = out.last_mut().expect("just pushed");
-        if let Err(reason) = parse_into(text, event, &mut self.spare).and_then(|()| {
-            check(event)?;
+        self.large |= record.len() > MAX_POOLED_RECORD;
+        let mut event = self.pool.pop().unwrap_or_else(blank);
+        let read = parse_into(text, &mut event).and_then(|()| {
+            check(&event)?;
             if event.event_id.is_empty() {
                 record_hash_id_into(trim_ascii(record), &mut event.event_id);
             }
             Ok(())
-        }) {
-            self.strip(event);
-            out.pop();
-            return Err(reason);
-        }
-        Ok(())
-    }
-
-    fn recycle(&mut self, events: &mut Vec<Event>) {
-        for event in events.iter_mut() {
-            self.strip(event);
-        }
-        // What is left owns nothing but the (rare) allowed zones.
-        events.clear();
-    }
-}
-
-impl NativeDecoder {
-    /// Takes `event`'s strings into the spare buffers.
-    fn strip(&mut self, event: &mut Event) {
-        self.keep(std::mem::take(&mut event.credential));
-        self.keep(std::mem::take(&mut event.event_id));
-        for field in [
-            &mut event.principal,
-            &mut event.source_ip,
-            &mut event.zone,
-            &mut event.endpoint,
-            &mut event.user_agent,
-            &mut event.owner,
-            &mut event.leak_source,
-            &mut event.leak_url,
-            &mut event.secret_hash,
-        ] {
-            if let Some(string) = field.take() {
-                self.keep(string);
+        });
+        match read {
+            Ok(()) => {
+                out.push(event);
+                Ok(())
+            }
+            Err(reason) => {
+                self.pool.push(event);
+                Err(reason)
             }
         }
     }
 
-    fn keep(&mut self, mut string: String) {
-        if self.spare.len() < MAX_SPARE_STRINGS
-            && string.capacity() != 0
-            && string.capacity() <= MAX_SPARE_CAPACITY
-        {
-            string.clear();
-            self.spare.push(string);
+    fn recycle(&mut self, events: &mut Vec<Event>) {
+        if std::mem::take(&mut self.large) {
+            events.clear();
+        } else if self.pool.is_empty() {
+            // The usual case (each record's events came from the pool): a swap, no copy.
+            std::mem::swap(events, &mut self.pool);
+            self.pool.truncate(MAX_POOLED_EVENTS);
+        } else {
+            let room = MAX_POOLED_EVENTS.saturating_sub(self.pool.len());
+            events.truncate(room);
+            self.pool.append(events);
         }
     }
+}
+
+fn blank() -> Event {
+    Event::new(Timestamp::from_micros(0), Kind::Access, String::new())
 }
 
 /// What the native format asks beyond the fields' types.
@@ -124,11 +103,11 @@ fn check(event: &Event) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Reads one native event from `text` into `event` (a blank one), exactly as
-/// `serde_json::from_str::<Event>` reads it, with its strings in buffers from `spare`.
-fn parse_into(text: &str, event: &mut Event, spare: &mut Vec<String>) -> Result<(), DecodeError> {
+/// Reads one native event from `text` into `event` (any earlier one: every field is written
+/// or reset), exactly as `serde_json::from_str::<Event>` reads it.
+fn parse_into(text: &str, event: &mut Event) -> Result<(), DecodeError> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    EventSeed { event, spare }
+    EventSeed { event }
         .deserialize(&mut deserializer)
         .and_then(|()| deserializer.end())
         .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))
@@ -201,95 +180,96 @@ impl Visitor<'_> for FieldSeed {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
-        Ok(match name {
-            "ts" => Field::Ts,
-            "kind" => Field::Kind,
-            "credential" => Field::Credential,
-            "principal" => Field::Principal,
-            "source_ip" => Field::SourceIp,
-            "zone" => Field::Zone,
-            "endpoint" => Field::Endpoint,
-            "user_agent" => Field::UserAgent,
-            "outcome" => Field::Outcome,
-            "expires_at" => Field::ExpiresAt,
-            "allowed_zones" => Field::AllowedZones,
-            "owner" => Field::Owner,
-            "leak_source" => Field::LeakSource,
-            "leak_url" => Field::LeakUrl,
-            "secret_hash" => Field::SecretHash,
-            "event_id" => Field::EventId,
-            "format" => Field::Format,
+        // By length and first and last byte (unique among the fields), then one comparison
+        // of known length: a `match` on the names compares the key with each in turn.
+        let bytes = name.as_bytes();
+        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+            return Err(E::unknown_field(name, FIELDS));
+        };
+        Ok(match (bytes.len(), first, last) {
+            (2, b't', b's') if bytes == b"ts" => Field::Ts,
+            (4, b'k', b'd') if bytes == b"kind" => Field::Kind,
+            (10, b'c', b'l') if bytes == b"credential" => Field::Credential,
+            (9, b'p', b'l') if bytes == b"principal" => Field::Principal,
+            (9, b's', b'p') if bytes == b"source_ip" => Field::SourceIp,
+            (4, b'z', b'e') if bytes == b"zone" => Field::Zone,
+            (8, b'e', b't') if bytes == b"endpoint" => Field::Endpoint,
+            (10, b'u', b't') if bytes == b"user_agent" => Field::UserAgent,
+            (7, b'o', b'e') if bytes == b"outcome" => Field::Outcome,
+            (10, b'e', b't') if bytes == b"expires_at" => Field::ExpiresAt,
+            (13, b'a', b's') if bytes == b"allowed_zones" => Field::AllowedZones,
+            (5, b'o', b'r') if bytes == b"owner" => Field::Owner,
+            (11, b'l', b'e') if bytes == b"leak_source" => Field::LeakSource,
+            (8, b'l', b'l') if bytes == b"leak_url" => Field::LeakUrl,
+            (11, b's', b'h') if bytes == b"secret_hash" => Field::SecretHash,
+            (8, b'e', b'd') if bytes == b"event_id" => Field::EventId,
+            (6, b'f', b't') if bytes == b"format" => Field::Format,
             _ => return Err(E::unknown_field(name, FIELDS)),
         })
     }
 }
 
-/// A string copied into a spare buffer (borrowed from the input when it has no escapes, so
-/// the copy is the only one).
-struct StringSeed<'a> {
-    spare: &'a mut Vec<String>,
-}
+/// A string written over `into` (borrowed from the input when it has no escapes, so the copy
+/// into the buffer is the only one).
+struct StringInto<'a>(&'a mut String);
 
-impl<'de> DeserializeSeed<'de> for StringSeed<'_> {
-    type Value = String;
+impl<'de> DeserializeSeed<'de> for StringInto<'_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_string(self)
     }
 }
 
-impl Visitor<'_> for StringSeed<'_> {
-    type Value = String;
+impl Visitor<'_> for StringInto<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
-        let mut string = self.spare.pop().unwrap_or_default();
-        string.push_str(text);
-        Ok(string)
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        self.0.clear();
+        self.0.push_str(text);
+        Ok(())
     }
 }
 
-/// An optional string: `null` is `None`, as for the derived `Option<String>`.
-struct OptionalStringSeed<'a> {
-    spare: &'a mut Vec<String>,
-}
+/// An optional string written over `into`: `null` is `None`, as for the derived
+/// `Option<String>`.
+struct OptionalStringInto<'a>(&'a mut Option<String>);
 
-impl<'de> DeserializeSeed<'de> for OptionalStringSeed<'_> {
-    type Value = Option<String>;
+impl<'de> DeserializeSeed<'de> for OptionalStringInto<'_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for OptionalStringSeed<'_> {
-    type Value = Option<String>;
+impl<'de> Visitor<'de> for OptionalStringInto<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("option")
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        *self.0 = None;
+        Ok(())
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.visit_none()
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        StringSeed { spare: self.spare }
-            .deserialize(deserializer)
-            .map(Some)
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        StringInto(self.0.get_or_insert_with(String::new)).deserialize(deserializer)
     }
 }
 
 struct EventSeed<'a> {
     event: &'a mut Event,
-    spare: &'a mut Vec<String>,
 }
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
@@ -297,6 +277,24 @@ impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_struct("Event", FIELDS, self)
+    }
+}
+
+impl EventSeed<'_> {
+    /// The optional string field `field` is, if it is one.
+    fn optional(event: &mut Event, field: Field) -> Option<&mut Option<String>> {
+        Some(match field {
+            Field::Principal => &mut event.principal,
+            Field::SourceIp => &mut event.source_ip,
+            Field::Zone => &mut event.zone,
+            Field::Endpoint => &mut event.endpoint,
+            Field::UserAgent => &mut event.user_agent,
+            Field::Owner => &mut event.owner,
+            Field::LeakSource => &mut event.leak_source,
+            Field::LeakUrl => &mut event.leak_url,
+            Field::SecretHash => &mut event.secret_hash,
+            _ => return None,
+        })
     }
 }
 
@@ -308,7 +306,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let EventSeed { event, spare } = self;
+        let event = self.event;
         let mut seen = 0u32;
         while let Some(field) = map.next_key_seed(FieldSeed)? {
             let bit = 1u32 << field as u32;
@@ -316,50 +314,20 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 return Err(de::Error::duplicate_field(field.name()));
             }
             seen |= bit;
-            let optional = match field {
-                Field::Ts => {
-                    event.ts = map.next_value()?;
-                    continue;
+            match field {
+                Field::Ts => event.ts = map.next_value()?,
+                Field::Kind => event.kind = map.next_value()?,
+                Field::Credential => map.next_value_seed(StringInto(&mut event.credential))?,
+                Field::EventId => map.next_value_seed(StringInto(&mut event.event_id))?,
+                Field::Outcome => event.outcome = map.next_value::<Outcome>()?,
+                Field::ExpiresAt => event.expires_at = map.next_value()?,
+                Field::AllowedZones => event.allowed_zones = map.next_value()?,
+                Field::Format => event.format = map.next_value::<Format>()?,
+                _ => {
+                    let optional = Self::optional(event, field).expect("an optional string");
+                    map.next_value_seed(OptionalStringInto(optional))?
                 }
-                Field::Kind => {
-                    event.kind = map.next_value()?;
-                    continue;
-                }
-                Field::Credential => {
-                    event.credential = map.next_value_seed(StringSeed { spare: &mut *spare })?;
-                    continue;
-                }
-                Field::EventId => {
-                    event.event_id = map.next_value_seed(StringSeed { spare: &mut *spare })?;
-                    continue;
-                }
-                Field::Outcome => {
-                    event.outcome = map.next_value::<Outcome>()?;
-                    continue;
-                }
-                Field::ExpiresAt => {
-                    event.expires_at = map.next_value()?;
-                    continue;
-                }
-                Field::AllowedZones => {
-                    event.allowed_zones = map.next_value()?;
-                    continue;
-                }
-                Field::Format => {
-                    event.format = map.next_value::<Format>()?;
-                    continue;
-                }
-                Field::Principal => &mut event.principal,
-                Field::SourceIp => &mut event.source_ip,
-                Field::Zone => &mut event.zone,
-                Field::Endpoint => &mut event.endpoint,
-                Field::UserAgent => &mut event.user_agent,
-                Field::Owner => &mut event.owner,
-                Field::LeakSource => &mut event.leak_source,
-                Field::LeakUrl => &mut event.leak_url,
-                Field::SecretHash => &mut event.secret_hash,
-            };
-            *optional = map.next_value_seed(OptionalStringSeed { spare: &mut *spare })?;
+            }
         }
         // In the derived order: the first required field missing is the one named.
         for field in [Field::Ts, Field::Kind, Field::Credential] {
@@ -367,9 +335,49 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 return Err(de::Error::missing_field(field.name()));
             }
         }
+        // What the record left out takes its default, whatever the recycled event held.
+        let unseen = |field: Field| seen & (1u32 << field as u32) == 0;
+        if seen != ALL_FIELDS {
+            if unseen(Field::EventId) {
+                event.event_id.clear();
+            }
+            if unseen(Field::Outcome) {
+                event.outcome = Outcome::default();
+            }
+            if unseen(Field::ExpiresAt) {
+                event.expires_at = None;
+            }
+            if unseen(Field::AllowedZones) {
+                event.allowed_zones.clear();
+            }
+            if unseen(Field::Format) {
+                event.format = Format::default();
+            }
+            for field in OPTIONAL_STRINGS {
+                if unseen(field) {
+                    if let Some(optional) = Self::optional(event, field) {
+                        *optional = None;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
+
+const ALL_FIELDS: u32 = (1 << FIELDS.len()) - 1;
+
+const OPTIONAL_STRINGS: [Field; 9] = [
+    Field::Principal,
+    Field::SourceIp,
+    Field::Zone,
+    Field::Endpoint,
+    Field::UserAgent,
+    Field::Owner,
+    Field::LeakSource,
+    Field::LeakUrl,
+    Field::SecretHash,
+];
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
@@ -500,15 +508,18 @@ mod tests {
             let mut events = Vec::new();
             for text in &records {
                 decoder.recycle(&mut events);
-                let mut fast = Event::new(Timestamp::from_micros(0), Kind::Access, String::new());
-                let read = parse_into(text, &mut fast, &mut decoder.spare);
+                // Read into whatever event an earlier record left in the pool.
+                let mut fast = decoder.pool.pop().unwrap_or_else(blank);
+                let read = parse_into(text, &mut fast);
                 let derived = serde_json::from_str::<Event>(text);
                 match (read, derived) {
                     (Ok(()), Ok(derived)) => {
                         prop_assert_eq!(&fast, &derived);
                         events.push(fast);
                     }
-                    (Err(fast), Err(derived)) => {
+                    (Err(error), Err(derived)) => {
+                        decoder.pool.push(fast);
+                        let fast = error;
                         prop_assert_eq!(fast.reason, format!("invalid native event: {derived}"), "{}", text)
                     }
                     (read, derived) => prop_assert!(false, "{text}: {read:?} but derived {derived:?}"),
@@ -518,45 +529,65 @@ mod tests {
     }
 
     #[test]
-    fn recycled_buffers_carry_nothing_over() {
+    fn every_field_name_is_known_and_near_misses_are_not() {
+        for (index, name) in FIELDS.iter().enumerate() {
+            let field = FieldSeed.visit_str::<serde_json::Error>(name).unwrap();
+            assert_eq!(field as usize, index, "{name}");
+            for near in [&name[1..], &format!("{name}x"), &format!("x{}", &name[1..])] {
+                assert!(
+                    FieldSeed.visit_str::<serde_json::Error>(near).is_err(),
+                    "{near}"
+                );
+            }
+        }
+        assert!(FieldSeed.visit_str::<serde_json::Error>("").is_err());
+        assert!(FieldSeed.visit_str::<serde_json::Error>("tx_s").is_err());
+    }
+
+    #[test]
+    fn recycled_events_carry_nothing_over_and_the_pool_is_bounded() {
         let mut decoder = NativeDecoder::new();
         let mut events = Vec::new();
-        let long = r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA-LONG-ID","principal":"alice@example.com","source_ip":"10.0.1.7","endpoint":"s3:GetObject","user_agent":"aws-cli/2.15","event_id":"e1"}"#;
+        let long = r#"{"ts":"2026-03-01T12:00:00Z","kind":"issue","credential":"AKIA-LONG-ID","principal":"alice@example.com","source_ip":"10.0.1.7","zone":"prod","endpoint":"s3:GetObject","user_agent":"aws-cli/2.15","outcome":"success","expires_at":"2026-04-01T00:00:00Z","allowed_zones":["prod"],"owner":"alice","leak_source":"x","leak_url":"https://x","secret_hash":"sha256:00","event_id":"e1","format":"cloudtrail"}"#;
         let short = r#"{"ts":"2026-03-01T12:00:01Z","kind":"revoke","credential":"k2"}"#;
         decoder.decode(long.as_bytes(), &mut events).unwrap();
+        assert_eq!(events[0], serde_json::from_str::<Event>(long).unwrap());
         decoder.recycle(&mut events);
         assert!(events.is_empty());
-        assert_eq!(decoder.spare.len(), 6, "the long event's strings are kept");
+        assert_eq!(decoder.pool.len(), 1, "the event is kept");
         decoder.decode(short.as_bytes(), &mut events).unwrap();
-        assert_eq!(
-            events[0],
-            serde_json::from_str::<Event>(short)
-                .map(|mut event| {
-                    event.event_id = record_hash_id(short.as_bytes());
-                    event
-                })
-                .unwrap()
-        );
-        assert!(events[0].principal.is_none() && events[0].endpoint.is_none());
+        let mut expected = serde_json::from_str::<Event>(short).unwrap();
+        expected.event_id = record_hash_id(short.as_bytes());
+        assert_eq!(events[0], expected, "nothing of the long event is left");
+        assert!(decoder.pool.is_empty());
+
+        // A rejected record's event goes back to the pool, and the next one reads clean.
         decoder.recycle(&mut events);
-        for _ in 0..MAX_SPARE_STRINGS * 2 {
-            events.push(serde_json::from_str::<Event>(long).unwrap());
-        }
-        events.push(Event::new(
-            Timestamp::from_micros(0),
-            Kind::Access,
-            "x".repeat(MAX_SPARE_CAPACITY + 1),
-        ));
-        decoder.recycle(&mut events);
-        assert_eq!(
-            decoder.spare.len(),
-            MAX_SPARE_STRINGS,
-            "the pool is bounded"
-        );
         assert!(decoder
-            .spare
-            .iter()
-            .all(|s| s.is_empty() && s.capacity() <= MAX_SPARE_CAPACITY));
+            .decode(
+                br#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","bogus":1}"#,
+                &mut events
+            )
+            .is_err());
+        assert!(events.is_empty());
+        decoder.decode(short.as_bytes(), &mut events).unwrap();
+        assert_eq!(events[0], expected);
+
+        for _ in 0..MAX_POOLED_EVENTS * 2 {
+            events.push(blank());
+        }
+        decoder.recycle(&mut events);
+        assert_eq!(decoder.pool.len(), MAX_POOLED_EVENTS, "the pool is bounded");
+
+        // A large record's events are dropped, not kept with their buffers.
+        let mut decoder = NativeDecoder::new();
+        let large = format!(
+            r#"{{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","endpoint":"{}"}}"#,
+            "x".repeat(MAX_POOLED_RECORD)
+        );
+        decoder.decode(large.as_bytes(), &mut events).unwrap();
+        decoder.recycle(&mut events);
+        assert!(events.is_empty() && decoder.pool.is_empty());
     }
 
     fn decode(line: &str) -> Result<Vec<Event>, DecodeError> {
