@@ -33,6 +33,8 @@ pub use cloudtrail::{parse_aws_time, CloudTrailDecoder};
 pub use github::GithubSecretScanningDecoder;
 pub use k8s::K8sAuditDecoder;
 pub use leak::LeakReportDecoder;
+#[doc(hidden)]
+pub use native::decode_as_derived;
 pub use native::NativeDecoder;
 pub use vault::VaultAuditDecoder;
 
@@ -167,12 +169,7 @@ pub fn record_hash_id(record: &[u8]) -> String {
 
 /// [`record_hash_id`] appended to `id` (a reused buffer).
 pub fn record_hash_id_into(record: &[u8], id: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(record);
-    for &byte in &digest[..16] {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 15)]));
-    }
+    hex_prefix_into(&Sha256::digest(record), 16, id);
 }
 
 /// How raw secrets in leak reports become credential ids, never stored themselves: always the
@@ -262,12 +259,18 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
 
 /// Lower-case hex of the first `bytes` bytes of `data`.
 pub fn hex_prefix(data: &[u8], bytes: usize) -> String {
-    use std::fmt::Write;
     let mut text = String::with_capacity(bytes * 2);
-    for byte in data.iter().take(bytes) {
-        let _ = write!(text, "{byte:02x}");
-    }
+    hex_prefix_into(data, bytes, &mut text);
     text
+}
+
+/// [`hex_prefix`] appended to `text`.
+pub fn hex_prefix_into(data: &[u8], bytes: usize, text: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &byte in data.iter().take(bytes) {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 15)]));
+    }
 }
 
 #[derive(Deserialize)]

@@ -13,9 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-#[cfg(test)]
-use super::record_hash_id;
-use super::{record_hash_id_into, DecodeError, Decoder};
+use super::{record_hash_id, record_hash_id_into, DecodeError, Decoder};
 use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
 use crate::time::Timestamp;
@@ -44,8 +42,7 @@ impl Decoder for NativeDecoder {
     fn decode(&mut self, record: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
         // One UTF-8 check over the whole record, then a `str` reader, which trusts it: parsing
         // from bytes would check every string again on its own.
-        let text = std::str::from_utf8(record)
-            .map_err(|e| DecodeError::new(format!("invalid native event: not UTF-8 ({e})")))?;
+        let text = utf8(record)?;
         self.large |= record.len() > MAX_POOLED_RECORD;
         // The usual case, one event per record and the last record's event recycled: the two
         // vectors swap, and the event is read where it lies, never moved (it is large).
@@ -88,8 +85,28 @@ impl Decoder for NativeDecoder {
     }
 }
 
+/// The reference `NativeDecoder` is held to (by the property test and the fuzz harness): the
+/// derived `Deserialize` of [`Event`], then the same checks and derived id, with the same
+/// error texts. Slow; not for input.
+#[doc(hidden)]
+pub fn decode_as_derived(record: &[u8]) -> Result<Event, DecodeError> {
+    let text = utf8(record)?;
+    let mut event: Event = serde_json::from_str(text)
+        .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))?;
+    check(&event)?;
+    if event.event_id.is_empty() {
+        event.event_id = record_hash_id(trim_ascii(record));
+    }
+    Ok(event)
+}
+
 fn blank() -> Event {
     Event::new(Timestamp::from_micros(0), Kind::Access, String::new())
+}
+
+fn utf8(record: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(record)
+        .map_err(|e| DecodeError::new(format!("invalid native event: not UTF-8 ({e})")))
 }
 
 /// What the native format asks beyond the fields' types.
@@ -335,14 +352,14 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 }
             }
         }
+        let unseen = |field: Field| seen & (1u32 << field as u32) == 0;
         // In the derived order: the first required field missing is the one named.
         for field in [Field::Ts, Field::Kind, Field::Credential] {
-            if seen & (1u32 << field as u32) == 0 {
+            if unseen(field) {
                 return Err(de::Error::missing_field(field.name()));
             }
         }
         // What the record left out takes its default, whatever the recycled event held.
-        let unseen = |field: Field| seen & (1u32 << field as u32) == 0;
         if seen != ALL_FIELDS {
             if unseen(Field::EventId) {
                 event.event_id.clear();
@@ -521,15 +538,7 @@ mod tests {
                 }
                 let before = events.clone();
                 let read = decoder.decode(text.as_bytes(), &mut events);
-                let derived = serde_json::from_str::<Event>(text)
-                    .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))
-                    .and_then(|mut event| {
-                        check(&event)?;
-                        if event.event_id.is_empty() {
-                            event.event_id = record_hash_id(text.as_bytes().trim_ascii());
-                        }
-                        Ok(event)
-                    });
+                let derived = decode_as_derived(text.as_bytes());
                 prop_assert_eq!(&events[..before.len()], &before[..], "earlier events untouched");
                 match (read, derived) {
                     (Ok(()), Ok(derived)) => {
@@ -574,8 +583,7 @@ mod tests {
         assert!(events.is_empty());
         assert_eq!(decoder.pool.len(), 1, "the event is kept");
         decoder.decode(short.as_bytes(), &mut events).unwrap();
-        let mut expected = serde_json::from_str::<Event>(short).unwrap();
-        expected.event_id = record_hash_id(short.as_bytes());
+        let expected = decode_as_derived(short.as_bytes()).unwrap();
         assert_eq!(events[0], expected, "nothing of the long event is left");
         assert!(decoder.pool.is_empty());
 

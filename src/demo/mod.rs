@@ -246,6 +246,7 @@ pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<De
     });
     match &options.kafka {
         None => {
+            let mut decoder = NativeDecoder::new();
             let mut decoded = Vec::with_capacity(1);
             let mut alerts = Vec::new();
             for item in &mut lines {
@@ -254,12 +255,10 @@ pub fn run(options: &DemoOptions, sink: Option<&mut dyn AlertSink>) -> Result<De
                     out.write_all(&line)?;
                     out.write_all(b"\n")?;
                 }
-                decoded.clear();
-                NativeDecoder::new()
-                    .decode(&line, &mut decoded)
-                    .map_err(|e| {
-                        anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
-                    })?;
+                decoder.recycle(&mut decoded);
+                decoder.decode(&line, &mut decoded).map_err(|e| {
+                    anyhow::anyhow!("the demo generated an event its own decoder rejects: {e}")
+                })?;
                 for event in &decoded {
                     engine.process(event, &mut alerts);
                     for alert in alerts.drain(..) {
