@@ -1,0 +1,394 @@
+//! The native reader's fast path: a scanner for the shape nearly every native record has.
+//!
+//! A record is a flat JSON object of strings (`null` for the optional ones, one array of
+//! strings for `allowed_zones`). This scanner reads exactly that without serde's visitor
+//! machinery: half the decode's instructions went to serde_json's per-string setup and its
+//! visitor calls, for strings of ten to thirty bytes. The bytes that end a plain string
+//! (quote, backslash, control character) are found for 64 bytes at once, as a bit mask (SSE2
+//! on x86-64, `u64` words elsewhere), so finding a string's end is a shift and a count.
+//!
+//! Its one invariant: when it returns `Some`, the event is what the serde reader (and so the
+//! derived `Deserialize`) would have read. Anything else it does not read itself: an escape,
+//! a number, a duplicate or unknown field, a missing required field, a malformed token, an
+//! unknown enum value, a timestamp the fast parser does not take. Then it returns `None` and
+//! the serde reader reads the record from the start, with its own error texts. The property
+//! test in the parent module holds the whole reader to the derived one, and a second one
+//! checks that the records of the common shape do take this path.
+
+use serde::de::{value, Deserialize, IntoDeserializer};
+
+use super::{reset_unseen, Field, REQUIRED};
+use crate::event::Event;
+use crate::time::Timestamp;
+
+/// Reads `text` into `event` (writing or resetting every field), or `None` to hand the record
+/// to the serde reader; `event` is then in no particular state, which that reader overwrites.
+pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
+    let mut scanner = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        at: 0,
+        block: usize::MAX,
+        stops: 0,
+    };
+    scanner.whitespace();
+    scanner.byte(b'{')?;
+    scanner.whitespace();
+    let mut seen = 0u32;
+    if scanner.peek() != Some(b'}') {
+        loop {
+            scanner.byte(b'"')?;
+            let name = scanner.plain_string()?;
+            let field = Field::from_name(name.as_bytes())?;
+            let bit = 1u32 << field as u32;
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            scanner.whitespace();
+            scanner.byte(b':')?;
+            scanner.whitespace();
+            scanner.value(field, event)?;
+            scanner.whitespace();
+            match scanner.next()? {
+                b',' => scanner.whitespace(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    } else {
+        scanner.at += 1;
+    }
+    scanner.whitespace();
+    if scanner.at != scanner.bytes.len() || seen & REQUIRED != REQUIRED {
+        return None;
+    }
+    reset_unseen(event, seen);
+    Some(())
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+    /// The 64-byte block of `bytes` whose stop bytes `stops` holds.
+    block: usize,
+    /// One bit per byte of `block` that ends a plain string: a quote, a backslash or a
+    /// control character. Each block is classified once, at the first string that reaches it.
+    stops: u64,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, expected: u8) -> Option<()> {
+        (self.next()? == expected).then_some(())
+    }
+
+    /// JSON's whitespace, as serde_json skips it.
+    #[inline(always)]
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// The rest of a string whose opening quote was read, if it holds no escape and no control
+    /// character (which JSON forbids unescaped); the closing quote is consumed.
+    #[inline(always)]
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        let end = self.string_end(start);
+        if self.bytes.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.at = end + 1;
+        // The record is valid UTF-8 and both ends are at ASCII bytes: always a boundary.
+        self.text.get(start..end)
+    }
+
+    /// A quoted plain string.
+    fn string(&mut self) -> Option<&'a str> {
+        self.byte(b'"')?;
+        self.plain_string()
+    }
+
+    /// A quoted plain string or `null`.
+    fn optional_string(&mut self) -> Option<Option<&'a str>> {
+        if self.peek() == Some(b'n') {
+            (self.bytes.get(self.at..self.at + 4) == Some(b"null")).then(|| {
+                self.at += 4;
+                None
+            })
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// The index of the first stop byte from `at` on (`bytes.len()` or beyond if none).
+    #[inline(always)]
+    fn string_end(&mut self, at: usize) -> usize {
+        let mut block = at / 64;
+        let mut stops = self.stops(block) & (!0u64 << (at % 64));
+        while stops == 0 {
+            block += 1;
+            if block * 64 >= self.bytes.len() {
+                return self.bytes.len();
+            }
+            stops = self.stops(block);
+        }
+        block * 64 + stops.trailing_zeros() as usize
+    }
+
+    #[inline(always)]
+    fn stops(&mut self, block: usize) -> u64 {
+        if self.block != block {
+            self.block = block;
+            self.stops = block_stops(self.bytes, block * 64);
+        }
+        self.stops
+    }
+
+    fn value(&mut self, field: Field, event: &mut Event) -> Option<()> {
+        match field {
+            Field::Ts => event.ts = timestamp(self.string()?)?,
+            Field::Kind => event.kind = variant(self.string()?)?,
+            Field::Credential => overwrite(&mut event.credential, self.string()?),
+            Field::EventId => overwrite(&mut event.event_id, self.string()?),
+            Field::Outcome => event.outcome = variant(self.string()?)?,
+            Field::Format => event.format = variant(self.string()?)?,
+            Field::ExpiresAt => {
+                event.expires_at = match self.optional_string()? {
+                    Some(text) => Some(timestamp(text)?),
+                    None => None,
+                }
+            }
+            Field::AllowedZones => self.strings(&mut event.allowed_zones)?,
+            _ => {
+                let slot = super::EventSeed::optional(event, field)?;
+                match self.optional_string()? {
+                    Some(text) => overwrite(slot.get_or_insert_with(String::new), text),
+                    None => *slot = None,
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// An array of plain strings, written over `into`'s strings.
+    fn strings(&mut self, into: &mut Vec<String>) -> Option<()> {
+        self.byte(b'[')?;
+        self.whitespace();
+        let mut count = 0;
+        if self.peek() == Some(b']') {
+            self.at += 1;
+        } else {
+            loop {
+                let text = self.string()?;
+                match into.get_mut(count) {
+                    Some(slot) => overwrite(slot, text),
+                    None => into.push(text.to_owned()),
+                }
+                count += 1;
+                self.whitespace();
+                match self.next()? {
+                    b',' => self.whitespace(),
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        into.truncate(count);
+        Some(())
+    }
+}
+
+fn overwrite(into: &mut String, text: &str) {
+    into.clear();
+    into.push_str(text);
+}
+
+/// As the derived `Deserialize` reads a unit variant from a JSON string (an unknown name is
+/// left to the serde reader, for its error text).
+fn variant<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
+    let deserializer: value::StrDeserializer<'_, value::Error> = text.into_deserializer();
+    T::deserialize(deserializer).ok()
+}
+
+fn timestamp(text: &str) -> Option<Timestamp> {
+    Timestamp::parse_rfc3339(text).ok()
+}
+
+/// The stop bytes of the 64 bytes of `bytes` from `start`, one bit each (bit 0 for `start`);
+/// bytes past the end count as stops.
+fn block_stops(bytes: &[u8], start: usize) -> u64 {
+    let rest = bytes.get(start..).unwrap_or_default();
+    match rest.first_chunk::<64>() {
+        Some(block) => stops64(block),
+        None => {
+            // Zeros are control characters: the padding stops any string that runs into it.
+            let mut block = [0u8; 64];
+            block[..rest.len()].copy_from_slice(rest);
+            stops64(&block)
+        }
+    }
+}
+
+/// The stop bytes of `block`, sixteen at a time with SSE2 (every x86-64 has it).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+fn stops64(block: &[u8; 64]) -> u64 {
+    // SAFETY: SSE2 is enabled for this target (checked by the `cfg` above), which is all
+    // `stops64_sse2` asks; it reads nothing but `block`, through safe code.
+    unsafe { stops64_sse2(block) }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn stops64_sse2(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let mut stops = 0u64;
+    for (index, chunk) in block.as_chunks::<16>().0.iter().enumerate() {
+        let (low, high) = chunk.split_at(8);
+        let word = |half: &[u8]| {
+            i64::from_le_bytes(
+                half.try_into()
+                    .expect("eight bytes of a sixteen-byte chunk"),
+            )
+        };
+        let x = _mm_set_epi64x(word(high), word(low));
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned x <= 0x1f: max(x, 0x1f) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        let found = _mm_or_si128(_mm_or_si128(quote, backslash), control);
+        stops |= u64::from(_mm_movemask_epi8(found) as u16) << (index * 16);
+    }
+    stops
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+fn stops64(block: &[u8; 64]) -> u64 {
+    stops64_words(block)
+}
+
+/// The stop bytes of `block`, eight at a time in a `u64`: for targets without SSE2, and the
+/// reference the SSE2 version is tested against. Each test is exact per byte (no borrow
+/// crosses from one byte into the next), so every stop is marked, not only the first.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+fn stops64_words(block: &[u8; 64]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// The high bit of each byte of `x` that is zero, exactly.
+    fn zero_bytes(x: u64) -> u64 {
+        !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+    }
+    let mut stops = 0u64;
+    for (index, chunk) in block.as_chunks::<8>().0.iter().enumerate() {
+        let x = u64::from_le_bytes(*chunk);
+        let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
+        // Below 0x20: high bit clear and bits 5 and 6 clear.
+        let control = zero_bytes(x & (ONES * 0xe0));
+        let found = (quote | backslash | control) & HIGH;
+        // The eight high bits gathered into one byte, bit k for byte k.
+        let byte = (found >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        stops |= byte << (index * 8);
+    }
+    stops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A byte of a record, biased towards the ones that stop a string.
+    fn byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            4 => 0x20u8..=0x7e,
+            1 => Just(b'"'),
+            1 => Just(b'\\'),
+            1 => 0u8..0x20,
+            1 => 0x80u8..=0xff,
+        ]
+    }
+
+    fn is_stop(byte: u8) -> bool {
+        matches!(byte, b'"' | b'\\' | 0..=0x1f)
+    }
+
+    proptest! {
+        /// Both classifiers mark exactly the stop bytes.
+        #[test]
+        fn every_stop_byte_is_found_and_nothing_else(block in prop::array::uniform32(byte())
+            .prop_flat_map(|low| (Just(low), prop::array::uniform32(byte())))) {
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&block.0);
+            bytes[32..].copy_from_slice(&block.1);
+            let expected = (0..64).fold(0u64, |mask, i| mask | (u64::from(is_stop(bytes[i])) << i));
+            prop_assert_eq!(stops64_words(&bytes), expected);
+            prop_assert_eq!(stops64(&bytes), expected);
+        }
+
+        /// The scanner's search finds what a byte-by-byte one finds, from any start, across
+        /// blocks and at the end.
+        #[test]
+        fn string_end_finds_the_first_stop_byte(
+            bytes in prop::collection::vec(byte(), 0..200),
+            start in 0usize..200,
+        ) {
+            let start = start.min(bytes.len());
+            let expected = bytes[start..]
+                .iter()
+                .position(|&b| is_stop(b))
+                .map_or(bytes.len(), |i| start + i);
+            let mut scanner = Scanner { text: "", bytes: &bytes, at: 0, block: usize::MAX, stops: 0 };
+            prop_assert_eq!(scanner.string_end(start).min(bytes.len()), expected);
+        }
+    }
+
+    #[test]
+    fn reads_the_common_shape_and_leaves_the_rest_to_serde() {
+        let mut event = super::super::blank();
+        let common = r#" {"ts": "2026-03-01T12:00:00Z", "kind":"access","credential":"AKIA1","source_ip":"10.0.1.7","zone":null,"allowed_zones":[],"event_id":"e"}
+"#;
+        assert!(read(common, &mut event).is_some());
+        assert_eq!(
+            event,
+            super::super::decode_as_derived(common.as_bytes()).unwrap()
+        );
+        for other in [
+            // An escape, a number, a duplicate, an unknown field, a missing field.
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AK\"IA"}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","zone":7}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","kind":"leak"}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","x":"y"}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access"}"#,
+            // Unknown variants, a bad time, a trailing comma, trailing junk, cut short.
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"use","credential":"k"}"#,
+            r#"{"ts":"yesterday","kind":"access","credential":"k"}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k",}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k"} x"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k""#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","zone":nul}"#,
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","allowed_zones":["a",]}"#,
+        ] {
+            assert!(read(other, &mut event).is_none(), "{other}");
+        }
+    }
+}
