@@ -472,13 +472,15 @@ mod tests {
         ]
     }
 
+    /// One of `words`, as a JSON string.
+    fn quoted(words: Vec<&'static str>) -> BoxedStrategy<String> {
+        prop::sample::select(words)
+            .prop_map(|word| format!("\"{word}\""))
+            .boxed()
+    }
+
     /// A value of the right type for field `name`.
     fn fitting(name: &str) -> BoxedStrategy<String> {
-        let quoted = |words: Vec<&'static str>| {
-            prop::sample::select(words)
-                .prop_map(|word| format!("\"{word}\""))
-                .boxed()
-        };
         match name {
             "ts" | "expires_at" => quoted(vec![
                 "2026-03-01T12:00:00Z",
@@ -577,11 +579,6 @@ mod tests {
     /// plain strings (no escapes) or `null`, in any order and spacing.
     fn common_record() -> impl Strategy<Value = String> {
         let value = |name: &'static str| -> BoxedStrategy<String> {
-            let quoted = |words: Vec<&'static str>| {
-                prop::sample::select(words)
-                    .prop_map(|word| format!("\"{word}\""))
-                    .boxed()
-            };
             match name {
                 "ts" => quoted(vec![
                     "2026-03-01T12:00:00Z",
