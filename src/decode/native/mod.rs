@@ -67,7 +67,7 @@ impl Decoder for NativeDecoder {
         let read = parsed.and_then(|()| {
             check(event)?;
             if event.event_id.is_empty() {
-                record_hash_id_into(trim_ascii(record), &mut event.event_id);
+                record_hash_id_into(record.trim_ascii(), &mut event.event_id);
             }
             Ok(())
         });
@@ -106,9 +106,15 @@ pub fn decode_as_derived(record: &[u8]) -> Result<Event, DecodeError> {
         .map_err(|e| DecodeError::new(format!("invalid native event: {e}")))?;
     check(&event)?;
     if event.event_id.is_empty() {
-        event.event_id = record_hash_id(trim_ascii(record));
+        event.event_id = record_hash_id(record.trim_ascii());
     }
     Ok(event)
+}
+
+/// `text` written over `into`'s buffer.
+fn overwrite(into: &mut String, text: &str) {
+    into.clear();
+    into.push_str(text);
 }
 
 fn blank() -> Event {
@@ -195,6 +201,27 @@ impl Field {
         FIELDS[self as usize]
     }
 
+    /// The field's bit in a set of fields seen.
+    const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
+    /// The optional string field of `event` this is, if it is one.
+    fn optional_string(self, event: &mut Event) -> Option<&mut Option<String>> {
+        Some(match self {
+            Field::Principal => &mut event.principal,
+            Field::SourceIp => &mut event.source_ip,
+            Field::Zone => &mut event.zone,
+            Field::Endpoint => &mut event.endpoint,
+            Field::UserAgent => &mut event.user_agent,
+            Field::Owner => &mut event.owner,
+            Field::LeakSource => &mut event.leak_source,
+            Field::LeakUrl => &mut event.leak_url,
+            Field::SecretHash => &mut event.secret_hash,
+            _ => return None,
+        })
+    }
+
     /// The field named `name`: by length and first and last byte (unique among the fields),
     /// then one comparison of known length; a `match` on the names would compare the key with
     /// each in turn.
@@ -265,8 +292,7 @@ impl Visitor<'_> for StringInto<'_> {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
-        self.0.clear();
-        self.0.push_str(text);
+        overwrite(self.0, text);
         Ok(())
     }
 }
@@ -316,24 +342,6 @@ impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
     }
 }
 
-impl EventSeed<'_> {
-    /// The optional string field `field` is, if it is one.
-    fn optional(event: &mut Event, field: Field) -> Option<&mut Option<String>> {
-        Some(match field {
-            Field::Principal => &mut event.principal,
-            Field::SourceIp => &mut event.source_ip,
-            Field::Zone => &mut event.zone,
-            Field::Endpoint => &mut event.endpoint,
-            Field::UserAgent => &mut event.user_agent,
-            Field::Owner => &mut event.owner,
-            Field::LeakSource => &mut event.leak_source,
-            Field::LeakUrl => &mut event.leak_url,
-            Field::SecretHash => &mut event.secret_hash,
-            _ => return None,
-        })
-    }
-}
-
 impl<'de> Visitor<'de> for EventSeed<'_> {
     type Value = ();
 
@@ -345,11 +353,10 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         let event = self.event;
         let mut seen = 0u32;
         while let Some(field) = map.next_key_seed(FieldSeed)? {
-            let bit = 1u32 << field as u32;
-            if seen & bit != 0 {
+            if seen & field.bit() != 0 {
                 return Err(de::Error::duplicate_field(field.name()));
             }
-            seen |= bit;
+            seen |= field.bit();
             match field {
                 Field::Ts => event.ts = map.next_value()?,
                 Field::Kind => event.kind = map.next_value()?,
@@ -360,13 +367,13 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 Field::AllowedZones => event.allowed_zones = map.next_value()?,
                 Field::Format => event.format = map.next_value::<Format>()?,
                 _ => {
-                    let optional = Self::optional(event, field).expect("an optional string");
+                    let optional = field.optional_string(event).expect("an optional string");
                     map.next_value_seed(OptionalStringInto(optional))?
                 }
             }
         }
         // In the derived order: the first required field missing is the one named.
-        for field in [Field::Ts, Field::Kind, Field::Credential] {
+        for field in REQUIRED_FIELDS {
             if unseen(seen, field) {
                 return Err(de::Error::missing_field(field.name()));
             }
@@ -377,7 +384,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
 }
 
 fn unseen(seen: u32, field: Field) -> bool {
-    seen & (1u32 << field as u32) == 0
+    seen & field.bit() == 0
 }
 
 /// What the record left out (the fields not in `seen`) takes its default, whatever the
@@ -403,16 +410,19 @@ fn reset_unseen(event: &mut Event, seen: u32) {
     }
     for field in OPTIONAL_STRINGS {
         if unseen(seen, field) {
-            if let Some(optional) = EventSeed::optional(event, field) {
+            if let Some(optional) = field.optional_string(event) {
                 *optional = None;
             }
         }
     }
 }
 
-/// The fields the derived `Deserialize` requires.
+/// The fields the derived `Deserialize` requires, in its order.
+const REQUIRED_FIELDS: [Field; 3] = [Field::Ts, Field::Kind, Field::Credential];
+
+/// [`REQUIRED_FIELDS`] as a set.
 const REQUIRED: u32 =
-    1 << Field::Ts as u32 | 1 << Field::Kind as u32 | 1 << Field::Credential as u32;
+    REQUIRED_FIELDS[0].bit() | REQUIRED_FIELDS[1].bit() | REQUIRED_FIELDS[2].bit();
 
 const ALL_FIELDS: u32 = (1 << FIELDS.len()) - 1;
 
@@ -427,10 +437,6 @@ const OPTIONAL_STRINGS: [Field; 9] = [
     Field::LeakUrl,
     Field::SecretHash,
 ];
-
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
-}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@
 
 use serde::de::{value, Deserialize, IntoDeserializer};
 
-use super::{reset_unseen, Field, REQUIRED};
+use super::{overwrite, reset_unseen, Field, REQUIRED};
 use crate::event::Event;
 use crate::time::Timestamp;
 
@@ -26,10 +26,8 @@ use crate::time::Timestamp;
 pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
     let mut scanner = Scanner {
         text,
-        bytes: text.as_bytes(),
         at: 0,
-        block: usize::MAX,
-        stops: 0,
+        stops: Stops::new(),
     };
     scanner.whitespace();
     scanner.byte(b'{')?;
@@ -40,11 +38,10 @@ pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
             scanner.byte(b'"')?;
             let name = scanner.plain_string()?;
             let field = Field::from_name(name.as_bytes())?;
-            let bit = 1u32 << field as u32;
-            if seen & bit != 0 {
+            if seen & field.bit() != 0 {
                 return None;
             }
-            seen |= bit;
+            seen |= field.bit();
             scanner.whitespace();
             scanner.byte(b':')?;
             scanner.whitespace();
@@ -60,7 +57,7 @@ pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
         scanner.at += 1;
     }
     scanner.whitespace();
-    if scanner.at != scanner.bytes.len() || seen & REQUIRED != REQUIRED {
+    if scanner.at != text.len() || seen & REQUIRED != REQUIRED {
         return None;
     }
     reset_unseen(event, seen);
@@ -69,19 +66,14 @@ pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
 
 struct Scanner<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
-    /// The 64-byte block of `bytes` whose stop bytes `stops` holds.
-    block: usize,
-    /// One bit per byte of `block` that ends a plain string: a quote, a backslash or a
-    /// control character. Each block is classified once, at the first string that reaches it.
-    stops: u64,
+    stops: Stops,
 }
 
 impl<'a> Scanner<'a> {
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.text.as_bytes().get(self.at).copied()
     }
 
     #[inline(always)]
@@ -109,8 +101,9 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let end = self.string_end(start);
-        if self.bytes.get(end) != Some(&b'"') {
+        let bytes = self.text.as_bytes();
+        let end = self.stops.string_end(bytes, start);
+        if bytes.get(end) != Some(&b'"') {
             return None;
         }
         self.at = end + 1;
@@ -127,37 +120,13 @@ impl<'a> Scanner<'a> {
     /// A quoted plain string or `null`.
     fn optional_string(&mut self) -> Option<Option<&'a str>> {
         if self.peek() == Some(b'n') {
-            (self.bytes.get(self.at..self.at + 4) == Some(b"null")).then(|| {
+            (self.text.as_bytes().get(self.at..self.at + 4) == Some(b"null")).then(|| {
                 self.at += 4;
                 None
             })
         } else {
             self.string().map(Some)
         }
-    }
-
-    /// The index of the first stop byte from `at` on (`bytes.len()` or beyond if none).
-    #[inline(always)]
-    fn string_end(&mut self, at: usize) -> usize {
-        let mut block = at / 64;
-        let mut stops = self.stops(block) & (!0u64 << (at % 64));
-        while stops == 0 {
-            block += 1;
-            if block * 64 >= self.bytes.len() {
-                return self.bytes.len();
-            }
-            stops = self.stops(block);
-        }
-        block * 64 + stops.trailing_zeros() as usize
-    }
-
-    #[inline(always)]
-    fn stops(&mut self, block: usize) -> u64 {
-        if self.block != block {
-            self.block = block;
-            self.stops = block_stops(self.bytes, block * 64);
-        }
-        self.stops
     }
 
     fn value(&mut self, field: Field, event: &mut Event) -> Option<()> {
@@ -176,7 +145,7 @@ impl<'a> Scanner<'a> {
             }
             Field::AllowedZones => self.strings(&mut event.allowed_zones)?,
             _ => {
-                let slot = super::EventSeed::optional(event, field)?;
+                let slot = field.optional_string(event)?;
                 match self.optional_string()? {
                     Some(text) => overwrite(slot.get_or_insert_with(String::new), text),
                     None => *slot = None,
@@ -214,11 +183,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-fn overwrite(into: &mut String, text: &str) {
-    into.clear();
-    into.push_str(text);
-}
-
 /// As the derived `Deserialize` reads a unit variant from a JSON string (an unknown name is
 /// left to the serde reader, for its error text).
 fn variant<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
@@ -228,6 +192,49 @@ fn variant<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
 
 fn timestamp(text: &str) -> Option<Timestamp> {
     Timestamp::parse_rfc3339(text).ok()
+}
+
+/// The bytes that end a plain string (a quote, a backslash or a control character), one bit
+/// per byte, for one 64-byte block of the record at a time: each block is classified once, at
+/// the first string that reaches it.
+struct Stops {
+    /// The block `mask` is of.
+    block: usize,
+    mask: u64,
+}
+
+impl Stops {
+    fn new() -> Stops {
+        Stops {
+            block: usize::MAX,
+            mask: 0,
+        }
+    }
+
+    /// The index of the first stop byte of `bytes` from `at` on (`bytes.len()` or beyond if
+    /// none). `bytes` is the same record at every call.
+    #[inline(always)]
+    fn string_end(&mut self, bytes: &[u8], at: usize) -> usize {
+        let mut block = at / 64;
+        let mut stops = self.of_block(bytes, block) & (!0u64 << (at % 64));
+        while stops == 0 {
+            block += 1;
+            if block * 64 >= bytes.len() {
+                return bytes.len();
+            }
+            stops = self.of_block(bytes, block);
+        }
+        block * 64 + stops.trailing_zeros() as usize
+    }
+
+    #[inline(always)]
+    fn of_block(&mut self, bytes: &[u8], block: usize) -> u64 {
+        if self.block != block {
+            self.block = block;
+            self.mask = block_stops(bytes, block * 64);
+        }
+        self.mask
+    }
 }
 
 /// The stop bytes of the 64 bytes of `bytes` from `start`, one bit each (bit 0 for `start`);
@@ -357,8 +364,7 @@ mod tests {
                 .iter()
                 .position(|&b| is_stop(b))
                 .map_or(bytes.len(), |i| start + i);
-            let mut scanner = Scanner { text: "", bytes: &bytes, at: 0, block: usize::MAX, stops: 0 };
-            prop_assert_eq!(scanner.string_end(start).min(bytes.len()), expected);
+            prop_assert_eq!(Stops::new().string_end(&bytes, start).min(bytes.len()), expected);
         }
     }
 
