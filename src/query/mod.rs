@@ -7,6 +7,7 @@
 //! for a full archive also run on a new one. Results print as a table, CSV or JSON lines.
 
 pub mod explain;
+pub mod grouping;
 pub mod prompt;
 pub mod udf;
 
@@ -18,6 +19,7 @@ use arrow::array::{Array as _, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig};
 
 use crate::archive::{credentials, schema};
@@ -77,6 +79,7 @@ impl Query {
             .thread_name("query")
             .build()?;
         let mut session = SessionConfig::new()
+            .with_option_extension(grouping::QueryOptions::default())
             .with_information_schema(true)
             .with_default_catalog_and_schema("credwatch", "archive");
         // Late materialisation: evaluate filters on their own columns first and decode the
@@ -84,7 +87,12 @@ impl Query {
         let parquet = &mut session.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let context = SessionContext::new_with_config(session);
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(grouping::DenseGroupBy))
+            .build();
+        let context = SessionContext::new_with_state(state);
         for function in udf::functions(config) {
             context.register_udf(function);
         }
