@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    make_array, Array, ArrayData, ArrayRef, AsArray, BooleanArray, GenericStringArray,
+    make_array, Array, ArrayData, ArrayRef, AsArray, BooleanArray, GenericStringArray, Int64Array,
     LargeStringArray, OffsetSizeTrait, RecordBatch, StringArray, StringViewArray,
 };
 use arrow::buffer::{Buffer, NullBuffer};
@@ -36,6 +36,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{
     aggregate_expressions, evaluate_group_by, evaluate_many, AggregateExec, AggregateMode,
@@ -259,13 +260,19 @@ impl Aggregation {
             .iter()
             .map(|f| Key::new(f.data_type()))
             .collect::<Result<Vec<_>>>()?;
-        let accumulators = aggregate
-            .aggr_expr()
-            .iter()
-            .map(|a| a.create_groups_accumulator())
-            .collect::<Result<Vec<_>>>()?;
+        let mut arguments = aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?;
+        let mut accumulators = Vec::with_capacity(arguments.len());
+        for (i, expr) in aggregate.aggr_expr().iter().enumerate() {
+            if RowCount::counts(expr, aggregate.filter_expr().get(i))? {
+                // Its argument is a constant: nothing to evaluate per batch.
+                arguments[i].clear();
+                accumulators.push(Box::new(RowCount::default()) as Box<dyn GroupsAccumulator>);
+            } else {
+                accumulators.push(expr.create_groups_accumulator()?);
+            }
+        }
         Ok(Aggregation {
-            arguments: aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?,
+            arguments,
             aggregate: aggregate.clone(),
             groups: Groups::new(keys),
             accumulators,
@@ -331,6 +338,88 @@ impl Aggregation {
         self.metrics.record_output(whole.num_rows());
         self.reservation.free();
         Ok(batches)
+    }
+}
+
+/// `count(*)` (which DataFusion plans as `count(1)`): the number of rows of each group, with
+/// the state and result `count` has (one non-null Int64).
+#[derive(Default)]
+struct RowCount {
+    counts: Vec<i64>,
+}
+
+impl RowCount {
+    /// Whether `expr` counts every row: `count` of a non-null constant, without DISTINCT or a
+    /// FILTER.
+    fn counts(
+        expr: &AggregateFunctionExpr,
+        filter: Option<&Option<Arc<dyn PhysicalExpr>>>,
+    ) -> Result<bool> {
+        let arguments = expr.expressions();
+        let constant = match arguments.as_slice() {
+            [argument] => argument
+                .downcast_ref::<Literal>()
+                .is_some_and(|l| !l.value().is_null()),
+            _ => false,
+        };
+        let state = expr.state_fields()?;
+        Ok(expr.fun().name() == "count"
+            && constant
+            && !expr.is_distinct()
+            && filter.is_none_or(|f| f.is_none())
+            && state.len() == 1
+            && *state[0].data_type() == DataType::Int64
+            && *expr.field().data_type() == DataType::Int64)
+    }
+}
+
+impl GroupsAccumulator for RowCount {
+    fn update_batch(
+        &mut self,
+        _values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        if opt_filter.is_some() {
+            return internal_err!("count(*) was given a filter");
+        }
+        self.counts.resize(total_num_groups, 0);
+        for &group in group_indices {
+            self.counts[group] += 1;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from(
+            emit_to.take_needed(&mut self.counts),
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(emit_to)?])
+    }
+
+    fn merge_batch(
+        &mut self,
+        _values: &[ArrayRef],
+        _group_indices: &[usize],
+        _total_num_groups: usize,
+    ) -> Result<()> {
+        internal_err!("DenseAggregateExec reads raw rows; it never merges states")
+    }
+
+    fn convert_to_state(
+        &self,
+        _values: &[ArrayRef],
+        _opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        internal_err!("DenseAggregateExec always aggregates; it never passes rows through")
+    }
+
+    fn size(&self) -> usize {
+        self.counts.capacity() * size_of::<i64>()
     }
 }
 
@@ -767,7 +856,7 @@ fn assign_fixed(values: &mut Values<u64>, width: usize, column: &ArrayRef, ids: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray, TimestampSecondArray, UInt8Array};
+    use arrow::array::{StringArray, TimestampSecondArray, UInt8Array};
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     use datafusion::datasource::MemTable;
