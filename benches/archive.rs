@@ -22,14 +22,14 @@ use credwatch::demo::World;
 use credwatch::event::Event;
 use credwatch::query::Query;
 
-/// User + system CPU seconds of this process so far (Linux), if known.
-fn cpu_seconds() -> Option<f64> {
+/// User and system CPU seconds of this process so far (Linux), if known.
+fn cpu_seconds() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may contain spaces) start after ") ".
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -132,7 +132,7 @@ fn write(target: usize, archive_dir: &Path) -> (String, String, Arc<Config>) {
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds()
         .zip(cpu_before)
-        .map(|(after, before)| after - before);
+        .map(|(after, before)| (after.0 - before.0, after.1 - before.1));
     println!(
         "write: {} rows in {:.2}s = {:.0} rows/s wall; {} files, {:.1} MiB ({:.1} bytes/row)",
         summary.written.rows,
@@ -147,11 +147,12 @@ fn write(target: usize, archive_dir: &Path) -> (String, String, Arc<Config>) {
          finishing the last files {:.2}s",
         wall - appended
     );
-    if let Some(cpu) = cpu {
+    if let Some((user, system)) = cpu {
         println!(
-            "write: {:.2} CPU-s over both threads = {:.0} rows per CPU-second (per core)",
-            cpu,
-            summary.written.rows as f64 / cpu
+            "write: {:.2} CPU-s over both threads ({user:.2} user, {system:.2} system) \
+             = {:.0} rows per CPU-second (per core)",
+            user + system,
+            summary.written.rows as f64 / (user + system)
         );
     }
 
