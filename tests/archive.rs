@@ -247,6 +247,27 @@ fn query_prints_tables_csv_and_json_with_zone_functions_and_partition_filters() 
         "a file of another day is scanned:\n{plan}"
     );
 
+    // GROUP BY runs credwatch's dense aggregation, and gives what DataFusion's own plan gives.
+    for grouped in [
+        "SELECT credential, zone, count(*) AS n, max(endpoint) AS e, min(time) AS first \
+         FROM events GROUP BY credential, zone ORDER BY credential, zone",
+        "SELECT credential, count(DISTINCT network) AS networks FROM events \
+         GROUP BY credential ORDER BY credential",
+    ] {
+        let plan = query("csv", &format!("EXPLAIN {grouped}"));
+        assert!(plan.contains("DenseAggregateExec"), "{plan}");
+        let dense = query("csv", grouped);
+        let off = "SET credwatch.dense_group_by = false";
+        // (The SET statement prints an empty result first.)
+        assert_eq!(
+            dense,
+            query("csv", &format!("{off}; {grouped}")).trim_start()
+        );
+        assert!(dense.lines().count() > 5, "{dense}");
+        let plan = query("csv", &format!("{off}; EXPLAIN {grouped}"));
+        assert!(!plan.contains("DenseAggregateExec"), "{plan}");
+    }
+
     let table = query(
         "table",
         "SELECT rule, count(*) AS alerts FROM alerts GROUP BY rule ORDER BY rule",
