@@ -217,6 +217,10 @@ pub fn write(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), QueryError> {
+    // A statement without a result (SET, CREATE VIEW) prints nothing, not an empty table.
+    if results.schema.fields().is_empty() {
+        return Ok(());
+    }
     match format {
         OutputFormat::Table => {
             let table = arrow::util::pretty::pretty_format_batches_with_schema(
