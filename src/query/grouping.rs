@@ -84,14 +84,14 @@ impl PhysicalOptimizerRule for DenseGroupBy {
             return Ok(plan);
         }
         plan.transform_up(|node| {
-            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
+            let Some(aggregate) = as_aggregate(Arc::clone(&node)) else {
                 return Ok(Transformed::no(node));
             };
-            if !DenseAggregateExec::fits(aggregate)? {
+            if !DenseAggregateExec::fits(&aggregate)? {
                 return Ok(Transformed::no(node));
             }
             Ok(Transformed::yes(Arc::new(DenseAggregateExec::new(
-                aggregate.clone(),
+                aggregate,
             ))))
         })
         .map(|transformed| transformed.data)
@@ -111,12 +111,12 @@ impl PhysicalOptimizerRule for DenseGroupBy {
 /// `EXPLAIN`.
 #[derive(Debug)]
 pub struct DenseAggregateExec {
-    aggregate: AggregateExec,
+    aggregate: Arc<AggregateExec>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl DenseAggregateExec {
-    fn new(aggregate: AggregateExec) -> DenseAggregateExec {
+    fn new(aggregate: Arc<AggregateExec>) -> DenseAggregateExec {
         DenseAggregateExec {
             aggregate,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -154,7 +154,7 @@ impl DisplayAs for DenseAggregateExec {
     fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         match format {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                let line = displayable(&self.aggregate).one_line().to_string();
+                let line = displayable(self.aggregate.as_ref()).one_line().to_string();
                 let details = line
                     .trim_end()
                     .strip_prefix("AggregateExec")
@@ -193,11 +193,11 @@ impl ExecutionPlan for DenseAggregateExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let replaced = Arc::new(self.aggregate.clone()).with_new_children(children)?;
-        let Some(aggregate) = replaced.downcast_ref::<AggregateExec>() else {
+        let replaced = Arc::clone(&self.aggregate).with_new_children(children)?;
+        let Some(aggregate) = as_aggregate(replaced) else {
             return internal_err!("AggregateExec::with_new_children returned another node");
         };
-        Ok(Arc::new(DenseAggregateExec::new(aggregate.clone())))
+        Ok(Arc::new(DenseAggregateExec::new(aggregate)))
     }
 
     fn execute(
@@ -212,13 +212,14 @@ impl ExecutionPlan for DenseAggregateExec {
         let reservation = MemoryConsumer::new(format!("DenseAggregateExec[{partition}]"))
             .register(context.memory_pool());
         let mut aggregation = Aggregation::new(
-            &self.aggregate,
+            Arc::clone(&self.aggregate),
             reservation,
             BaselineMetrics::new(&self.metrics, partition),
         )?;
         let batch_size = context.session_config().batch_size();
         let schema = self.aggregate.schema();
-        let aggregate = self.aggregate.clone();
+        let aggregation_schema = Arc::clone(&schema);
+        let aggregate = Arc::clone(&self.aggregate);
         let handed_over = MetricBuilder::new(&self.metrics).counter("handed_over", partition);
         let batches = futures::stream::once(async move {
             let mut input = input;
@@ -236,7 +237,7 @@ impl ExecutionPlan for DenseAggregateExec {
             if rows >= PROBE_ROWS && aggregation.groups.len() > rows / MIN_ROWS_PER_GROUP {
                 handed_over.add(1);
                 drop(aggregation);
-                return hand_over(&aggregate, probe, input, context);
+                return hand_over(aggregate, probe, input, context);
             }
             drop(probe);
             while let Some(batch) = input.next().await {
@@ -245,7 +246,7 @@ impl ExecutionPlan for DenseAggregateExec {
             let batches = aggregation.finish(batch_size)?;
             let stream = futures::stream::iter(batches.into_iter().map(Ok));
             Ok(
-                Box::pin(RecordBatchStreamAdapter::new(aggregate.schema(), stream))
+                Box::pin(RecordBatchStreamAdapter::new(aggregation_schema, stream))
                     as SendableRecordBatchStream,
             )
         })
@@ -256,6 +257,12 @@ impl ExecutionPlan for DenseAggregateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// `plan` as the `AggregateExec` it is, if it is one.
+fn as_aggregate(plan: Arc<dyn ExecutionPlan>) -> Option<Arc<AggregateExec>> {
+    let any: Arc<dyn std::any::Any + Send + Sync> = plan;
+    any.downcast().ok()
 }
 
 /// Rows read before deciding whether dense ids pay: enough for the groups of a sorted file's
@@ -270,7 +277,7 @@ const MIN_ROWS_PER_GROUP: usize = 32;
 
 /// Runs DataFusion's own `aggregate` over the probe's batches and the rest of `input`.
 fn hand_over(
-    aggregate: &AggregateExec,
+    aggregate: Arc<AggregateExec>,
     probe: Vec<RecordBatch>,
     input: SendableRecordBatchStream,
     context: Arc<TaskContext>,
@@ -291,7 +298,7 @@ fn hand_over(
         None,
     )?;
     #[allow(deprecated)] // replace_children's options are not needed for a fresh plan
-    let plan = Arc::new(aggregate.clone()).with_new_children(vec![Arc::new(leaf)])?;
+    let plan = aggregate.with_new_children(vec![Arc::new(leaf)])?;
     plan.execute(0, context)
 }
 
@@ -328,7 +335,7 @@ impl PartitionStream for Handover {
 
 /// One partition's aggregation: the groups seen so far and an accumulator per aggregate.
 struct Aggregation {
-    aggregate: AggregateExec,
+    aggregate: Arc<AggregateExec>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     groups: Groups,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
@@ -339,7 +346,7 @@ struct Aggregation {
 
 impl Aggregation {
     fn new(
-        aggregate: &AggregateExec,
+        aggregate: Arc<AggregateExec>,
         reservation: MemoryReservation,
         metrics: BaselineMetrics,
     ) -> Result<Aggregation> {
@@ -354,7 +361,8 @@ impl Aggregation {
         let mut arguments = aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?;
         let mut accumulators = Vec::with_capacity(arguments.len());
         for (i, expr) in aggregate.aggr_expr().iter().enumerate() {
-            if RowCount::counts(expr, aggregate.filter_expr().get(i))? {
+            let filter = aggregate.filter_expr().get(i).and_then(Option::as_ref);
+            if RowCount::counts(expr, filter)? {
                 // Its argument is a constant: nothing to evaluate per batch.
                 arguments[i].clear();
                 accumulators.push(Box::new(RowCount::default()) as Box<dyn GroupsAccumulator>);
@@ -364,7 +372,7 @@ impl Aggregation {
         }
         Ok(Aggregation {
             arguments,
-            aggregate: aggregate.clone(),
+            aggregate,
             groups: Groups::new(keys),
             accumulators,
             group_ids: Vec::new(),
@@ -444,7 +452,7 @@ impl RowCount {
     /// FILTER.
     fn counts(
         expr: &AggregateFunctionExpr,
-        filter: Option<&Option<Arc<dyn PhysicalExpr>>>,
+        filter: Option<&Arc<dyn PhysicalExpr>>,
     ) -> Result<bool> {
         let arguments = expr.expressions();
         let constant = match arguments.as_slice() {
@@ -457,7 +465,7 @@ impl RowCount {
         Ok(expr.fun().name() == "count"
             && constant
             && !expr.is_distinct()
-            && filter.is_none_or(|f| f.is_none())
+            && filter.is_none()
             && state.len() == 1
             && *state[0].data_type() == DataType::Int64
             && *expr.field().data_type() == DataType::Int64)
@@ -682,6 +690,12 @@ impl<T: std::hash::Hash + Eq + Clone> Values<T> {
         id
     }
 
+    fn size(&self) -> usize {
+        self.ids.capacity() * (size_of::<T>() + size_of::<u32>() + 1)
+            + self.values.capacity() * size_of::<Option<T>>()
+            + self.heap
+    }
+
     fn null_id(&mut self) -> usize {
         *self.null.get_or_insert_with(|| {
             self.values.push(None);
@@ -737,15 +751,8 @@ impl Key {
 
     fn size(&self) -> usize {
         match self {
-            Key::Strings { values, .. } => {
-                values.ids.capacity() * (size_of::<Box<str>>() + size_of::<u32>() + 1)
-                    + values.values.capacity() * size_of::<Option<Box<str>>>()
-                    + values.heap
-            }
-            Key::Fixed { values, .. } => {
-                values.ids.capacity() * (size_of::<u64>() + size_of::<u32>() + 1)
-                    + values.values.capacity() * size_of::<Option<u64>>()
-            }
+            Key::Strings { values, .. } => values.size(),
+            Key::Fixed { values, .. } => values.size(),
         }
     }
 
@@ -823,7 +830,7 @@ fn assign_views(
     cache.next_array();
     ids.reserve(views.len());
     let nulls = array.nulls().filter(|n| n.null_count() > 0);
-    let null_id = nulls.map(|_| values.null_id());
+    let null_id = null_id(values, array);
     let mut lookup = |row: usize, view: u128| {
         cache.get(view).unwrap_or_else(|| {
             let text = array.value(row);
@@ -832,7 +839,7 @@ fn assign_views(
             id
         })
     };
-    match nulls.zip(null_id) {
+    match nulls {
         None => {
             // Differs from the first view, so the first row is looked up.
             let mut last_view = !first;
@@ -845,22 +852,46 @@ fn assign_views(
                 last_id
             }))
         }
-        Some((nulls, null_id)) => {
-            let mut last: Option<(u128, usize)> = None;
-            for (row, &view) in views.iter().enumerate() {
-                if nulls.is_null(row) {
-                    ids.push(null_id);
-                    last = None;
-                    continue;
-                }
-                let id = match last {
-                    Some((same, id)) if same == view => id,
-                    _ => lookup(row, view),
-                };
-                last = Some((view, id));
-                ids.push(id);
-            }
+        Some(nulls) => {
+            let rows = views
+                .iter()
+                .enumerate()
+                .map(|(row, &view)| nulls.is_valid(row).then_some(view));
+            assign_runs(rows, null_id, lookup, ids);
         }
+    }
+}
+
+/// The id of NULL in `values` if `array` holds a NULL; otherwise 0, which no row reads.
+fn null_id<T: std::hash::Hash + Eq + Clone>(values: &mut Values<T>, array: &dyn Array) -> usize {
+    if array.null_count() > 0 {
+        values.null_id()
+    } else {
+        0
+    }
+}
+
+/// Pushes the id of each row's value (`None` is NULL, whose id is `null_id`): a value equal to
+/// the row before's takes its id, any other is `lookup(row, value)`.
+fn assign_runs<V: PartialEq + Copy>(
+    rows: impl Iterator<Item = Option<V>>,
+    null_id: usize,
+    mut lookup: impl FnMut(usize, V) -> usize,
+    ids: &mut Vec<usize>,
+) {
+    let mut last: Option<(V, usize)> = None;
+    for (row, value) in rows.enumerate() {
+        let Some(value) = value else {
+            ids.push(null_id);
+            last = None;
+            continue;
+        };
+        let id = match last {
+            Some((same, id)) if same == value => id,
+            _ => lookup(row, value),
+        };
+        last = Some((value, id));
+        ids.push(id);
     }
 }
 
@@ -909,44 +940,22 @@ fn assign_strings<O: OffsetSizeTrait>(
     array: &GenericStringArray<O>,
     ids: &mut Vec<usize>,
 ) {
-    let mut previous: Option<(&str, usize)> = None;
-    for row in 0..array.len() {
-        if array.is_null(row) {
-            ids.push(values.null_id());
-            previous = None;
-            continue;
-        }
-        let text = array.value(row);
-        let id = match previous {
-            Some((same, id)) if same == text => id,
-            _ => values.id(text, |t: &str| t.into(), text.len()),
-        };
-        previous = Some((text, id));
-        ids.push(id);
-    }
+    let null_id = null_id(values, array);
+    let lookup = |_, text: &str| values.id(text, |t: &str| t.into(), text.len());
+    assign_runs(array.iter(), null_id, lookup, ids);
 }
 
 fn assign_fixed(values: &mut Values<u64>, width: usize, column: &ArrayRef, ids: &mut Vec<usize>) {
     let data = column.to_data();
     let start = data.offset() * width;
     let bytes = &data.buffers()[0].as_slice()[start..start + data.len() * width];
-    let mut previous: Option<(u64, usize)> = None;
-    for (row, chunk) in bytes.chunks_exact(width).enumerate() {
-        if column.is_null(row) {
-            ids.push(values.null_id());
-            previous = None;
-            continue;
-        }
+    let rows = bytes.chunks_exact(width).enumerate().map(|(row, chunk)| {
         let mut le = [0u8; 8];
         le[..width].copy_from_slice(chunk);
-        let value = u64::from_le_bytes(le);
-        let id = match previous {
-            Some((same, id)) if same == value => id,
-            _ => values.id(&value, |v| *v, 0),
-        };
-        previous = Some((value, id));
-        ids.push(id);
-    }
+        column.is_valid(row).then_some(u64::from_le_bytes(le))
+    });
+    let null_id = null_id(values, column.as_ref());
+    assign_runs(rows, null_id, |_, value| values.id(&value, |v| *v, 0), ids);
 }
 
 #[cfg(test)]
