@@ -32,7 +32,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::{ConfigExtension, ConfigOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{internal_err, Result};
+use datafusion::execution::context::SessionContext;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -51,6 +53,7 @@ use datafusion::physical_plan::{
     displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
     SendableRecordBatchStream,
 };
+use datafusion::prelude::SessionConfig;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 type FastMap<K> = HashMap<K, u32, foldhash::fast::RandomState>;
@@ -66,6 +69,16 @@ datafusion::common::extensions_options! {
 
 impl ConfigExtension for QueryOptions {
     const PREFIX: &'static str = "credwatch";
+}
+
+/// A session with DataFusion's defaults and [`DenseGroupBy`] after its own rules.
+pub fn session(config: SessionConfig) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(DenseGroupBy))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// The physical optimizer rule: each `AggregateExec` that [`DenseAggregateExec::fits`] becomes
@@ -965,7 +978,6 @@ mod tests {
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     use datafusion::datasource::MemTable;
-    use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::prelude::{SessionConfig, SessionContext};
     use proptest::prelude::*;
 
@@ -1031,12 +1043,7 @@ mod tests {
             .get_mut::<QueryOptions>()
             .unwrap()
             .dense_group_by = dense;
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(DenseGroupBy))
-            .build();
-        SessionContext::new_with_state(state)
+        session(config)
     }
 
     /// The result's rows as text, sorted, and the physical plan.

@@ -19,7 +19,6 @@ use arrow::array::{Array as _, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SessionContext;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig};
 
 use crate::archive::{credentials, schema};
@@ -87,12 +86,7 @@ impl Query {
         let parquet = &mut session.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let state = SessionStateBuilder::new()
-            .with_config(session)
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(grouping::DenseGroupBy))
-            .build();
-        let context = SessionContext::new_with_state(state);
+        let context = grouping::session(session);
         for function in udf::functions(config) {
             context.register_udf(function);
         }
