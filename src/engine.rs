@@ -128,12 +128,11 @@ impl Engine {
     pub fn new(config: impl Into<Arc<Config>>, rules: RuleSet) -> Engine {
         let config: Arc<Config> = config.into();
         let suppressor = Suppressor::new().with_limit(config.bounds.max_suppression_windows);
-        // Often enough that the bounds are not overshot between checks, which evict down to
-        // 95%: an event adds at most one record, and a record is rarely over 1 KiB.
+        // The count bound is checked every 5% of it (an event adds at most one record, and a
+        // pass evicts down to 95%); the byte bound on every event, which is one atomic load.
         let bounds = &config.bounds;
-        let eviction_check_every = (bounds.max_credentials as u64 / 20)
-            .min(bounds.max_state_bytes as u64 / 20 / 1024)
-            .clamp(1, EVICTION_CHECK_EVENTS);
+        let eviction_check_every =
+            (bounds.max_credentials as u64 / 20).clamp(1, EVICTION_CHECK_EVENTS);
         let stats = EngineStats {
             rules: rules
                 .rules()
@@ -212,7 +211,9 @@ impl Engine {
         if self.next_expiry.is_some_and(|expiry| newest >= expiry) {
             self.expire_exceptions(newest);
         }
-        if self.stats.events.is_multiple_of(self.eviction_check_every) {
+        if self.stats.events.is_multiple_of(self.eviction_check_every)
+            || self.store.approx_bytes() > self.config.bounds.max_state_bytes
+        {
             self.evict(event, out);
             if self.store.names_len() > self.compact_names_at {
                 self.compact_names();
@@ -463,27 +464,41 @@ impl Engine {
         let bounds = &self.config.bounds;
         let tracked = self.store.len();
         let bytes = self.store.approx_bytes();
-        let mut max = bounds.max_credentials;
-        let mut bound = format!("[state] max_credentials = {max}");
-        if bytes > bounds.max_state_bytes {
-            // As many credentials as fit, at their present average size.
-            let fit = (tracked as u128 * bounds.max_state_bytes as u128 / bytes as u128) as usize;
-            if fit < max {
-                max = fit;
-                bound = format!(
-                    "[state] max_state_mib = {} (about {} MiB of records)",
-                    bounds.max_state_bytes >> 20,
-                    bytes >> 20
-                );
+        let mut bound = format!("[state] max_credentials = {}", bounds.max_credentials);
+        let mut evicted = crate::state::Evicted::default();
+        // The byte bound as a count, at the records' present average size. The longest idle,
+        // which go first, may be smaller than the average (a flood's never-used keys), so the
+        // pass repeats, at the new average, until the records fit.
+        for pass in 0..8 {
+            let (tracked, bytes) = (self.store.len(), self.store.approx_bytes());
+            let mut max = bounds.max_credentials;
+            if bytes > bounds.max_state_bytes {
+                let fit =
+                    (tracked as u128 * bounds.max_state_bytes as u128 / bytes as u128) as usize;
+                if fit < max {
+                    max = fit;
+                    if pass == 0 {
+                        bound = format!(
+                            "[state] max_state_mib = {} (about {} MiB of records)",
+                            bounds.max_state_bytes >> 20,
+                            bytes >> 20
+                        );
+                    }
+                }
+            }
+            let gone = self.store.evict_over(max);
+            evicted.credentials += gone.credentials;
+            evicted.precious += gone.precious;
+            if gone.credentials == 0 || self.store.approx_bytes() <= bounds.max_state_bytes {
+                break;
             }
         }
-        let evicted = self.store.evict_over(max);
         if evicted.credentials == 0 {
             return;
         }
         tracing::warn!(
             tracked,
-            max,
+            left = self.store.len(),
             state_bytes = bytes,
             evicted = evicted.credentials,
             precious = evicted.precious,
