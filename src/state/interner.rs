@@ -4,25 +4,50 @@
 //! costs 8 × 4 bytes of ids, not eight heap strings. Ids depend on first-seen order, which is
 //! the input order and so deterministic; they never appear in output (names do).
 
+use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
-/// An interned string's id.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct Symbol(u32);
+/// An interned string's id: its position in the interner's names, held plus one so that an
+/// `Option<Symbol>` is 4 bytes (a record holds two). Serialized as the position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Symbol(NonZeroU32);
 
 impl Symbol {
     /// The symbol the `index`-th name interned gets.
+    ///
+    /// # Panics
+    /// At `u32::MAX` names or more, which no interner reaches (each name is a string in memory).
     pub fn from_index(index: usize) -> Symbol {
-        Symbol(index as u32)
+        Symbol::checked(index).expect("fewer than u32::MAX interned names")
+    }
+
+    fn checked(index: usize) -> Option<Symbol> {
+        u32::try_from(index)
+            .ok()
+            .and_then(|index| index.checked_add(1))
+            .and_then(NonZeroU32::new)
+            .map(Symbol)
     }
 
     /// Its position in its interner's names.
     pub fn index(self) -> usize {
-        self.0 as usize
+        (self.0.get() - 1) as usize
+    }
+}
+
+impl serde::Serialize for Symbol {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.0.get() - 1)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Symbol {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(deserializer)?;
+        Symbol::checked(index as usize)
+            .ok_or_else(|| serde::de::Error::custom("symbol index out of range"))
     }
 }
 
@@ -46,7 +71,7 @@ impl Interner {
         if let Some(symbol) = self.ids.get(name) {
             return *symbol;
         }
-        let symbol = Symbol(names.len() as u32);
+        let symbol = Symbol::from_index(names.len());
         let shared: Arc<str> = Arc::from(name);
         names.push(Arc::clone(&shared));
         self.ids.insert(shared, symbol);
@@ -59,7 +84,7 @@ impl Interner {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         names
-            .get(symbol.0 as usize)
+            .get(symbol.index())
             .cloned()
             .unwrap_or_else(|| Arc::from("?"))
     }
@@ -85,8 +110,8 @@ impl Interner {
         let mut renamed = Vec::with_capacity(names.len());
         let mut kept: Vec<Arc<str>> = Vec::new();
         for (index, name) in names.drain(..).enumerate() {
-            if keep(Symbol(index as u32)) {
-                renamed.push(Some(Symbol(kept.len() as u32)));
+            if keep(Symbol::from_index(index)) {
+                renamed.push(Some(Symbol::from_index(kept.len())));
                 kept.push(name);
             } else {
                 renamed.push(None);
@@ -94,7 +119,7 @@ impl Interner {
         }
         self.ids.clear();
         for (index, name) in kept.iter().enumerate() {
-            self.ids.insert(Arc::clone(name), Symbol(index as u32));
+            self.ids.insert(Arc::clone(name), Symbol::from_index(index));
         }
         kept.shrink_to_fit();
         *names = kept;
@@ -123,5 +148,16 @@ mod tests {
         assert_eq!(interner.intern("s3:GetObject"), a);
         assert_eq!(&*interner.name(b), "iam:CreateUser");
         assert_eq!(interner.len(), 2);
+    }
+
+    #[test]
+    fn a_symbol_is_serialized_as_its_position_and_an_optional_one_is_four_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Symbol>>(), 4);
+        let symbol = Symbol::from_index(7);
+        assert_eq!(symbol.index(), 7);
+        let bytes = postcard::to_stdvec(&symbol).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&7u32).unwrap());
+        assert_eq!(postcard::from_bytes::<Symbol>(&bytes).unwrap(), symbol);
+        assert!(postcard::from_bytes::<Symbol>(&postcard::to_stdvec(&u32::MAX).unwrap()).is_err());
     }
 }
