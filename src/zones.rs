@@ -84,18 +84,52 @@ impl FromIterator<ZoneId> for ZoneSet {
     }
 }
 
-/// The network a baseline remembers for an address: its /24 (IPv4) or /48 (IPv6).
+/// The network a baseline remembers for an address: its /24 (IPv4) or /48 (IPv6). 8 bytes,
+/// 4-aligned: a credential's record holds several.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Network {
     V4(u32),
-    V6(u64),
+    V6(Prefix48),
+}
+
+/// The 48 bits of an IPv6 /48, as three 16-bit words (most significant first), so that a
+/// [`Network`] needs no 8-byte alignment. Serialized as the number they make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix48([u16; 3]);
+
+impl Prefix48 {
+    /// The low 48 bits of `bits`.
+    pub fn from_bits(bits: u64) -> Prefix48 {
+        Prefix48([(bits >> 32) as u16, (bits >> 16) as u16, bits as u16])
+    }
+
+    pub fn bits(self) -> u64 {
+        let [high, middle, low] = self.0.map(u64::from);
+        high << 32 | middle << 16 | low
+    }
+}
+
+impl Serialize for Prefix48 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.bits())
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix48 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bits = u64::deserialize(deserializer)?;
+        if bits >> 48 != 0 {
+            return Err(serde::de::Error::custom("an IPv6 /48 prefix has 48 bits"));
+        }
+        Ok(Prefix48::from_bits(bits))
+    }
 }
 
 impl Network {
     pub fn of(ip: IpAddr) -> Network {
         match canonical(ip) {
             IpAddr::V4(v4) => Network::V4(u32::from(v4) & 0xFFFF_FF00),
-            IpAddr::V6(v6) => Network::V6((u128::from(v6) >> 80) as u64),
+            IpAddr::V6(v6) => Network::V6(Prefix48::from_bits((u128::from(v6) >> 80) as u64)),
         }
     }
 }
@@ -104,7 +138,9 @@ impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Network::V4(prefix) => write!(f, "{}/24", Ipv4Addr::from(prefix)),
-            Network::V6(prefix) => write!(f, "{}/48", Ipv6Addr::from((prefix as u128) << 80)),
+            Network::V6(prefix) => {
+                write!(f, "{}/48", Ipv6Addr::from(u128::from(prefix.bits()) << 80))
+            }
         }
     }
 }
@@ -400,6 +436,25 @@ impl<A: Address> PrefixTable<A> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_network_is_eight_bytes_and_keeps_its_serialized_form() {
+        assert_eq!(std::mem::size_of::<Network>(), 8);
+        let v6 = Network::of("2001:db8:abcd:12::1".parse().unwrap());
+        assert_eq!(v6.to_string(), "2001:db8:abcd::/48");
+        // The encoding a checkpoint had when the prefix was a u64: variant 1, then the number.
+        let bytes = postcard::to_stdvec(&v6).unwrap();
+        assert_eq!(
+            bytes,
+            postcard::to_stdvec(&(1u32, 0x2001_0db8_abcd_u64)).unwrap()
+        );
+        assert_eq!(postcard::from_bytes::<Network>(&bytes).unwrap(), v6);
+        let wide = postcard::to_stdvec(&(1u32, 1u64 << 48)).unwrap();
+        assert!(postcard::from_bytes::<Network>(&wide).is_err());
+        let mut sorted = [v6, Network::of("2001:db8:abcc::1".parse().unwrap())];
+        sorted.sort();
+        assert_eq!(sorted[0].to_string(), "2001:db8:abcc::/48");
+    }
 
     proptest! {
         /// The one-pass IPv4 reader agrees with `std` wherever it answers, and answers for

@@ -264,14 +264,14 @@ pub(crate) fn novelty<'a, T: PartialEq>(
         return None;
     }
     let forget_after = context.config.bounds.forget_after;
-    let fresh = |s: &crate::state::Seen<T>| now.since(s.last_seen) <= forget_after;
+    let fresh = |s: &crate::state::Seen<T>| now.since(s.last_seen()) <= forget_after;
     let mut forgotten = None;
     for entry in seen {
         if entry.key == *key {
             if fresh(entry) {
                 return None;
             }
-            forgotten = Some(entry.last_seen);
+            forgotten = Some(entry.last_seen());
         }
     }
     Some(Novelty {

@@ -116,19 +116,13 @@ mod tests {
         let record = CredentialState {
             owner: Some(store.principals.intern("alice")),
             inherited_from: Some(store.principals.intern("team")),
-            endpoints: vec![Seen {
-                key: store.endpoints.intern("s3:GetObject"),
-                count: 3,
-                last_seen: at,
-            }],
-            user_agents: vec![Seen {
-                key: store.user_agents.intern("aws-cli"),
-                count: 3,
-                last_seen: at,
-            }],
+            endpoints: Box::new([Seen::new(store.endpoints.intern("s3:GetObject"), 3, at)]),
+            user_agents: Box::new([Seen::new(store.user_agents.intern("aws-cli"), 3, at)]),
             ..CredentialState::default()
         };
-        store.credentials.insert("AKIAKEPT".into(), record);
+        store
+            .credentials
+            .insert("AKIAKEPT".into(), Box::new(record));
         store.owner_leaks.insert(
             store.principals.intern("mallory"),
             Leak {

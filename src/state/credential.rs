@@ -44,12 +44,71 @@ impl AllowedFrom {
     }
 }
 
-/// Something seen repeatedly: how often and when last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Something seen repeatedly: how often and when last, to the second.
+///
+/// The time is whole seconds since the epoch in 32 bits (1970 to 2106; times outside are
+/// taken as the nearest end), so that an endpoint's entry is 12 bytes rather than 16: a
+/// record keeps a dozen of these, and the times only decide what a baseline forgets (after
+/// days) and which entry a full list replaces. Serialized with the full timestamp, as before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seen<T> {
     pub key: T,
     pub count: u32,
-    pub last_seen: Timestamp,
+    second: u32,
+}
+
+impl<T> Seen<T> {
+    pub fn new(key: T, count: u32, last_seen: Timestamp) -> Seen<T> {
+        Seen {
+            key,
+            count,
+            second: second_of(last_seen),
+        }
+    }
+
+    /// When it was seen last, to the second (floor).
+    pub fn last_seen(&self) -> Timestamp {
+        Timestamp::from_secs(i64::from(self.second))
+    }
+
+    /// One more sighting at `ts`.
+    fn see(&mut self, ts: Timestamp) {
+        self.count = self.count.saturating_add(1);
+        self.second = self.second.max(second_of(ts));
+    }
+}
+
+/// `ts` in whole seconds since the epoch, within `u32`.
+fn second_of(ts: Timestamp) -> u32 {
+    ts.micros()
+        .div_euclid(1_000_000)
+        .clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// How a [`Seen`] is written: with its time as a [`Timestamp`].
+#[derive(Serialize, Deserialize)]
+struct SeenForm<T> {
+    key: T,
+    count: u32,
+    last_seen: Timestamp,
+}
+
+impl<T: Serialize + Copy> Serialize for Seen<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SeenForm {
+            key: self.key,
+            count: self.count,
+            last_seen: self.last_seen(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seen<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let form = SeenForm::deserialize(deserializer)?;
+        Ok(Seen::new(form.key, form.count, form.last_seen))
+    }
 }
 
 /// A use from a network or zone the credential's armed baseline did not know: kept for a
@@ -93,10 +152,13 @@ pub struct CredentialState {
     pub seen_zones: ZoneSet,
     /// Zone of the latest access and its time, for `concurrent_zones`.
     pub last_zone: Option<(ZoneId, Timestamp)>,
-    pub networks: Vec<Seen<Network>>,
-    pub endpoints: Vec<Seen<Symbol>>,
+    /// The lists are boxed slices, exactly as long as they are (16 bytes each, no spare
+    /// capacity): they grow only when something new is seen, which after the learning period
+    /// is rare, and then by one allocation.
+    pub networks: Box<[Seen<Network>]>,
+    pub endpoints: Box<[Seen<Symbol>]>,
     /// User agents by product (`aws-cli`, not `aws-cli/2.15.0`), interned.
-    pub user_agents: Vec<Seen<Symbol>>,
+    pub user_agents: Box<[Seen<Symbol>]>,
     pub rate: RateBaseline,
     /// The lineage whose baseline this credential started from at issuance; such a credential
     /// is armed from its first use.
@@ -125,6 +187,7 @@ impl CredentialState {
         });
         size_of::<Box<str>>()
             + key.len()
+            + size_of::<Box<CredentialState>>()
             + size_of::<CredentialState>()
             + self.networks.len() * size_of::<Seen<Network>>()
             + (self.endpoints.len() + self.user_agents.len()) * size_of::<Seen<Symbol>>()
@@ -367,28 +430,23 @@ impl CredentialState {
 /// Counts `key` in a bounded list, replacing the least recently seen entry when full.
 /// Returns the key's last use before this one, `None` when it was not in the list.
 fn remember<T: Copy + PartialEq>(
-    list: &mut Vec<Seen<T>>,
+    list: &mut Box<[Seen<T>]>,
     key: T,
     ts: Timestamp,
     max: usize,
 ) -> Option<Timestamp> {
     if let Some(seen) = list.iter_mut().find(|seen| seen.key == key) {
-        let previous = seen.last_seen;
-        seen.count = seen.count.saturating_add(1);
-        seen.last_seen = seen.last_seen.max(ts);
+        let previous = seen.last_seen();
+        seen.see(ts);
         return Some(previous);
     }
-    let entry = Seen {
-        key,
-        count: 1,
-        last_seen: ts,
-    };
+    let entry = Seen::new(key, 1, ts);
     if list.len() < max {
-        list.push(entry);
-    } else if let Some(oldest) = list
-        .iter_mut()
-        .min_by_key(|seen| (seen.last_seen, seen.count))
-    {
+        let mut grown = Vec::with_capacity(list.len() + 1);
+        grown.extend_from_slice(list);
+        grown.push(entry);
+        *list = grown.into_boxed_slice();
+    } else if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.second, seen.count)) {
         *oldest = entry;
     }
     None
@@ -400,7 +458,7 @@ mod tests {
 
     #[test]
     fn bounded_lists_forget_the_least_recently_seen() {
-        let mut list = Vec::new();
+        let mut list = Box::default();
         for (i, key) in [1, 2, 3].into_iter().enumerate() {
             remember(&mut list, key, Timestamp::from_secs(i as i64), 2);
         }

@@ -144,13 +144,12 @@ mod tests {
                 &format!("k{i:03}"),
                 |_| (),
                 |state: &mut CredentialState| {
-                    for n in 0..(i % 4) {
-                        state.networks.push(crate::state::Seen {
-                            key: crate::zones::Network::V4(n as u32),
-                            count: 1,
-                            last_seen: Timestamp::from_secs(0),
-                        });
-                    }
+                    state.networks = (0..(i % 4))
+                        .map(|n| {
+                            let network = crate::zones::Network::V4(n as u32);
+                            crate::state::Seen::new(network, 1, Timestamp::from_secs(0))
+                        })
+                        .collect();
                 },
             );
         }

@@ -119,7 +119,9 @@ pub type Hashing = foldhash::fast::RandomState;
 /// Every credential's state, plus the interned names they refer to.
 #[derive(Debug, Default)]
 pub struct StateStore {
-    credentials: DashMap<Box<str>, CredentialState, Hashing>,
+    /// Boxed: a map slot is then a key and a pointer, so the table's spare capacity (up to half
+    /// its slots right after it grows) costs 24 bytes a slot, not a whole record.
+    credentials: DashMap<Box<str>, Box<CredentialState>, Hashing>,
     /// Leak reports that name an owner rather than one credential, by owner.
     owner_leaks: DashMap<Symbol, Leak, Hashing>,
     /// The latest credential issued in each lineage.
@@ -179,7 +181,9 @@ impl StateStore {
 
     /// A copy of one credential's state.
     pub fn get(&self, credential: &str) -> Option<CredentialState> {
-        self.credentials.get(credential).map(|entry| entry.clone())
+        self.credentials
+            .get(credential)
+            .map(|entry| (**entry).clone())
     }
 
     pub fn len(&self) -> usize {
@@ -312,7 +316,7 @@ impl StateStore {
         }
         Some(Box::new(Inherited {
             lineage,
-            state: state.clone(),
+            state: (**state).clone(),
         }))
     }
 }
@@ -336,17 +340,17 @@ impl StateStore {
         let networks: Vec<serde_json::Value> = state
             .networks
             .iter()
-            .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen}))
+            .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let endpoints: Vec<serde_json::Value> = state
             .endpoints
             .iter()
-            .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen}))
+            .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let user_agents: Vec<serde_json::Value> = state
             .user_agents
             .iter()
-            .map(|seen| serde_json::json!({"user_agent": &*self.user_agents.name(seen.key), "count": seen.count, "last_seen": seen.last_seen}))
+            .map(|seen| serde_json::json!({"user_agent": &*self.user_agents.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let learning = state
             .last_seen

@@ -98,7 +98,7 @@ impl StateStore {
         for entry in self.credentials.iter() {
             if wanted.contains(&entry.value().home) {
                 if let Some(list) = records.get_mut(&entry.value().home) {
-                    list.push((entry.key().to_string(), entry.value().clone()));
+                    list.push((entry.key().to_string(), (**entry.value()).clone()));
                 }
             }
         }
@@ -237,7 +237,7 @@ impl StateStore {
                 absorbed.conflicts += 1;
                 if state.last_activity() > held.last_activity() {
                     let before = held.approx_bytes(&credential);
-                    *held = state;
+                    **held = state;
                     let after = held.approx_bytes(&credential);
                     self.bytes.fetch_add(
                         after.wrapping_sub(before),
@@ -247,7 +247,7 @@ impl StateStore {
                 continue;
             }
             self.count_bytes(&credential, &state, true);
-            self.credentials.insert(credential.into(), state);
+            self.credentials.insert(credential.into(), Box::new(state));
         }
         for (owner, leak) in owner_leaks {
             self.owner_leaks
@@ -304,15 +304,11 @@ mod tests {
     /// Inserts a record as the engine would, keeping the byte count.
     fn put(store: &StateStore, credential: &str, state: CredentialState) {
         store.count_bytes(credential, &state, true);
-        store.credentials.insert(credential.into(), state);
+        store.credentials.insert(credential.into(), Box::new(state));
     }
 
     fn seen(key: Symbol, micros: i64) -> Seen<Symbol> {
-        Seen {
-            key,
-            count: 1,
-            last_seen: Timestamp::from_micros(micros),
-        }
+        Seen::new(key, 1, Timestamp::from_micros(micros))
     }
 
     /// A store whose interners were filled in another order than `other` would fill them.
@@ -324,8 +320,8 @@ mod tests {
         }
         let record = |owner: &str, endpoint: &str, home: Home, at: i64| CredentialState {
             owner: Some(store.principals.intern(owner)),
-            endpoints: vec![seen(store.endpoints.intern(endpoint), at)],
-            user_agents: vec![seen(store.user_agents.intern("aws-cli"), at)],
+            endpoints: Box::new([seen(store.endpoints.intern(endpoint), at)]),
+            user_agents: Box::new([seen(store.user_agents.intern("aws-cli"), at)]),
             last_seen: Some(Timestamp::from_micros(at)),
             accesses: 1,
             home,

@@ -41,7 +41,7 @@ impl StateStore {
         let mut credentials: Vec<(String, CredentialState)> = self
             .credentials
             .iter()
-            .map(|entry| (entry.key().to_string(), entry.value().clone()))
+            .map(|entry| (entry.key().to_string(), (**entry.value()).clone()))
             .collect();
         credentials.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut owner_leaks: Vec<(Symbol, Leak)> = self
@@ -98,7 +98,7 @@ impl StateStore {
         }
         for (credential, state) in snapshot.credentials {
             self.count_bytes(&credential, &state, true);
-            self.credentials.insert(credential.into(), state);
+            self.credentials.insert(credential.into(), Box::new(state));
         }
         for (owner, leak) in snapshot.owner_leaks {
             self.owner_leaks.insert(owner, leak);
