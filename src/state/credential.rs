@@ -457,6 +457,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sighting_keeps_its_time_to_the_second_and_is_written_as_before() {
+        /// The layout `Seen` had when its time was a whole `Timestamp`.
+        #[derive(Serialize)]
+        struct Before {
+            key: Network,
+            count: u32,
+            last_seen: Timestamp,
+        }
+        assert_eq!(std::mem::size_of::<Seen<Network>>(), 16);
+        assert_eq!(std::mem::size_of::<Seen<Symbol>>(), 12);
+        let network = Network::of("203.0.113.9".parse().unwrap());
+        let at = Timestamp::from_micros(1_772_323_200_999_999);
+        let seen = Seen::new(network, 3, at);
+        assert_eq!(seen.last_seen(), Timestamp::from_secs(1_772_323_200));
+        let whole = Timestamp::from_secs(1_772_323_200);
+        let before = Before {
+            key: network,
+            count: 3,
+            last_seen: whole,
+        };
+        let bytes = postcard::to_stdvec(&seen).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&before).unwrap());
+        assert_eq!(postcard::from_bytes::<Seen<Network>>(&bytes).unwrap(), seen);
+        // Times outside 1970..2106 are held as the nearest end.
+        assert_eq!(
+            Seen::new(network, 1, Timestamp::from_secs(-5)).last_seen(),
+            Timestamp::from_secs(0)
+        );
+        let late = Seen::new(network, 1, Timestamp::from_secs(1 << 40)).last_seen();
+        assert_eq!(late, Timestamp::from_secs(i64::from(u32::MAX)));
+    }
+
+    #[test]
     fn bounded_lists_forget_the_least_recently_seen() {
         let mut list = Box::default();
         for (i, key) in [1, 2, 3].into_iter().enumerate() {
