@@ -755,14 +755,14 @@ mod tests {
         );
         let state = engine.state().get("AKIAFLOODED").unwrap();
         assert_eq!(state.accesses, 300_000);
-        for seen in &state.endpoints {
+        for seen in state.endpoints() {
             assert!(engine
                 .state()
                 .endpoints
                 .name(seen.key)
                 .starts_with("GET /flood/"));
         }
-        for seen in &state.user_agents {
+        for seen in state.user_agents() {
             assert!(engine
                 .state()
                 .user_agents

@@ -164,7 +164,7 @@ proptest! {
         for credential in 0..6 {
             if let Some(state) = engine.state().get(&format!("k{credential}")) {
                 prop_assert!(state.networks.len() <= 2);
-                prop_assert!(state.endpoints.len() <= 3);
+                prop_assert!(state.endpoints().len() <= 3);
             }
         }
         let stats = engine.stats();

@@ -74,13 +74,13 @@ pub fn batch(store: &StateStore, config: &Config) -> Result<RecordBatch, Archive
             networks.values().append_value(seen.key.to_string());
         }
         networks.append(true);
-        for seen in &state.endpoints {
+        for seen in state.endpoints() {
             endpoints
                 .values()
                 .append_value(&*store.endpoints.name(seen.key));
         }
         endpoints.append(true);
-        for seen in &state.user_agents {
+        for seen in state.user_agents() {
             user_agents
                 .values()
                 .append_value(&*store.user_agents.name(seen.key));

@@ -50,7 +50,7 @@ impl Detector for ConcurrentZones {
         if observation.event.kind != Kind::Access || observation.zone == ZoneId::UNKNOWN {
             return;
         }
-        let Some((last_zone, last_at)) = before.last_zone else {
+        let Some((last_zone, last_at)) = before.last_zone() else {
             return;
         };
         if last_zone == observation.zone {

@@ -36,7 +36,7 @@ impl Detector for NewEndpoint {
         else {
             return;
         };
-        let Some(novelty) = novelty(&endpoint, &before.endpoints, observation, before, context)
+        let Some(novelty) = novelty(&endpoint, before.endpoints(), observation, before, context)
         else {
             return;
         };

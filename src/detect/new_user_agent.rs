@@ -58,7 +58,7 @@ impl Detector for NewUserAgent {
         ) else {
             return;
         };
-        let Some(novelty) = novelty(&agent, &before.user_agents, observation, before, context)
+        let Some(novelty) = novelty(&agent, before.user_agents(), observation, before, context)
         else {
             return;
         };

@@ -113,13 +113,15 @@ mod tests {
             store.principals.intern(&format!("someone-{i}"));
         }
         let at = Timestamp::from_micros(1);
-        let record = CredentialState {
+        let mut record = CredentialState {
             owner: Some(store.principals.intern("alice")),
             inherited_from: Some(store.principals.intern("team")),
-            endpoints: Box::new([Seen::new(store.endpoints.intern("s3:GetObject"), 3, at)]),
-            user_agents: Box::new([Seen::new(store.user_agents.intern("aws-cli"), 3, at)]),
             ..CredentialState::default()
         };
+        record.set_endpoints_and_user_agents(
+            &[Seen::new(store.endpoints.intern("s3:GetObject"), 3, at)],
+            &[Seen::new(store.user_agents.intern("aws-cli"), 3, at)],
+        );
         store
             .credentials
             .insert("AKIAKEPT".into(), Box::new(record));
@@ -149,11 +151,11 @@ mod tests {
             "team"
         );
         assert_eq!(
-            &*store.endpoints.name(state.endpoints[0].key),
+            &*store.endpoints.name(state.endpoints()[0].key),
             "s3:GetObject"
         );
         assert_eq!(
-            &*store.user_agents.name(state.user_agents[0].key),
+            &*store.user_agents.name(state.user_agents()[0].key),
             "aws-cli"
         );
         let mallory = store.principals.intern("mallory");

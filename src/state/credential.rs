@@ -134,7 +134,10 @@ pub struct Leak {
 }
 
 /// What credwatch knows about one credential.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+///
+/// Laid out for size (a store holds millions): see [`CredentialFormRef`] for how it is written.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(try_from = "CredentialForm")]
 pub struct CredentialState {
     /// Access events seen (saturating).
     pub accesses: u32,
@@ -150,15 +153,19 @@ pub struct CredentialState {
     pub allowed: ZoneSet,
     pub allowed_from: AllowedFrom,
     pub seen_zones: ZoneSet,
-    /// Zone of the latest access and its time, for `concurrent_zones`.
-    pub last_zone: Option<(ZoneId, Timestamp)>,
+    /// Zone of the latest access, for `concurrent_zones`, when `last_zone_at` is set (apart
+    /// from its time, so that its byte packs beside the other small fields).
+    pub(super) last_zone: ZoneId,
+    pub(super) last_zone_at: Option<Timestamp>,
     /// The lists are boxed slices, exactly as long as they are (16 bytes each, no spare
     /// capacity): they grow only when something new is seen, which after the learning period
     /// is rare, and then by one allocation.
     pub networks: Box<[Seen<Network>]>,
-    pub endpoints: Box<[Seen<Symbol>]>,
-    /// User agents by product (`aws-cli`, not `aws-cli/2.15.0`), interned.
-    pub user_agents: Box<[Seen<Symbol>]>,
+    /// The endpoints, then the user agents by product (`aws-cli`, not `aws-cli/2.15.0`), in one
+    /// allocation: the first `endpoint_count` are endpoints ([`CredentialState::endpoints`],
+    /// [`CredentialState::user_agents`]).
+    pub(super) symbols: Box<[Seen<Symbol>]>,
+    pub(super) endpoint_count: u8,
     pub rate: RateBaseline,
     /// The lineage whose baseline this credential started from at issuance; such a credential
     /// is armed from its first use.
@@ -190,7 +197,7 @@ impl CredentialState {
             + size_of::<Box<CredentialState>>()
             + size_of::<CredentialState>()
             + self.networks.len() * size_of::<Seen<Network>>()
-            + (self.endpoints.len() + self.user_agents.len()) * size_of::<Seen<Symbol>>()
+            + self.symbols.len() * size_of::<Seen<Symbol>>()
             + leak
             + self.novel_uses.as_deref().map_or(0, |uses| {
                 size_of::<Vec<NovelUse>>() + uses.len() * size_of::<NovelUse>()
@@ -205,12 +212,39 @@ impl CredentialState {
         if let Some(lineage) = self.inherited_from {
             visit(Names::Principals, lineage);
         }
-        for seen in &self.endpoints {
+        for seen in self.endpoints() {
             visit(Names::Endpoints, seen.key);
         }
-        for seen in &self.user_agents {
+        for seen in self.user_agents() {
             visit(Names::UserAgents, seen.key);
         }
+    }
+
+    /// The endpoints called, interned.
+    pub fn endpoints(&self) -> &[Seen<Symbol>] {
+        &self.symbols[..usize::from(self.endpoint_count)]
+    }
+
+    /// The user agents seen, by product, interned.
+    pub fn user_agents(&self) -> &[Seen<Symbol>] {
+        &self.symbols[usize::from(self.endpoint_count)..]
+    }
+
+    /// Replaces the endpoints and user agents (at most 255 endpoints are kept, which
+    /// `[bounds] max_endpoints` cannot exceed).
+    pub fn set_endpoints_and_user_agents(
+        &mut self,
+        endpoints: &[Seen<Symbol>],
+        user_agents: &[Seen<Symbol>],
+    ) {
+        let endpoints = &endpoints[..endpoints.len().min(usize::from(u8::MAX))];
+        self.symbols = endpoints.iter().chain(user_agents).copied().collect();
+        self.endpoint_count = endpoints.len() as u8;
+    }
+
+    /// Zone of the latest access and its time.
+    pub fn last_zone(&self) -> Option<(ZoneId, Timestamp)> {
+        self.last_zone_at.map(|at| (self.last_zone, at))
     }
 
     /// Rewrites every interned symbol the record holds through `rename` (its names moving to
@@ -228,11 +262,14 @@ impl CredentialState {
         if let Some(lineage) = &mut self.inherited_from {
             apply(Names::Principals, lineage);
         }
-        for seen in &mut self.endpoints {
-            apply(Names::Endpoints, &mut seen.key);
-        }
-        for seen in &mut self.user_agents {
-            apply(Names::UserAgents, &mut seen.key);
+        let endpoints = usize::from(self.endpoint_count);
+        for (i, seen) in self.symbols.iter_mut().enumerate() {
+            let names = if i < endpoints {
+                Names::Endpoints
+            } else {
+                Names::UserAgents
+            };
+            apply(names, &mut seen.key);
         }
         known
     }
@@ -333,8 +370,8 @@ impl CredentialState {
     fn inherit(&mut self, inherited: &crate::state::Inherited) {
         let parent = &inherited.state;
         self.networks = parent.networks.clone();
-        self.endpoints = parent.endpoints.clone();
-        self.user_agents = parent.user_agents.clone();
+        self.symbols = parent.symbols.clone();
+        self.endpoint_count = parent.endpoint_count;
         self.seen_zones = parent.seen_zones;
         self.rate = parent.rate;
         if self.allowed_from == AllowedFrom::Nothing && parent.allowed_from == AllowedFrom::Learned
@@ -390,14 +427,23 @@ impl CredentialState {
         self.last_seen = Some(self.last_seen.map_or(ts, |last| last.max(ts)));
         if zone != ZoneId::UNKNOWN {
             self.seen_zones.insert(zone);
-            if self.last_zone.is_none_or(|(_, at)| ts >= at) {
-                self.last_zone = Some((zone, ts));
+            if self.last_zone_at.is_none_or(|at| ts >= at) {
+                self.last_zone = zone;
+                self.last_zone_at = Some(ts);
             }
         }
         // The network's previous last use, from the same pass that records this one.
         let new_network = observation.network.is_some_and(|network| {
-            remember(&mut self.networks, network, ts, config.bounds.max_networks)
-                .is_none_or(|last| ts.since(last) > config.bounds.forget_after)
+            let all = 0..self.networks.len();
+            remember(
+                &mut self.networks,
+                all,
+                network,
+                ts,
+                config.bounds.max_networks,
+            )
+            .0
+            .is_none_or(|last| ts.since(last) > config.bounds.forget_after)
         });
         if !learning && (new_network || new_zone) {
             self.record_novel_use(NovelUse {
@@ -407,49 +453,160 @@ impl CredentialState {
                 new_zone,
             });
         }
+        let endpoints = usize::from(self.endpoint_count);
         if let Some(endpoint) = observation.endpoint {
-            remember(
-                &mut self.endpoints,
-                endpoint,
-                ts,
-                config.bounds.max_endpoints,
-            );
+            // Never more than 255 (`max_endpoints` is a byte).
+            let max = config.bounds.max_endpoints.min(usize::from(u8::MAX));
+            let (_, added) = remember(&mut self.symbols, 0..endpoints, endpoint, ts, max);
+            self.endpoint_count += u8::from(added);
         }
         if let Some(agent) = observation.user_agent {
-            remember(
-                &mut self.user_agents,
-                agent,
-                ts,
-                config.bounds.max_user_agents,
-            );
+            let max = config.bounds.max_user_agents;
+            let agents = usize::from(self.endpoint_count)..self.symbols.len();
+            remember(&mut self.symbols, agents, agent, ts, max);
         }
         self.rate.record(ts.minute(), config.bounds.rate_alpha)
     }
 }
 
-/// Counts `key` in a bounded list, replacing the least recently seen entry when full.
-/// Returns the key's last use before this one, `None` when it was not in the list.
+/// Counts `key` in the bounded list `all[range]`, replacing its least recently seen entry
+/// when full, else inserting it at the range's end. Returns the key's last use before this
+/// one (`None` when it was not in the list) and whether the list grew.
 fn remember<T: Copy + PartialEq>(
-    list: &mut Box<[Seen<T>]>,
+    all: &mut Box<[Seen<T>]>,
+    range: std::ops::Range<usize>,
     key: T,
     ts: Timestamp,
     max: usize,
-) -> Option<Timestamp> {
+) -> (Option<Timestamp>, bool) {
+    let end = range.end;
+    let list = &mut all[range];
     if let Some(seen) = list.iter_mut().find(|seen| seen.key == key) {
         let previous = seen.last_seen();
         seen.see(ts);
-        return Some(previous);
+        return (Some(previous), false);
     }
     let entry = Seen::new(key, 1, ts);
     if list.len() < max {
-        let mut grown = Vec::with_capacity(list.len() + 1);
-        grown.extend_from_slice(list);
+        let mut grown = Vec::with_capacity(all.len() + 1);
+        grown.extend_from_slice(&all[..end]);
         grown.push(entry);
-        *list = grown.into_boxed_slice();
-    } else if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.second, seen.count)) {
+        grown.extend_from_slice(&all[end..]);
+        *all = grown.into_boxed_slice();
+        return (None, true);
+    }
+    if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.second, seen.count)) {
         *oldest = entry;
     }
-    None
+    (None, false)
+}
+
+/// How a [`CredentialState`] is written (checkpoints, shares): the layout it had before it was
+/// packed, field for field, so that older checkpoints restore. Written from borrowed fields.
+#[derive(Serialize)]
+struct CredentialFormRef<'a> {
+    accesses: u32,
+    first_seen: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+    issued_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    leak: &'a Option<Box<Leak>>,
+    owner: Option<Symbol>,
+    allowed: ZoneSet,
+    allowed_from: AllowedFrom,
+    seen_zones: ZoneSet,
+    last_zone: Option<(ZoneId, Timestamp)>,
+    networks: &'a [Seen<Network>],
+    endpoints: &'a [Seen<Symbol>],
+    user_agents: &'a [Seen<Symbol>],
+    rate: RateBaseline,
+    inherited_from: Option<Symbol>,
+    novel_uses: Option<&'a [NovelUse]>,
+}
+
+/// [`CredentialFormRef`], read back.
+#[derive(Deserialize)]
+struct CredentialForm {
+    accesses: u32,
+    first_seen: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+    issued_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    leak: Option<Box<Leak>>,
+    owner: Option<Symbol>,
+    allowed: ZoneSet,
+    allowed_from: AllowedFrom,
+    seen_zones: ZoneSet,
+    last_zone: Option<(ZoneId, Timestamp)>,
+    networks: Box<[Seen<Network>]>,
+    endpoints: Vec<Seen<Symbol>>,
+    user_agents: Vec<Seen<Symbol>>,
+    rate: RateBaseline,
+    inherited_from: Option<Symbol>,
+    novel_uses: Option<Vec<NovelUse>>,
+}
+
+impl Serialize for CredentialState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        CredentialFormRef {
+            accesses: self.accesses,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            leak: &self.leak,
+            owner: self.owner,
+            allowed: self.allowed,
+            allowed_from: self.allowed_from,
+            seen_zones: self.seen_zones,
+            last_zone: self.last_zone(),
+            networks: &self.networks,
+            endpoints: self.endpoints(),
+            user_agents: self.user_agents(),
+            rate: self.rate,
+            inherited_from: self.inherited_from,
+            novel_uses: self.novel_uses.as_deref().map(Vec::as_slice),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl TryFrom<CredentialForm> for CredentialState {
+    type Error = String;
+
+    fn try_from(form: CredentialForm) -> Result<Self, String> {
+        if form.endpoints.len() > usize::from(u8::MAX) {
+            return Err(format!(
+                "{} endpoints in one credential's record; at most 255 are kept",
+                form.endpoints.len()
+            ));
+        }
+        let mut state = CredentialState {
+            accesses: form.accesses,
+            first_seen: form.first_seen,
+            last_seen: form.last_seen,
+            issued_at: form.issued_at,
+            expires_at: form.expires_at,
+            revoked_at: form.revoked_at,
+            leak: form.leak,
+            owner: form.owner,
+            allowed: form.allowed,
+            allowed_from: form.allowed_from,
+            seen_zones: form.seen_zones,
+            last_zone: form.last_zone.map_or(ZoneId::UNKNOWN, |(zone, _)| zone),
+            last_zone_at: form.last_zone.map(|(_, at)| at),
+            networks: form.networks,
+            rate: form.rate,
+            inherited_from: form.inherited_from,
+            novel_uses: form.novel_uses.map(Box::new),
+            ..CredentialState::default()
+        };
+        state.set_endpoints_and_user_agents(&form.endpoints, &form.user_agents);
+        Ok(state)
+    }
 }
 
 #[cfg(test)]
@@ -490,14 +647,111 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_and_user_agents_share_one_list_and_are_written_as_two() {
+        let config = Config::parse(
+            "test",
+            "[state]\nmax_endpoints = 2\nmax_user_agents = 2\n\n[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let store = crate::state::StateStore::new();
+        let mut state = CredentialState::default();
+        let uses = [
+            ("ua-a", "s3:GetObject"),
+            ("ua-b", "s3:PutObject"),
+            ("ua-a", "s3:GetObject"),
+            ("ua-c", "kms:Decrypt"),
+            ("ua-b", "s3:ListBucket"),
+        ];
+        for (i, (agent, endpoint)) in uses.into_iter().enumerate() {
+            let ts = Timestamp::from_secs(1_772_323_200 + 60 * i as i64);
+            let mut event = crate::event::Event::new(ts, Kind::Access, "AKIA".to_owned());
+            event.source_ip = Some("10.0.0.1".to_owned());
+            event.endpoint = Some(endpoint.to_owned());
+            event.user_agent = Some(format!("{agent}/1.0"));
+            state.apply(&store.locate(&event, &config), &config);
+        }
+        let names = |list: &[Seen<Symbol>], interner: &crate::state::Interner| {
+            let mut names: Vec<String> = list
+                .iter()
+                .map(|s| interner.name(s.key).to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        // Each list bounded on its own, the least recently seen replaced.
+        assert_eq!(
+            names(state.endpoints(), &store.endpoints),
+            ["kms:Decrypt", "s3:ListBucket"]
+        );
+        assert_eq!(
+            names(state.user_agents(), &store.user_agents),
+            ["ua-b", "ua-c"]
+        );
+        assert_eq!(
+            state.last_zone().map(|(_, at)| at.micros() / 1_000_000),
+            Some(1_772_323_440)
+        );
+
+        /// The layout the record had before it was packed (the fields up to the lists).
+        #[derive(Serialize)]
+        struct Head<'a> {
+            accesses: u32,
+            first_seen: Option<Timestamp>,
+            last_seen: Option<Timestamp>,
+            issued_at: Option<Timestamp>,
+            expires_at: Option<Timestamp>,
+            revoked_at: Option<Timestamp>,
+            leak: Option<Box<Leak>>,
+            owner: Option<Symbol>,
+            allowed: ZoneSet,
+            allowed_from: AllowedFrom,
+            seen_zones: ZoneSet,
+            last_zone: Option<(ZoneId, Timestamp)>,
+            networks: Vec<Seen<Network>>,
+            endpoints: Vec<Seen<Symbol>>,
+            user_agents: Vec<Seen<Symbol>>,
+            rate: RateBaseline,
+            inherited_from: Option<Symbol>,
+            novel_uses: Option<&'a [NovelUse]>,
+        }
+        let before = Head {
+            accesses: state.accesses,
+            first_seen: state.first_seen,
+            last_seen: state.last_seen,
+            issued_at: None,
+            expires_at: None,
+            revoked_at: None,
+            leak: None,
+            owner: state.owner,
+            allowed: state.allowed,
+            allowed_from: state.allowed_from,
+            seen_zones: state.seen_zones,
+            last_zone: state.last_zone(),
+            networks: state.networks.to_vec(),
+            endpoints: state.endpoints().to_vec(),
+            user_agents: state.user_agents().to_vec(),
+            rate: state.rate,
+            inherited_from: None,
+            novel_uses: state.novel_uses.as_deref().map(Vec::as_slice),
+        };
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&before).unwrap());
+        assert_eq!(
+            postcard::from_bytes::<CredentialState>(&bytes).unwrap(),
+            state
+        );
+    }
+
+    #[test]
     fn bounded_lists_forget_the_least_recently_seen() {
-        let mut list = Box::default();
+        let mut list: Box<[Seen<u32>]> = Box::default();
         for (i, key) in [1, 2, 3].into_iter().enumerate() {
-            remember(&mut list, key, Timestamp::from_secs(i as i64), 2);
+            let all = 0..list.len();
+            remember(&mut list, all, key, Timestamp::from_secs(i as i64), 2);
         }
         let keys: Vec<_> = list.iter().map(|s| s.key).collect();
         assert_eq!(keys, vec![3, 2]);
-        remember(&mut list, 2, Timestamp::from_secs(10), 2);
+        remember(&mut list, 0..2, 2, Timestamp::from_secs(10), 2);
         assert_eq!(list.iter().find(|s| s.key == 2).unwrap().count, 2);
         assert_eq!(list.len(), 2);
     }

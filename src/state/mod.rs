@@ -343,12 +343,12 @@ impl StateStore {
             .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let endpoints: Vec<serde_json::Value> = state
-            .endpoints
+            .endpoints()
             .iter()
             .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let user_agents: Vec<serde_json::Value> = state
-            .user_agents
+            .user_agents()
             .iter()
             .map(|seen| serde_json::json!({"user_agent": &*self.user_agents.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();

@@ -318,14 +318,19 @@ mod tests {
             store.endpoints.intern(name);
             store.principals.intern(name);
         }
-        let record = |owner: &str, endpoint: &str, home: Home, at: i64| CredentialState {
-            owner: Some(store.principals.intern(owner)),
-            endpoints: Box::new([seen(store.endpoints.intern(endpoint), at)]),
-            user_agents: Box::new([seen(store.user_agents.intern("aws-cli"), at)]),
-            last_seen: Some(Timestamp::from_micros(at)),
-            accesses: 1,
-            home,
-            ..CredentialState::default()
+        let record = |owner: &str, endpoint: &str, home: Home, at: i64| {
+            let mut state = CredentialState {
+                owner: Some(store.principals.intern(owner)),
+                last_seen: Some(Timestamp::from_micros(at)),
+                accesses: 1,
+                home,
+                ..CredentialState::default()
+            };
+            state.set_endpoints_and_user_agents(
+                &[seen(store.endpoints.intern(endpoint), at)],
+                &[seen(store.user_agents.intern("aws-cli"), at)],
+            );
+            state
         };
         put(&store, "AKIAONE", record("alice", "s3:GetObject", 1, 10));
         put(&store, "AKIATWO", record("bob", "ec2:RunInstances", 2, 20));
@@ -351,8 +356,11 @@ mod tests {
         let state = store.get(credential).unwrap();
         (
             store.principals.name(state.owner.unwrap()).to_string(),
-            store.endpoints.name(state.endpoints[0].key).to_string(),
-            store.user_agents.name(state.user_agents[0].key).to_string(),
+            store.endpoints.name(state.endpoints()[0].key).to_string(),
+            store
+                .user_agents
+                .name(state.user_agents()[0].key)
+                .to_string(),
         )
     }
 
