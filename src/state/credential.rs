@@ -192,8 +192,14 @@ impl CredentialState {
                 + leak.source.as_ref().map_or(0, String::len)
                 + leak.url.as_ref().map_or(0, String::len)
         });
-        size_of::<Box<str>>()
-            + key.len()
+        // An id longer than the key holds inline has a heap copy.
+        let key_bytes = if key.len() > size_of::<compact_str::CompactString>() {
+            key.len()
+        } else {
+            0
+        };
+        size_of::<compact_str::CompactString>()
+            + key_bytes
             + size_of::<Box<CredentialState>>()
             + size_of::<CredentialState>()
             + self.networks.len() * size_of::<Seen<Network>>()

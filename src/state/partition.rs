@@ -279,10 +279,10 @@ impl StateStore {
             .credentials
             .iter()
             .filter(|entry| entry.value().home == home)
-            .map(|entry| entry.key().clone())
+            .map(|entry| Box::from(entry.key().as_str()))
             .collect();
         for key in &gone {
-            if let Some((key, state)) = self.credentials.remove(key) {
+            if let Some((key, state)) = self.credentials.remove(&**key) {
                 self.count_bytes(&key, &state, false);
             }
         }
