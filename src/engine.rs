@@ -464,35 +464,9 @@ impl Engine {
         let bounds = &self.config.bounds;
         let tracked = self.store.len();
         let bytes = self.store.approx_bytes();
-        let mut bound = format!("[state] max_credentials = {}", bounds.max_credentials);
-        let mut evicted = crate::state::Evicted::default();
-        // The byte bound as a count, at the records' present average size. The longest idle,
-        // which go first, may be smaller than the average (a flood's never-used keys), so the
-        // pass repeats, at the new average, until the records fit.
-        for pass in 0..8 {
-            let (tracked, bytes) = (self.store.len(), self.store.approx_bytes());
-            let mut max = bounds.max_credentials;
-            if bytes > bounds.max_state_bytes {
-                let fit =
-                    (tracked as u128 * bounds.max_state_bytes as u128 / bytes as u128) as usize;
-                if fit < max {
-                    max = fit;
-                    if pass == 0 {
-                        bound = format!(
-                            "[state] max_state_mib = {} (about {} MiB of records)",
-                            bounds.max_state_bytes >> 20,
-                            bytes >> 20
-                        );
-                    }
-                }
-            }
-            let gone = self.store.evict_over(max);
-            evicted.credentials += gone.credentials;
-            evicted.precious += gone.precious;
-            if gone.credentials == 0 || self.store.approx_bytes() <= bounds.max_state_bytes {
-                break;
-            }
-        }
+        let (evicted, by_bytes) = self
+            .store
+            .evict_to_fit(bounds.max_credentials, bounds.max_state_bytes);
         if evicted.credentials == 0 {
             return;
         }
@@ -505,6 +479,15 @@ impl Engine {
             "State full; evicted the longest-idle credentials."
         );
         if self.stats.evicted == 0 {
+            let bound = if by_bytes {
+                format!(
+                    "[state] max_state_mib = {} (about {} MiB of records)",
+                    bounds.max_state_bytes >> 20,
+                    bytes >> 20
+                )
+            } else {
+                format!("[state] max_credentials = {}", bounds.max_credentials)
+            };
             let finding = Finding {
                 summary: format!(
                     "tracking {tracked} credentials, more than {bound} allows: evicted the {} longest idle; a returning evicted credential is judged as new (raise the bound, or look for a flood of new keys)",

@@ -20,6 +20,34 @@ pub struct Evicted {
 }
 
 impl StateStore {
+    /// Evicts past `max` credentials or `max_bytes` of records ([`StateStore::approx_bytes`]).
+    /// The byte bound is taken as a count, as many as fit at the records' present average
+    /// size; the longest idle, which go first, may be smaller than the average (a flood's
+    /// never-used keys), so the pass repeats at the new average until the records fit.
+    /// Returns what went, and whether the bytes bounded the first pass tighter than `max`.
+    pub fn evict_to_fit(&self, max: usize, max_bytes: usize) -> (Evicted, bool) {
+        let mut evicted = Evicted::default();
+        let mut by_bytes = false;
+        for pass in 0..8 {
+            let (tracked, bytes) = (self.len(), self.approx_bytes());
+            let mut allowed = max;
+            if bytes > max_bytes {
+                let fit = (tracked as u128 * max_bytes as u128 / bytes as u128) as usize;
+                if fit < allowed {
+                    allowed = fit;
+                    by_bytes |= pass == 0;
+                }
+            }
+            let gone = self.evict_over(allowed);
+            evicted.credentials += gone.credentials;
+            evicted.precious += gone.precious;
+            if gone.credentials == 0 || self.approx_bytes() <= max_bytes {
+                break;
+            }
+        }
+        (evicted, by_bytes)
+    }
+
     /// Evicts the longest-idle credentials when more than `max` are tracked, down to 95% of
     /// `max`.
     pub fn evict_over(&self, max: usize) -> Evicted {
@@ -162,6 +190,39 @@ mod tests {
         let restored = StateStore::new();
         restored.restore(store.snapshot()).expect("restore");
         assert_eq!(restored.approx_bytes(), store.approx_bytes());
+    }
+
+    #[test]
+    fn past_the_byte_bound_passes_repeat_until_the_records_fit() {
+        // The longest idle are the smallest: the recently seen half carries four networks.
+        let store = StateStore::new();
+        for i in 0..400i64 {
+            store.with_credential(
+                &format!("k{i:03}"),
+                |_| (),
+                |state: &mut CredentialState| {
+                    state.last_seen = Some(Timestamp::from_secs(i));
+                    if i >= 200 {
+                        state.networks = (0..4)
+                            .map(|n| {
+                                let network = crate::zones::Network::V4(n << 8);
+                                crate::state::Seen::new(network, 1, Timestamp::from_secs(i))
+                            })
+                            .collect();
+                    }
+                },
+            );
+        }
+        let max_bytes = store.approx_bytes() / 2;
+        let (evicted, by_bytes) = store.evict_to_fit(1_000, max_bytes);
+        assert!(by_bytes, "the bytes bound it, not the count");
+        assert!(
+            store.approx_bytes() <= max_bytes,
+            "{}",
+            store.approx_bytes()
+        );
+        assert_eq!(evicted.credentials, 400 - store.len());
+        assert_eq!(store.approx_bytes(), store.recount_bytes());
     }
 
     #[test]
