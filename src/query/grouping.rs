@@ -71,8 +71,12 @@ impl ConfigExtension for QueryOptions {
     const PREFIX: &'static str = "credwatch";
 }
 
-/// A session with DataFusion's defaults and [`DenseGroupBy`] after its own rules.
-pub fn session(config: SessionConfig) -> SessionContext {
+/// A session with DataFusion's defaults and [`DenseGroupBy`] after its own rules, and
+/// [`QueryOptions`] registered (with its defaults, unless `config` brings them).
+pub fn session(mut config: SessionConfig) -> SessionContext {
+    if config.options().extensions.get::<QueryOptions>().is_none() {
+        config = config.with_option_extension(QueryOptions::default());
+    }
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()

@@ -78,7 +78,6 @@ impl Query {
             .thread_name("query")
             .build()?;
         let mut session = SessionConfig::new()
-            .with_option_extension(grouping::QueryOptions::default())
             .with_information_schema(true)
             .with_default_catalog_and_schema("credwatch", "archive");
         // Late materialisation: evaluate filters on their own columns first and decode the
