@@ -293,6 +293,118 @@ fn query_prints_tables_csv_and_json_with_zone_functions_and_partition_filters() 
     assert!(stderr(&output).contains("nope"), "{}", stderr(&output));
 }
 
+/// Rewrites one events file as archives before the labels were dictionaries wrote it: every
+/// string column `Utf8`. Returns the rows it holds.
+fn rewrite_with_plain_labels(file: &Path) -> usize {
+    use arrow::datatypes::{DataType, Schema};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file).expect("open parquet"),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader");
+    let batches: Vec<_> = reader.map(|batch| batch.expect("batch")).collect();
+    let plain = |schema: &Schema| {
+        Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Dictionary(..) => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let schema = plain(&batches[0].schema());
+    assert_ne!(
+        *schema,
+        *batches[0].schema(),
+        "the file holds dictionary labels"
+    );
+    let old = file.with_file_name("part-old.parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&old).expect("create"),
+        Arc::clone(&schema),
+        None,
+    )
+    .expect("writer");
+    let mut rows = 0;
+    for batch in &batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).expect("cast"))
+            .collect();
+        let batch = arrow::record_batch::RecordBatch::try_new(Arc::clone(&schema), columns)
+            .expect("plain batch");
+        rows += batch.num_rows();
+        writer.write(&batch).expect("write");
+    }
+    writer.close().expect("close");
+    std::fs::remove_file(file).expect("remove the new-layout file");
+    rows
+}
+
+#[test]
+fn labels_read_as_dictionaries_and_files_with_plain_labels_still_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    replay_into(
+        &repo("tests/data/scenario.toml"),
+        &archive,
+        &repo("tests/data/scenario.jsonl"),
+        "none",
+    );
+    let query = |format: &str, sql: &str| {
+        success(
+            &credwatch()
+                .args(["query", "--archive"])
+                .arg(&archive)
+                .args(["--format", format, sql])
+                .output()
+                .expect("query"),
+        )
+    };
+    let described = query("csv", "DESCRIBE events");
+    for label in ["kind", "outcome", "zone", "format"] {
+        assert!(
+            described.contains(&format!("{label},\"Dictionary(Int32, Utf8)\"")),
+            "{label}:\n{described}"
+        );
+    }
+    let by_zone =
+        "SELECT zone, kind, count(*) AS n FROM events GROUP BY zone, kind ORDER BY zone, kind";
+    let before = query("csv", by_zone);
+    assert!(before.lines().count() > 3, "{before}");
+    let json = query(
+        "json",
+        "SELECT zone, kind, outcome, format FROM events WHERE zone = 'internet' LIMIT 1",
+    );
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect("a JSON row");
+    assert_eq!(row["zone"], "internet");
+    assert!(
+        row["kind"].is_string() && row["format"].is_string(),
+        "{row}"
+    );
+
+    // Every events file rewritten as an older credwatch wrote it: the same answers.
+    let files: Vec<PathBuf> = parquet_files(&archive.join("events"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(!files.is_empty());
+    let rows: usize = files.iter().map(|f| rewrite_with_plain_labels(f)).sum();
+    assert_eq!(rows, valid_scenario_events());
+    assert_eq!(query("csv", by_zone), before);
+    let internet = query(
+        "csv",
+        "SELECT count(*) AS n FROM events WHERE zone = 'internet' AND kind = 'access'",
+    );
+    assert_ne!(internet, "n\n0\n");
+}
+
 #[test]
 fn explain_shows_a_credentials_state_alerts_and_timeline() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,13 +1,15 @@
 //! Column builders: events and alerts appended one at a time, sealed into a record batch in
 //! the column order of [`super::schema`].
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
-    UInt64Builder,
+    ArrayBuilder, ArrayRef, DictionaryArray, Int32Array, ListBuilder, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
 };
+use arrow::datatypes::Int32Type;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -86,6 +88,53 @@ pub(crate) fn list() -> ListBuilder<StringBuilder> {
     ListBuilder::new(StringBuilder::new())
 }
 
+/// A column of labels (`kind`, `zone`, ...: a handful of distinct values) built as a
+/// dictionary of the batch's distinct values and a 4-byte key per row
+/// ([`super::schema::label`]). Sorting the batch then moves keys, not bytes, and a query's
+/// reader hands the column over as keys too, instead of a 16-byte view per row.
+pub(crate) struct Labels {
+    keys: Vec<i32>,
+    values: Vec<Box<str>>,
+    index: HashMap<Box<str>, i32, crate::state::Hashing>,
+}
+
+impl Labels {
+    pub(crate) fn with_capacity(rows: usize) -> Labels {
+        Labels {
+            keys: Vec::with_capacity(rows),
+            values: Vec::new(),
+            index: HashMap::default(),
+        }
+    }
+
+    pub(crate) fn append(&mut self, label: &str) {
+        // Rows of one credential mostly repeat the row before.
+        let key = match self.keys.last() {
+            Some(&last) if *self.values[last as usize] == *label => last,
+            _ => self.key(label),
+        };
+        self.keys.push(key);
+    }
+
+    fn key(&mut self, label: &str) -> i32 {
+        if let Some(&key) = self.index.get(label) {
+            return key;
+        }
+        let key = i32::try_from(self.values.len()).expect("fewer than 2^31 distinct labels");
+        self.values.push(label.into());
+        self.index.insert(label.into(), key);
+        key
+    }
+
+    /// The rows so far as a dictionary array; empty afterwards.
+    pub(crate) fn finish(&mut self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
+        let keys = Int32Array::from(std::mem::take(&mut self.keys));
+        let values = StringArray::from_iter_values(self.values.drain(..));
+        self.index.clear();
+        DictionaryArray::try_new(keys, Arc::new(values))
+    }
+}
+
 pub(crate) fn outcome_str(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Success => "success",
@@ -124,12 +173,12 @@ fn v4_network(prefix: u32, buffer: &mut [u8; 18]) -> &str {
 pub(crate) struct EventRows {
     time: TimestampMicrosecondBuilder,
     credential: StringBuilder,
-    kind: StringBuilder,
-    outcome: StringBuilder,
+    kind: Labels,
+    outcome: Labels,
     principal: StringBuilder,
     owner: StringBuilder,
     source_ip: StringBuilder,
-    zone: StringBuilder,
+    zone: Labels,
     network: StringBuilder,
     declared_zone: StringBuilder,
     endpoint: StringBuilder,
@@ -140,7 +189,7 @@ pub(crate) struct EventRows {
     leak_url: StringBuilder,
     secret_hash: StringBuilder,
     event_id: StringBuilder,
-    format: StringBuilder,
+    format: Labels,
     ingest_seq: UInt64Builder,
 }
 
@@ -150,12 +199,12 @@ impl EventRows {
     pub(crate) fn push(&mut self, event: &Event, zone: &str, network: Option<Network>, seq: u64) {
         self.time.append_value(event.ts.micros());
         self.credential.append_value(&event.credential);
-        self.kind.append_value(event.kind.as_str());
-        self.outcome.append_value(outcome_str(event.outcome));
+        self.kind.append(event.kind.as_str());
+        self.outcome.append(outcome_str(event.outcome));
         self.principal.append_option(event.principal.as_deref());
         self.owner.append_option(event.owner.as_deref());
         self.source_ip.append_option(event.source_ip.as_deref());
-        self.zone.append_value(zone);
+        self.zone.append(zone);
         match network {
             Some(Network::V4(prefix)) => {
                 let mut buffer = [0u8; 18];
@@ -185,7 +234,7 @@ impl EventRows {
         self.leak_url.append_option(event.leak_url.as_deref());
         self.secret_hash.append_option(event.secret_hash.as_deref());
         self.event_id.append_value(&event.event_id);
-        self.format.append_value(event.format.as_str());
+        self.format.append(event.format.as_str());
         self.ingest_seq.append_value(seq);
     }
 }
@@ -197,12 +246,12 @@ impl Rows for EventRows {
         EventRows {
             time: times(rows),
             credential: sizing.strings(1, 20),
-            kind: sizing.strings(2, 6),
-            outcome: sizing.strings(3, 7),
+            kind: Labels::with_capacity(rows),
+            outcome: Labels::with_capacity(rows),
             principal: sizing.strings(4, 16),
             owner: sizing.strings(5, 0),
             source_ip: sizing.strings(6, 12),
-            zone: sizing.strings(7, 6),
+            zone: Labels::with_capacity(rows),
             network: sizing.strings(8, 14),
             declared_zone: sizing.strings(9, 0),
             endpoint: sizing.strings(10, 16),
@@ -213,7 +262,7 @@ impl Rows for EventRows {
             leak_url: sizing.strings(15, 0),
             secret_hash: sizing.strings(16, 0),
             event_id: sizing.strings(17, 16),
-            format: sizing.strings(18, 6),
+            format: Labels::with_capacity(rows),
             ingest_seq: UInt64Builder::with_capacity(rows),
         }
     }
@@ -226,12 +275,12 @@ impl Rows for EventRows {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(self.credential.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.outcome.finish()),
+            Arc::new(self.kind.finish()?),
+            Arc::new(self.outcome.finish()?),
             Arc::new(self.principal.finish()),
             Arc::new(self.owner.finish()),
             Arc::new(self.source_ip.finish()),
-            Arc::new(self.zone.finish()),
+            Arc::new(self.zone.finish()?),
             Arc::new(self.network.finish()),
             Arc::new(self.declared_zone.finish()),
             Arc::new(self.endpoint.finish()),
@@ -242,7 +291,7 @@ impl Rows for EventRows {
             Arc::new(self.leak_url.finish()),
             Arc::new(self.secret_hash.finish()),
             Arc::new(self.event_id.finish()),
-            Arc::new(self.format.finish()),
+            Arc::new(self.format.finish()?),
             Arc::new(self.ingest_seq.finish()),
         ];
         RecordBatch::try_new(super::schema::events(), columns)

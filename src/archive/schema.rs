@@ -1,9 +1,12 @@
 //! The archive's three table schemas, in one place: the writers build batches in this column
 //! order, `query` registers the tables with them, and the README documents them.
 //!
-//! Strings are plain `Utf8` in arrow and dictionary-encoded by the Parquet writer (low-cardinality
-//! columns such as `zone`, `kind` and `endpoint` compress to a few bits per row; near-unique
-//! ones such as `event_id` and `source_ip` are front-coded instead, see `writer`). Times are
+//! Strings are dictionary-encoded by the Parquet writer (low-cardinality columns such as `zone`,
+//! `kind` and `endpoint` compress to a few bits per row; near-unique ones such as `event_id`
+//! and `source_ip` are front-coded instead, see `writer`). In arrow they are plain `Utf8`,
+//! except the events' labels (`kind`, `outcome`, `zone`, `format`: a fixed handful of values),
+//! which are arrow dictionaries ([`label`]): the file's arrow schema says so, and a reader then
+//! gets those columns as 4-byte keys into the page's dictionary rather than as strings. Times are
 //! microseconds in UTC. Lists (`allowed_zones`, `networks`, ...) are `List<Utf8>`, so SQL can use
 //! `array_has` and `unnest` on them.
 
@@ -18,6 +21,12 @@ pub(crate) fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
 }
 
+/// A label column: `Dictionary(Int32, Utf8)`. Queries see strings (`kind = 'access'`,
+/// `upper(zone)`); the type shows in `DESCRIBE events` and in Arrow and Parquet tools.
+pub fn label() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
 fn string_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
@@ -30,14 +39,14 @@ pub fn events() -> SchemaRef {
             Arc::new(Schema::new(vec![
                 Field::new("time", time_type(), false),
                 Field::new("credential", DataType::Utf8, false),
-                Field::new("kind", DataType::Utf8, false),
-                Field::new("outcome", DataType::Utf8, false),
+                Field::new("kind", label(), false),
+                Field::new("outcome", label(), false),
                 Field::new("principal", DataType::Utf8, true),
                 Field::new("owner", DataType::Utf8, true),
                 Field::new("source_ip", DataType::Utf8, true),
                 // The zone credwatch placed the event in (from the address or the declared
                 // environment), by the configuration in force when it was archived.
-                Field::new("zone", DataType::Utf8, false),
+                Field::new("zone", label(), false),
                 // The /24 (IPv4) or /48 (IPv6) of `source_ip`.
                 Field::new("network", DataType::Utf8, true),
                 // The environment the log itself declared (`zone` of the native event).
@@ -51,7 +60,7 @@ pub fn events() -> SchemaRef {
                 // A hash of the secret as the log carried it; never the secret.
                 Field::new("secret_hash", DataType::Utf8, true),
                 Field::new("event_id", DataType::Utf8, false),
-                Field::new("format", DataType::Utf8, false),
+                Field::new("format", label(), false),
                 // Arrival order within one writing process: ties in `time` keep the order the
                 // events were processed in (what `backtest` replays).
                 Field::new("ingest_seq", DataType::UInt64, false),

@@ -14,8 +14,9 @@
 //! [`DenseGroupBy`] replaces an `AggregateExec` only where that is plainly the same
 //! computation: it reads raw rows (`Partial`, `Single` or `SinglePartitioned`), in no useful
 //! order (`Linear`), with one grouping set, no limit and no dynamic filter; every aggregate has
-//! a groups accumulator and no `ORDER BY` of its own; and every key is a string or an integer,
-//! date, time or timestamp. Anything else keeps DataFusion's plan. The aggregation holds all
+//! a groups accumulator and no `ORDER BY` of its own; and every key is a string, a dictionary
+//! of strings (the archive's labels: each batch's few dictionary values are looked up, not its
+//! rows), or an integer, date, time or timestamp. Anything else keeps DataFusion's plan. The aggregation holds all
 //! groups in memory, as DataFusion's does without a memory limit; its memory is reserved from
 //! the session's pool, so a limit, if one is set, is an error here rather than a spill.
 
@@ -666,6 +667,8 @@ enum Key {
     Strings {
         values: Values<Box<str>>,
         views: ViewCache,
+        /// For a dictionary column: the ids of the last batch's dictionary values.
+        dictionary: DictionaryIds,
     },
     /// Integers, dates, times and timestamps, by their little-endian bytes (`width` of them).
     Fixed { width: usize, values: Values<u64> },
@@ -725,6 +728,13 @@ impl Key {
     fn supports(data_type: &DataType) -> bool {
         match data_type {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+            DataType::Dictionary(key, value) => {
+                key.is_dictionary_key_type()
+                    && matches!(
+                        **value,
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    )
+            }
             DataType::Int8
             | DataType::Int16
             | DataType::Int32
@@ -748,13 +758,14 @@ impl Key {
             return internal_err!("DenseAggregateExec cannot group by {data_type}");
         }
         Ok(match data_type.primitive_width() {
-            Some(width) => Key::Fixed {
+            Some(width) if !matches!(data_type, DataType::Dictionary(..)) => Key::Fixed {
                 width,
                 values: Values::new(),
             },
-            None => Key::Strings {
+            _ => Key::Strings {
                 values: Values::new(),
                 views: ViewCache::new(),
+                dictionary: DictionaryIds::default(),
             },
         })
     }
@@ -776,8 +787,16 @@ impl Key {
     /// Appends the id of each row's value to `ids`.
     fn assign(&mut self, column: &ArrayRef, ids: &mut Vec<usize>) -> Result<()> {
         match (self, column.data_type()) {
-            (Key::Strings { values, views }, DataType::Utf8View) => {
+            (Key::Strings { values, views, .. }, DataType::Utf8View) => {
                 assign_views(values, views, column.as_string_view(), ids);
+            }
+            (
+                Key::Strings {
+                    values, dictionary, ..
+                },
+                DataType::Dictionary(..),
+            ) => {
+                assign_dictionary(values, dictionary, column, ids)?;
             }
             (Key::Strings { values, .. }, DataType::Utf8) => {
                 assign_strings(values, column.as_string::<i32>(), ids);
@@ -806,6 +825,10 @@ impl Key {
                     DataType::Utf8View => Arc::new(StringViewArray::from_iter(texts)),
                     DataType::Utf8 => Arc::new(StringArray::from_iter(texts)),
                     DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter(texts)),
+                    DataType::Dictionary(..) => {
+                        let strings = StringArray::from_iter(texts);
+                        arrow::compute::cast(&strings, data_type)?
+                    }
                     other => return internal_err!("string key emitted as {other}"),
                 })
             }
@@ -952,6 +975,80 @@ impl ViewCache {
     }
 }
 
+/// The ids of one dictionary's values (`None`: a NULL value), kept while the batches share
+/// that dictionary: the Parquet reader hands a column chunk's dictionary to every batch it
+/// decodes from that chunk.
+#[derive(Default)]
+struct DictionaryIds {
+    of: Option<ArrayRef>,
+    ids: Vec<usize>,
+}
+
+/// Ids for a dictionary column: the dictionary's few values are looked up once, and each row
+/// takes its key's id, with no string touched per row.
+fn assign_dictionary(
+    values: &mut Values<Box<str>>,
+    cache: &mut DictionaryIds,
+    column: &ArrayRef,
+    ids: &mut Vec<usize>,
+) -> Result<()> {
+    let array = column.as_any_dictionary();
+    let dictionary = array.values();
+    if !cache
+        .of
+        .as_ref()
+        .is_some_and(|of| Arc::ptr_eq(of, dictionary))
+    {
+        let texts = arrow::compute::cast(dictionary, &DataType::Utf8)?;
+        let texts = texts.as_string::<i32>();
+        cache.ids.clear();
+        for text in texts.iter() {
+            let id = match text {
+                Some(text) => values.id(text, |t: &str| t.into(), text.len()),
+                None => values.null_id(),
+            };
+            cache.ids.push(id);
+        }
+        cache.of = Some(Arc::clone(dictionary));
+    }
+    let of = &cache.ids;
+    let nulls = column.nulls().filter(|n| n.null_count() > 0);
+    let null_id = match nulls {
+        Some(_) => values.null_id(),
+        None => 0,
+    };
+    ids.reserve(column.len());
+    match column.data_type() {
+        DataType::Dictionary(key, _) if **key == DataType::Int32 => {
+            let keys = column.as_dictionary::<arrow::datatypes::Int32Type>().keys();
+            let keys = keys.values();
+            match nulls {
+                None => ids.extend(keys.iter().map(|&key| of[key as usize])),
+                Some(nulls) => ids.extend(keys.iter().enumerate().map(|(row, &key)| {
+                    if nulls.is_valid(row) {
+                        of[key as usize]
+                    } else {
+                        null_id
+                    }
+                })),
+            }
+        }
+        // No values: every key is NULL (a valid key would be out of range).
+        _ if dictionary.is_empty() => ids.extend(std::iter::repeat_n(null_id, column.len())),
+        _ => {
+            let keys = array.normalized_keys();
+            ids.extend(keys.iter().enumerate().map(|(row, &key)| {
+                if nulls.is_none_or(|n| n.is_valid(row)) {
+                    of[key]
+                } else {
+                    null_id
+                }
+            }));
+        }
+    }
+    Ok(())
+}
+
 fn assign_strings<O: OffsetSizeTrait>(
     values: &mut Values<Box<str>>,
     array: &GenericStringArray<O>,
@@ -978,8 +1075,10 @@ fn assign_fixed(values: &mut Values<u64>, width: usize, column: &ArrayRef, ids: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray, TimestampSecondArray, UInt8Array};
-    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use arrow::array::{
+        DictionaryArray, Int64Array, StringArray, TimestampSecondArray, UInt8Array,
+    };
+    use arrow::datatypes::{Field, Int32Type, Schema, TimeUnit, UInt8Type};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::{SessionConfig, SessionContext};
@@ -1006,6 +1105,9 @@ mod tests {
             Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false),
             Field::new("u", DataType::UInt8, false),
             Field::new("v", DataType::Int64, true),
+            // As the archive's labels are read, and with keys of another width.
+            Field::new("d", label(DataType::Int32), true),
+            Field::new("e", label(DataType::UInt8), true),
         ]));
         let batches = partitions
             .iter()
@@ -1024,6 +1126,22 @@ mod tests {
                             )),
                             Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.4))),
                             Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.5))),
+                            Arc::new(
+                                rows.iter()
+                                    .map(|r| r.0.map(text))
+                                    .collect::<Vec<_>>()
+                                    .iter()
+                                    .map(Option::as_deref)
+                                    .collect::<DictionaryArray<Int32Type>>(),
+                            ),
+                            Arc::new(
+                                rows.iter()
+                                    .map(|r| r.1.map(text))
+                                    .collect::<Vec<_>>()
+                                    .iter()
+                                    .map(Option::as_deref)
+                                    .collect::<DictionaryArray<UInt8Type>>(),
+                            ),
                         ];
                         RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
                     })
@@ -1081,7 +1199,11 @@ mod tests {
         })
     }
 
-    const QUERIES: [&str; 6] = [
+    fn label(key: DataType) -> DataType {
+        DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
+    }
+
+    const QUERIES: [&str; 8] = [
         "SELECT s, count(*), sum(v), min(v), max(v), avg(v), count(v) FROM data GROUP BY s",
         "SELECT s, t, n, count(*), sum(v) FROM data GROUP BY s, t, n",
         "SELECT ts, u, count(DISTINCT s) FROM data GROUP BY ts, u",
@@ -1089,6 +1211,8 @@ mod tests {
          FROM data GROUP BY t",
         "SELECT n, u, s, t, max(ts) FROM data GROUP BY n, u, s, t",
         "SELECT s || t AS st, count(*) FROM data WHERE u < 200 GROUP BY st",
+        "SELECT d, count(*), sum(v) FROM data GROUP BY d",
+        "SELECT e, d, n, count(*), max(v) FROM data GROUP BY e, d, n",
     ];
 
     fn rows() -> impl Strategy<Value = Vec<Vec<Vec<Row>>>> {
@@ -1126,6 +1250,43 @@ mod tests {
                 prop_assert_eq!(got, expected, "{}", sql);
             }
         }
+    }
+
+    #[test]
+    fn batches_that_share_a_dictionary_and_batches_with_their_own_group_alike() {
+        // As the Parquet reader hands them over: the batches of one column chunk share its
+        // dictionary (the same values array); the next chunk brings another, in which the same
+        // value may have another key, and a key may be NULL.
+        let shared: ArrayRef = Arc::new(StringArray::from(vec!["internet", "corp"]));
+        let other: ArrayRef = Arc::new(StringArray::from(vec![Some("corp"), None, Some("prod")]));
+        let batch = |keys: Vec<Option<i32>>, values: &ArrayRef| {
+            let keys = arrow::array::Int32Array::from(keys);
+            let column = DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(values)).unwrap();
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "zone",
+                label(DataType::Int32),
+                true,
+            )]));
+            RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap()
+        };
+        let batches = vec![
+            batch(vec![Some(0), Some(0), Some(1)], &shared),
+            batch(vec![Some(1), Some(0)], &shared),
+            batch(vec![Some(0), Some(1), None, Some(2), Some(2)], &other),
+        ];
+        let schema = batches[0].schema();
+        let dense = context_with(true, 1);
+        let plain = context_with(false, 1);
+        for context in [&dense, &plain] {
+            let table = MemTable::try_new(Arc::clone(&schema), vec![batches.clone()]).unwrap();
+            context.register_table("events", Arc::new(table)).unwrap();
+        }
+        let sql = "SELECT zone, count(*) FROM events GROUP BY zone";
+        let (expected, _) = run(&plain, sql);
+        let (got, plan) = run(&dense, sql);
+        assert!(plan.contains("DenseAggregateExec"), "{plan}");
+        assert_eq!(got, expected);
+        assert_eq!(got, vec!["NULL|2", "corp|3", "internet|3", "prod|2"]);
     }
 
     #[test]
