@@ -9,8 +9,10 @@
 /// Per-credential rate state: the minute being counted and the smoothed history before it.
 #[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RateBaseline {
-    /// Event-time minute currently being counted.
-    pub minute: i64,
+    /// Event-time minute currently being counted, since 1970 (32 bits, so that the baseline
+    /// packs into 20 bytes with the record's other 4-byte fields; [`minute_of`] clamps a time
+    /// outside years -2115 to 6053).
+    pub minute: i32,
     /// Calls seen in `minute` so far.
     pub count: u32,
     /// Active minutes folded into `mean` and `variance`.
@@ -29,9 +31,15 @@ pub struct RateView {
     pub std_dev: f64,
 }
 
+/// An event-time minute as the baseline keeps it.
+pub fn minute_of(minute: i64) -> i32 {
+    minute.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+}
+
 impl RateBaseline {
     /// What the baseline looks like to an event in `minute`, without changing it.
     pub fn view_at(&self, minute: i64, alpha: f64) -> RateView {
+        let minute = minute_of(minute);
         if self.count > 0 && minute == self.minute {
             return RateView {
                 count: self.count.saturating_add(1),
@@ -61,6 +69,7 @@ impl RateBaseline {
     /// Counts one call at `minute`; returns false when the call is older than the current
     /// minute and so left out of the baseline.
     pub fn record(&mut self, minute: i64, alpha: f64) -> bool {
+        let minute = minute_of(minute);
         if self.count == 0 {
             self.minute = minute;
             self.count = 1;
@@ -143,6 +152,19 @@ mod tests {
         assert_eq!(rate.view_at(5, 0.1).count, 3);
         assert_eq!(rate.view_at(6, 0.1).count, 1);
         assert_eq!(rate.view_at(6, 0.1).minutes, 1);
+    }
+
+    #[test]
+    fn minutes_past_32_bits_clamp_and_stay_ordered() {
+        assert_eq!(minute_of(29_600_000), 29_600_000);
+        assert_eq!(minute_of(i64::MAX), i32::MAX);
+        assert_eq!(minute_of(i64::MIN), i32::MIN);
+        let mut rate = RateBaseline::default();
+        assert!(rate.record(i64::from(i32::MAX) + 5, 0.1));
+        // The same clamped minute: counted in it, not as late.
+        assert!(rate.record(i64::from(i32::MAX) + 9, 0.1));
+        assert_eq!(rate.count, 2);
+        assert!(!rate.record(0, 0.1));
     }
 
     #[test]
