@@ -214,7 +214,8 @@ mod tests {
         rows.push(&full_event(), "internet", None, 0);
         let batch = rows.seal().unwrap();
         let mut columns = batch.columns().to_vec();
-        columns[2] = std::sync::Arc::new(StringArray::from(vec!["teleport"]));
+        let teleport = StringArray::from(vec!["teleport"]);
+        columns[2] = cast(&teleport, &crate::archive::schema::label()).unwrap();
         let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
         let error = events_from_batch(&bad).unwrap_err().to_string();
         assert_eq!(error, "row 0: `kind` has an unknown value \"teleport\"");
