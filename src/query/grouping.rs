@@ -758,11 +758,12 @@ impl Key {
             return internal_err!("DenseAggregateExec cannot group by {data_type}");
         }
         Ok(match data_type.primitive_width() {
-            Some(width) if !matches!(data_type, DataType::Dictionary(..)) => Key::Fixed {
+            Some(width) => Key::Fixed {
                 width,
                 values: Values::new(),
             },
-            _ => Key::Strings {
+            // Strings, and dictionaries of strings (which have no primitive width).
+            None => Key::Strings {
                 values: Values::new(),
                 views: ViewCache::new(),
                 dictionary: DictionaryIds::default(),
@@ -1126,22 +1127,8 @@ mod tests {
                             )),
                             Arc::new(UInt8Array::from_iter_values(rows.iter().map(|r| r.4))),
                             Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.5))),
-                            Arc::new(
-                                rows.iter()
-                                    .map(|r| r.0.map(text))
-                                    .collect::<Vec<_>>()
-                                    .iter()
-                                    .map(Option::as_deref)
-                                    .collect::<DictionaryArray<Int32Type>>(),
-                            ),
-                            Arc::new(
-                                rows.iter()
-                                    .map(|r| r.1.map(text))
-                                    .collect::<Vec<_>>()
-                                    .iter()
-                                    .map(Option::as_deref)
-                                    .collect::<DictionaryArray<UInt8Type>>(),
-                            ),
+                            Arc::new(dictionary::<Int32Type>(rows.iter().map(|r| r.0))),
+                            Arc::new(dictionary::<UInt8Type>(rows.iter().map(|r| r.1))),
                         ];
                         RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
                     })
@@ -1197,6 +1184,14 @@ mod tests {
             rows.sort();
             (rows, plan)
         })
+    }
+
+    /// The texts of `picks` as a dictionary column with `K` keys.
+    fn dictionary<K: arrow::datatypes::ArrowDictionaryKeyType>(
+        picks: impl Iterator<Item = Option<u8>>,
+    ) -> DictionaryArray<K> {
+        let texts: Vec<Option<String>> = picks.map(|pick| pick.map(text)).collect();
+        texts.iter().map(Option::as_deref).collect()
     }
 
     fn label(key: DataType) -> DataType {
