@@ -357,6 +357,11 @@ struct Aggregation {
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     groups: Groups,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// There are aggregates and every one is `count(*)`: rows are counted into `tally` by
+    /// group, and the accumulators are not fed.
+    counting: bool,
+    /// Rows per group id, when `counting`.
+    tally: Vec<i64>,
     group_ids: Vec<usize>,
     reservation: MemoryReservation,
     metrics: BaselineMetrics,
@@ -388,11 +393,21 @@ impl Aggregation {
                 accumulators.push(expr.create_groups_accumulator()?);
             }
         }
+        // (With no aggregate at all, as in the inner step of `count(DISTINCT x)`, there is
+        // nothing to count: the groups are the result.)
+        let counting = !accumulators.is_empty()
+            && arguments.iter().all(Vec::is_empty)
+            && aggregate.aggr_expr().iter().enumerate().all(|(i, expr)| {
+                let filter = aggregate.filter_expr().get(i).and_then(Option::as_ref);
+                RowCount::counts(expr, filter).unwrap_or(false)
+            });
         Ok(Aggregation {
             arguments,
             aggregate,
             groups: Groups::new(keys),
             accumulators,
+            counting,
+            tally: Vec::new(),
             group_ids: Vec::new(),
             reservation,
             metrics,
@@ -417,16 +432,26 @@ impl Aggregation {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        self.groups.assign(&keys, &mut self.group_ids)?;
-        let total = self.groups.len();
-        for ((accumulator, values), filter) in
-            self.accumulators.iter_mut().zip(&arguments).zip(&filters)
-        {
-            let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
-            accumulator.update_batch(values, &self.group_ids, filter, total)?;
+        if self.counting {
+            // One dictionary key (the archive's labels): counted by runs of equal keys, with
+            // no id per row. Any other key: ids per row, then counted.
+            if !self.groups.tally(&keys, &mut self.tally)? {
+                self.groups.assign(&keys, &mut self.group_ids)?;
+                tally_runs(&self.group_ids, |id| id, &mut self.tally);
+            }
+        } else {
+            self.groups.assign(&keys, &mut self.group_ids)?;
+            let total = self.groups.len();
+            for ((accumulator, values), filter) in
+                self.accumulators.iter_mut().zip(&arguments).zip(&filters)
+            {
+                let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
+                accumulator.update_batch(values, &self.group_ids, filter, total)?;
+            }
         }
         let size = self.groups.size()
             + self.group_ids.capacity() * size_of::<usize>()
+            + self.tally.capacity() * size_of::<i64>()
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>();
         self.reservation.try_resize(size)
     }
@@ -439,11 +464,19 @@ impl Aggregation {
         let schema: SchemaRef = self.aggregate.schema();
         let mut columns = self.groups.emit(&schema)?;
         let partial = matches!(self.aggregate.mode(), AggregateMode::Partial);
-        for accumulator in &mut self.accumulators {
-            if partial {
-                columns.extend(accumulator.state(EmitTo::All)?);
-            } else {
-                columns.push(accumulator.evaluate(EmitTo::All)?);
+        if self.counting {
+            // `count`'s state and its result are the same one Int64 column.
+            let mut tally = std::mem::take(&mut self.tally);
+            tally.resize(self.groups.len(), 0);
+            let counts: ArrayRef = Arc::new(Int64Array::from(tally));
+            columns.extend(std::iter::repeat_n(counts, self.accumulators.len()));
+        } else {
+            for accumulator in &mut self.accumulators {
+                if partial {
+                    columns.extend(accumulator.state(EmitTo::All)?);
+                } else {
+                    columns.push(accumulator.evaluate(EmitTo::All)?);
+                }
             }
         }
         let whole = RecordBatch::try_new(schema, columns)?;
@@ -598,6 +631,22 @@ impl Groups {
         }
         std::mem::swap(group_ids, combined);
         Ok(())
+    }
+
+    /// Adds the rows of `columns` to `tally` by group, if they are one dictionary column
+    /// without NULL keys; returns whether it did (otherwise nothing was counted).
+    fn tally(&mut self, columns: &[ArrayRef], tally: &mut Vec<i64>) -> Result<bool> {
+        match (self.keys.as_mut_slice(), columns) {
+            (
+                [Key::Strings {
+                    values, dictionary, ..
+                }],
+                [column],
+            ) if matches!(column.data_type(), DataType::Dictionary(..)) => {
+                tally_dictionary(values, dictionary, column, tally)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The key columns of every group, in group order, typed as `schema`'s first fields.
@@ -981,12 +1030,60 @@ impl ViewCache {
 /// decodes from that chunk.
 #[derive(Default)]
 struct DictionaryIds {
+    /// The values array the ids are for.
     of: Option<ArrayRef>,
+    /// Its values as `Utf8`.
+    texts: Option<ArrayRef>,
+    /// By key: the value's id, or [`UNSEEN`] while no row had the key. A dictionary holds the
+    /// values of a whole column chunk, and a filtered batch may use only some: a value no row
+    /// has is no group.
     ids: Vec<usize>,
 }
 
-/// Ids for a dictionary column: the dictionary's few values are looked up once, and each row
-/// takes its key's id, with no string touched per row.
+const UNSEEN: usize = usize::MAX;
+
+impl DictionaryIds {
+    /// Readies the ids of `dictionary`'s values, unless it is the values array of the batch
+    /// before (batches of one column chunk share theirs).
+    fn start(&mut self, dictionary: &ArrayRef) -> Result<()> {
+        if !self
+            .of
+            .as_ref()
+            .is_some_and(|of| Arc::ptr_eq(of, dictionary))
+        {
+            self.texts = Some(arrow::compute::cast(dictionary, &DataType::Utf8)?);
+            self.ids.clear();
+            self.ids.resize(dictionary.len(), UNSEEN);
+            self.of = Some(Arc::clone(dictionary));
+        }
+        Ok(())
+    }
+
+    /// The id of `key`'s value (a NULL value is the NULL key), looked up the first time.
+    #[inline]
+    fn id(&mut self, values: &mut Values<Box<str>>, key: usize) -> usize {
+        match self.ids[key] {
+            UNSEEN => self.look_up(values, key),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn look_up(&mut self, values: &mut Values<Box<str>>, key: usize) -> usize {
+        let id = match self.texts.as_ref().map(|texts| texts.as_string::<i32>()) {
+            Some(texts) if texts.is_valid(key) => {
+                let text = texts.value(key);
+                values.id(text, |t: &str| t.into(), text.len())
+            }
+            _ => values.null_id(),
+        };
+        self.ids[key] = id;
+        id
+    }
+}
+
+/// Ids for a dictionary column: each value is looked up once, the first time a row has its key,
+/// and each row takes its key's id, with no string touched per row.
 fn assign_dictionary(
     values: &mut Values<Box<str>>,
     cache: &mut DictionaryIds,
@@ -995,24 +1092,7 @@ fn assign_dictionary(
 ) -> Result<()> {
     let array = column.as_any_dictionary();
     let dictionary = array.values();
-    if !cache
-        .of
-        .as_ref()
-        .is_some_and(|of| Arc::ptr_eq(of, dictionary))
-    {
-        let texts = arrow::compute::cast(dictionary, &DataType::Utf8)?;
-        let texts = texts.as_string::<i32>();
-        cache.ids.clear();
-        for text in texts.iter() {
-            let id = match text {
-                Some(text) => values.id(text, |t: &str| t.into(), text.len()),
-                None => values.null_id(),
-            };
-            cache.ids.push(id);
-        }
-        cache.of = Some(Arc::clone(dictionary));
-    }
-    let of = &cache.ids;
+    cache.start(dictionary)?;
     let nulls = column.nulls().filter(|n| n.null_count() > 0);
     let null_id = match nulls {
         Some(_) => values.null_id(),
@@ -1024,10 +1104,10 @@ fn assign_dictionary(
             let keys = column.as_dictionary::<arrow::datatypes::Int32Type>().keys();
             let keys = keys.values();
             match nulls {
-                None => ids.extend(keys.iter().map(|&key| of[key as usize])),
+                None => ids.extend(keys.iter().map(|&key| cache.id(values, key as usize))),
                 Some(nulls) => ids.extend(keys.iter().enumerate().map(|(row, &key)| {
                     if nulls.is_valid(row) {
-                        of[key as usize]
+                        cache.id(values, key as usize)
                     } else {
                         null_id
                     }
@@ -1040,7 +1120,7 @@ fn assign_dictionary(
             let keys = array.normalized_keys();
             ids.extend(keys.iter().enumerate().map(|(row, &key)| {
                 if nulls.is_none_or(|n| n.is_valid(row)) {
-                    of[key]
+                    cache.id(values, key)
                 } else {
                     null_id
                 }
@@ -1048,6 +1128,84 @@ fn assign_dictionary(
         }
     }
     Ok(())
+}
+
+/// `count(*)` by a dictionary column: adds each group's rows to `tally` (grown to hold every
+/// group id) by runs of equal keys, with no id written per row. A column with NULL keys is left
+/// to the per-row path: returns false, having counted nothing.
+fn tally_dictionary(
+    values: &mut Values<Box<str>>,
+    cache: &mut DictionaryIds,
+    column: &ArrayRef,
+    tally: &mut Vec<i64>,
+) -> Result<bool> {
+    let array = column.as_any_dictionary();
+    // An empty dictionary's keys are all NULL (`normalized_keys` would panic on it).
+    if column.null_count() > 0 || array.values().is_empty() {
+        return Ok(false);
+    }
+    cache.start(array.values())?;
+    match column.data_type() {
+        DataType::Dictionary(key, _) if **key == DataType::Int32 => {
+            let keys = column.as_dictionary::<arrow::datatypes::Int32Type>().keys();
+            tally_runs(keys.values(), |key| cache.id(values, key as usize), tally);
+        }
+        _ => tally_runs(&array.normalized_keys(), |key| cache.id(values, key), tally),
+    }
+    Ok(true)
+}
+
+/// Adds one to `tally[id(key)]` for each of `keys`, growing `tally` to hold the ids. Rows of a
+/// sorted file repeat the key before them, so equal keys are counted a run at a time (one
+/// addition per run, where adding per row would wait on the previous addition to the same
+/// counter). A stretch where the key changes often is counted row by row instead, until the
+/// runs grow long again.
+fn tally_runs<K: Copy + PartialEq>(
+    keys: &[K],
+    mut id: impl FnMut(K) -> usize,
+    tally: &mut Vec<i64>,
+) {
+    const STRETCH: usize = 1024;
+    // Runs in a stretch above this (an average run under 4 rows) count row by row.
+    const SHORT: usize = STRETCH / 4;
+    let mut add = |tally: &mut Vec<i64>, key: K, rows: usize| {
+        let id = id(key);
+        if id >= tally.len() {
+            tally.resize(id + 1, 0);
+        }
+        tally[id] += rows as i64;
+    };
+    let mut by_rows = false;
+    for stretch in keys.chunks(STRETCH) {
+        if by_rows {
+            for &key in stretch {
+                add(tally, key, 1);
+            }
+            let changes = stretch.windows(2).filter(|w| w[0] != w[1]).count();
+            by_rows = changes >= SHORT;
+        } else {
+            let mut runs = 0;
+            let mut rest = stretch;
+            while let Some(&key) = rest.first() {
+                // Whole blocks of the key first, compared without a branch per row.
+                let mut run = 0;
+                while let Some(block) = rest.get(run..run + 32) {
+                    if !block.iter().fold(true, |same, &k| same & (k == key)) {
+                        break;
+                    }
+                    run += 32;
+                }
+                run += rest[run..]
+                    .iter()
+                    .position(|&k| k != key)
+                    .unwrap_or(rest.len() - run);
+                add(tally, key, run);
+                rest = &rest[run..];
+                runs += 1;
+            }
+            by_rows = runs > SHORT;
+        }
+    }
 }
 
 fn assign_strings<O: OffsetSizeTrait>(
@@ -1109,6 +1267,8 @@ mod tests {
             // As the archive's labels are read, and with keys of another width.
             Field::new("d", label(DataType::Int32), true),
             Field::new("e", label(DataType::UInt8), true),
+            // A label without NULLs, which `count(*)` counts by runs of keys.
+            Field::new("w", label(DataType::Int32), false),
         ]));
         let batches = partitions
             .iter()
@@ -1129,6 +1289,7 @@ mod tests {
                             Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.5))),
                             Arc::new(dictionary::<Int32Type>(rows.iter().map(|r| r.0))),
                             Arc::new(dictionary::<UInt8Type>(rows.iter().map(|r| r.1))),
+                            Arc::new(dictionary::<Int32Type>(rows.iter().map(|r| Some(r.4 % 8)))),
                         ];
                         RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
                     })
@@ -1198,7 +1359,7 @@ mod tests {
         DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
     }
 
-    const QUERIES: [&str; 8] = [
+    const QUERIES: [&str; 14] = [
         "SELECT s, count(*), sum(v), min(v), max(v), avg(v), count(v) FROM data GROUP BY s",
         "SELECT s, t, n, count(*), sum(v) FROM data GROUP BY s, t, n",
         "SELECT ts, u, count(DISTINCT s) FROM data GROUP BY ts, u",
@@ -1208,6 +1369,14 @@ mod tests {
         "SELECT s || t AS st, count(*) FROM data WHERE u < 200 GROUP BY st",
         "SELECT d, count(*), sum(v) FROM data GROUP BY d",
         "SELECT e, d, n, count(*), max(v) FROM data GROUP BY e, d, n",
+        // Only `count(*)`: rows are counted, not fed to accumulators; by runs of keys for a
+        // dictionary without NULL keys (w, and d or e in a batch without NULLs).
+        "SELECT w, count(*) FROM data GROUP BY w",
+        "SELECT d, count(*), count(1) FROM data GROUP BY d",
+        "SELECT e, count(*) FROM data WHERE u > 20 GROUP BY e",
+        "SELECT t, n, count(*) FROM data GROUP BY t, n",
+        "SELECT w, u, count(*) FROM data GROUP BY w, u",
+        "SELECT w FROM data WHERE u < 100 GROUP BY w",
     ];
 
     fn rows() -> impl Strategy<Value = Vec<Vec<Vec<Row>>>> {
@@ -1247,6 +1416,35 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn counting_by_runs_counts_every_row(
+            // Stretches of short runs and of long ones, so that counting switches between
+            // runs and rows, both ways.
+            segments in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec((0u8..6, 1usize..3), 300..700),
+                    prop::collection::vec((0u8..6, 50usize..500), 1..10),
+                ],
+                0..5,
+            ),
+        ) {
+            let keys: Vec<u8> = segments
+                .iter()
+                .flatten()
+                .flat_map(|&(key, n)| std::iter::repeat_n(key, n))
+                .collect();
+            let mut expected = [0i64; 6];
+            for &key in &keys {
+                expected[key as usize] += 1;
+            }
+            let mut tally = Vec::new();
+            tally_runs(&keys, usize::from, &mut tally);
+            tally.resize(6, 0);
+            prop_assert_eq!(tally, expected.to_vec());
+        }
+    }
+
     #[test]
     fn batches_that_share_a_dictionary_and_batches_with_their_own_group_alike() {
         // As the Parquet reader hands them over: the batches of one column chunk share its
@@ -1264,10 +1462,16 @@ mod tests {
             )]));
             RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap()
         };
+        // A chunk's dictionary holds values a filtered batch need not have: no group.
+        let unused: ArrayRef = Arc::new(StringArray::from(vec!["staging", "prod"]));
+        // Batches without NULL keys are counted by runs of keys, the one with a NULL key row
+        // by row; the fourth has a key whose value is NULL.
         let batches = vec![
             batch(vec![Some(0), Some(0), Some(1)], &shared),
             batch(vec![Some(1), Some(0)], &shared),
             batch(vec![Some(0), Some(1), None, Some(2), Some(2)], &other),
+            batch(vec![Some(1), Some(1), Some(2)], &other),
+            batch(vec![Some(1)], &unused),
         ];
         let schema = batches[0].schema();
         let dense = context_with(true, 1);
@@ -1281,7 +1485,13 @@ mod tests {
         let (got, plan) = run(&dense, sql);
         assert!(plan.contains("DenseAggregateExec"), "{plan}");
         assert_eq!(got, expected);
-        assert_eq!(got, vec!["NULL|2", "corp|3", "internet|3", "prod|2"]);
+        assert_eq!(got, vec!["NULL|4", "corp|3", "internet|3", "prod|4"]);
+        // The same through the per-row path (an aggregate that is not `count(*)`).
+        let sql = "SELECT zone, count(*), max(zone) FROM events GROUP BY zone";
+        let (expected, _) = run(&plain, sql);
+        let (got, _) = run(&dense, sql);
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 4, "{got:?}");
     }
 
     #[test]
