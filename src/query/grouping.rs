@@ -620,6 +620,9 @@ impl Groups {
         if columns.len() != self.keys.len() {
             return internal_err!("{} key columns for {} keys", columns.len(), self.keys.len());
         }
+        if columns.len() >= 2 && self.assign_view_rows(columns, group_ids) {
+            return Ok(());
+        }
         for ((key, column), ids) in self.keys.iter_mut().zip(columns).zip(&mut self.column_ids) {
             ids.clear();
             key.assign(column, ids)?;
@@ -631,6 +634,76 @@ impl Groups {
         }
         std::mem::swap(group_ids, combined);
         Ok(())
+    }
+
+    /// Group ids for two or more string-view keys without NULLs (the archive's `credential`
+    /// and `network`, say): a row whose views all equal the row before's is in that row's
+    /// group, and only the rows where a key changes look their values up and pair their ids,
+    /// with no id column per key. Returns false, having done nothing, for other columns.
+    fn assign_view_rows(&mut self, columns: &[ArrayRef], group_ids: &mut Vec<usize>) -> bool {
+        let arrays: Option<Vec<&StringViewArray>> = columns
+            .iter()
+            .map(|c| c.as_string_view_opt().filter(|a| a.null_count() == 0))
+            .collect();
+        let Some(arrays) = arrays else {
+            return false;
+        };
+        let Groups { keys, pairings, .. } = self;
+        let mut strings = Vec::with_capacity(keys.len());
+        for key in keys.iter_mut() {
+            match key {
+                Key::Strings { values, views, .. } => {
+                    views.next_array();
+                    strings.push((values, views));
+                }
+                Key::Fixed { .. } => return false,
+            }
+        }
+        let rows = columns[0].len();
+        group_ids.clear();
+        group_ids.reserve(rows);
+        // Unlike every first view, so the first row is looked up.
+        let mut last: Vec<u128> = arrays
+            .iter()
+            .map(|a| a.views().first().map_or(0, |v| !v))
+            .collect();
+        let mut group = 0;
+        let mut regroup = |row: usize, last: &mut [u128]| {
+            let mut group = 0;
+            for (column, (array, (values, views))) in
+                arrays.iter().zip(strings.iter_mut()).enumerate()
+            {
+                let view = array.views()[row];
+                last[column] = view;
+                let id = view_id(values, views, array, row, view);
+                group = match column {
+                    0 => id,
+                    _ => pairings[column - 1].pair(group, id),
+                };
+            }
+            group
+        };
+        if let [first, second] = arrays[..] {
+            // Two keys, the common case: both views side by side, no loop over the columns.
+            let rows = first.views().iter().zip(second.views().iter());
+            for (row, (&a, &b)) in rows.enumerate() {
+                if a != last[0] || b != last[1] {
+                    group = regroup(row, &mut last);
+                }
+                group_ids.push(group);
+            }
+            return true;
+        }
+        for row in 0..rows {
+            let same = arrays.iter().zip(&last).fold(true, |same, (array, &last)| {
+                same & (array.views()[row] == last)
+            });
+            if !same {
+                group = regroup(row, &mut last);
+            }
+            group_ids.push(group);
+        }
+        true
     }
 
     /// Adds the rows of `columns` to `tally` by group, if they are one dictionary column
@@ -690,23 +763,26 @@ impl Pairing {
         for (l, &r) in left.iter_mut().zip(right) {
             let id = match previous {
                 Some((pl, pr, id)) if pl == *l && pr == r => id,
-                _ => {
-                    // Both are u32 ids widened for the accumulators.
-                    let pair = (*l as u32, r as u32);
-                    let next = self.pairs.len() as u32;
-                    let id = *self
-                        .ids
-                        .entry(u64::from(pair.0) << 32 | u64::from(pair.1))
-                        .or_insert(next);
-                    if id == next {
-                        self.pairs.push(pair);
-                    }
-                    id as usize
-                }
+                _ => self.pair(*l, r),
             };
             previous = Some((*l, r, id));
             *l = id;
         }
+    }
+
+    /// The id of the pair (`left`, `right`), a new one the first time.
+    fn pair(&mut self, left: usize, right: usize) -> usize {
+        // Both are u32 ids widened for the accumulators.
+        let pair = (left as u32, right as u32);
+        let next = self.pairs.len() as u32;
+        let id = *self
+            .ids
+            .entry(u64::from(pair.0) << 32 | u64::from(pair.1))
+            .or_insert(next);
+        if id == next {
+            self.pairs.push(pair);
+        }
+        id as usize
     }
 }
 
@@ -921,14 +997,7 @@ fn assign_views(
     ids.reserve(views.len());
     let nulls = array.nulls().filter(|n| n.null_count() > 0);
     let null_id = null_id(values, array);
-    let mut lookup = |row: usize, view: u128| {
-        cache.get(view).unwrap_or_else(|| {
-            let text = array.value(row);
-            let id = values.id(text, |t: &str| t.into(), text.len());
-            cache.put(view, id);
-            id
-        })
-    };
+    let mut lookup = |row: usize, view: u128| view_id(values, cache, array, row, view);
     match nulls {
         None => {
             // Differs from the first view, so the first row is looked up.
@@ -950,6 +1019,23 @@ fn assign_views(
             assign_runs(rows, null_id, lookup, ids);
         }
     }
+}
+
+/// The id of the value of `array`'s `row`, whose view is `view`: from the cache of this array's
+/// views, else looked up (and cached).
+fn view_id(
+    values: &mut Values<Box<str>>,
+    cache: &mut ViewCache,
+    array: &StringViewArray,
+    row: usize,
+    view: u128,
+) -> usize {
+    cache.get(view).unwrap_or_else(|| {
+        let text = array.value(row);
+        let id = values.id(text, |t: &str| t.into(), text.len());
+        cache.put(view, id);
+        id
+    })
 }
 
 /// The id of NULL in `values` if `array` holds a NULL; otherwise 0, which no row reads.
@@ -1269,6 +1355,8 @@ mod tests {
             Field::new("e", label(DataType::UInt8), true),
             // A label without NULLs, which `count(*)` counts by runs of keys.
             Field::new("w", label(DataType::Int32), false),
+            // Views without NULLs: with `s`, rows are grouped by comparing their views.
+            Field::new("x", DataType::Utf8View, false),
         ]));
         let batches = partitions
             .iter()
@@ -1290,6 +1378,9 @@ mod tests {
                             Arc::new(dictionary::<Int32Type>(rows.iter().map(|r| r.0))),
                             Arc::new(dictionary::<UInt8Type>(rows.iter().map(|r| r.1))),
                             Arc::new(dictionary::<Int32Type>(rows.iter().map(|r| Some(r.4 % 8)))),
+                            Arc::new(StringViewArray::from_iter_values(
+                                rows.iter().map(|r| text(r.4 % 6)),
+                            )),
                         ];
                         RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()
                     })
@@ -1359,7 +1450,7 @@ mod tests {
         DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
     }
 
-    const QUERIES: [&str; 14] = [
+    const QUERIES: [&str; 18] = [
         "SELECT s, count(*), sum(v), min(v), max(v), avg(v), count(v) FROM data GROUP BY s",
         "SELECT s, t, n, count(*), sum(v) FROM data GROUP BY s, t, n",
         "SELECT ts, u, count(DISTINCT s) FROM data GROUP BY ts, u",
@@ -1377,6 +1468,11 @@ mod tests {
         "SELECT t, n, count(*) FROM data GROUP BY t, n",
         "SELECT w, u, count(*) FROM data GROUP BY w, u",
         "SELECT w FROM data WHERE u < 100 GROUP BY w",
+        // Two or more views: in batches where neither has a NULL, by comparing rows' views.
+        "SELECT x, s, count(*), max(v) FROM data GROUP BY x, s",
+        "SELECT s, x, u, count(*) FROM data WHERE v IS NOT NULL GROUP BY s, x, u",
+        "SELECT s, count(DISTINCT x) FROM data GROUP BY s",
+        "SELECT x, s, arrow_cast(t, 'Utf8View') AS tv, count(*) FROM data GROUP BY x, s, tv",
     ];
 
     fn rows() -> impl Strategy<Value = Vec<Vec<Vec<Row>>>> {
