@@ -6,7 +6,10 @@
 //! the row before it: in a demo hour, `zone` changes on 0.2% of the rows, `credential` on 0.5%
 //! and `network` on 13%. [`DenseAggregateExec`] gives each column's values dense ids, compares
 //! a row with the one before it first and hashes only when the value changed; several columns'
-//! ids are combined pairwise into dense ids the same way. The aggregates themselves are
+//! ids are combined pairwise into dense ids the same way; string-view keys without NULLs are
+//! compared with the row before all at once, and only a row where one changes is looked up.
+//! When every aggregate is `count(*)`, rows are counted per group directly (for one dictionary
+//! key, by runs of equal keys, with no id per row). Otherwise the aggregates are
 //! DataFusion's own [`GroupsAccumulator`]s, fed the group ids as `AggregateExec` feeds them, so
 //! every aggregate computes what it computes there, and the output batches (partial states or
 //! final values) have the replaced node's schema.
