@@ -162,6 +162,23 @@ fn replayed_events_come_back_identical_from_select() {
             .into_owned();
         let date = partition.parent().unwrap().file_name().unwrap();
         assert!(hour.starts_with("hour=") && date.to_string_lossy().starts_with("date="));
+        // zstd, except the labels' pages of dictionary keys, which it would not shrink.
+        use parquet::file::reader::FileReader as _;
+        let reader = parquet::file::reader::SerializedFileReader::new(
+            std::fs::File::open(file).expect("open events file"),
+        )
+        .expect("a Parquet file");
+        for group in reader.metadata().row_groups() {
+            for column in group.columns() {
+                let name = column.column_path().string();
+                let plain = ["kind", "outcome", "zone", "format"].contains(&name.as_str());
+                match column.compression() {
+                    parquet::basic::Compression::UNCOMPRESSED => assert!(plain, "{name}"),
+                    parquet::basic::Compression::ZSTD(_) => assert!(!plain, "{name}"),
+                    other => panic!("{name} is {other:?}"),
+                }
+            }
+        }
     }
 }
 
