@@ -459,9 +459,16 @@ fn properties(table: Table, encoding: Encoding) -> WriterProperties {
         // a few bytes each, which zstd does not shrink. Uncompressed, a query reads them
         // without a zstd context per page: count by zone about 15% faster, the files 7 KB
         // smaller for 10 M events (benches/archive.rs).
-        for column in ["kind", "outcome", "zone", "format"] {
-            builder =
-                builder.set_column_compression(ColumnPath::from(column), Compression::UNCOMPRESSED);
+        let schema = super::schema::events();
+        let labels = schema
+            .fields()
+            .iter()
+            .filter(|field| *field.data_type() == super::schema::label());
+        for label in labels {
+            builder = builder.set_column_compression(
+                ColumnPath::from(label.name().as_str()),
+                Compression::UNCOMPRESSED,
+            );
         }
         // Min/max statistics cost two comparisons per value, and only columns whose values
         // cluster in a file can skip anything with them: `credential` and `time` (the sort

@@ -386,24 +386,21 @@ impl Aggregation {
             .collect::<Result<Vec<_>>>()?;
         let mut arguments = aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?;
         let mut accumulators = Vec::with_capacity(arguments.len());
+        let mut row_counts = 0;
         for (i, expr) in aggregate.aggr_expr().iter().enumerate() {
             let filter = aggregate.filter_expr().get(i).and_then(Option::as_ref);
             if RowCount::counts(expr, filter)? {
                 // Its argument is a constant: nothing to evaluate per batch.
                 arguments[i].clear();
                 accumulators.push(Box::new(RowCount::default()) as Box<dyn GroupsAccumulator>);
+                row_counts += 1;
             } else {
                 accumulators.push(expr.create_groups_accumulator()?);
             }
         }
         // (With no aggregate at all, as in the inner step of `count(DISTINCT x)`, there is
         // nothing to count: the groups are the result.)
-        let counting = !accumulators.is_empty()
-            && arguments.iter().all(Vec::is_empty)
-            && aggregate.aggr_expr().iter().enumerate().all(|(i, expr)| {
-                let filter = aggregate.filter_expr().get(i).and_then(Option::as_ref);
-                RowCount::counts(expr, filter).unwrap_or(false)
-            });
+        let counting = row_counts > 0 && row_counts == accumulators.len();
         Ok(Aggregation {
             arguments,
             aggregate,
@@ -538,9 +535,7 @@ impl GroupsAccumulator for RowCount {
             return internal_err!("count(*) was given a filter");
         }
         self.counts.resize(total_num_groups, 0);
-        for &group in group_indices {
-            self.counts[group] += 1;
-        }
+        tally_runs(group_indices, |group| group, &mut self.counts);
         Ok(())
     }
 
@@ -1267,10 +1262,13 @@ fn tally_runs<K: Copy + PartialEq>(
     let mut by_rows = false;
     for stretch in keys.chunks(STRETCH) {
         if by_rows {
+            let mut changes = 0;
+            let mut last = stretch[0];
             for &key in stretch {
                 add(tally, key, 1);
+                changes += usize::from(key != last);
+                last = key;
             }
-            let changes = stretch.windows(2).filter(|w| w[0] != w[1]).count();
             by_rows = changes >= SHORT;
         } else {
             let mut runs = 0;
