@@ -258,7 +258,7 @@ impl Engine {
             },
             |state| {
                 late = !state.apply(&observation, config);
-                state.home = home;
+                state.set_home(home);
             },
         );
         if late && event.kind == Kind::Access {

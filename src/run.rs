@@ -52,6 +52,8 @@ pub enum RunError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("more than {} input partitions were assigned to this process over its life (topic {topic:?}, partition {partition}); a record keeps its partition's number in 16 bits", Home::MAX as u32 + 1)]
+    TooManyPartitions { topic: String, partition: i32 },
 }
 
 /// What a run did.
@@ -155,17 +157,22 @@ struct Homes {
 }
 
 impl Homes {
-    fn of(&mut self, topic: &str, partition: i32) -> Home {
+    fn of(&mut self, topic: &str, partition: i32) -> Result<Home, RunError> {
         if let Some(home) = self.by_topic.get(topic).and_then(|p| p.get(&partition)) {
-            return *home;
+            return Ok(*home);
         }
         let home = self.count;
-        self.count += 1;
+        self.count = home
+            .checked_add(1)
+            .ok_or_else(|| RunError::TooManyPartitions {
+                topic: topic.to_owned(),
+                partition,
+            })?;
         self.by_topic
             .entry(topic.to_owned())
             .or_default()
             .insert(partition, home);
-        home
+        Ok(home)
     }
 }
 
@@ -178,7 +185,7 @@ fn apply_rebalances(
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
     for (topic, partition) in source.take_released() {
-        let credentials = engine.forget(homes.of(&topic, partition));
+        let credentials = engine.forget(homes.of(&topic, partition)?);
         summary.released += 1;
         summary.released_credentials += credentials as u64;
         tracing::info!(%topic, partition, credentials, "Partition released; its state went with it.");
@@ -190,7 +197,7 @@ fn apply_rebalances(
             offset,
             share,
         } = handoff?;
-        let absorbed = engine.absorb(share, homes.of(&topic, partition))?;
+        let absorbed = engine.absorb(share, homes.of(&topic, partition)?)?;
         *summary.restored.get_or_insert(0) += absorbed.credentials;
         summary.restored_partitions += 1;
         if absorbed.conflicts > 0 {
@@ -222,7 +229,7 @@ fn take_checkpoint(
     let partitions: Vec<Home> = positions
         .iter()
         .map(|p| homes.of(&p.topic, p.partition))
-        .collect();
+        .collect::<Result<_, _>>()?;
     if let Some(archive) = archive {
         checkpoint(archive, engine, last_export, false)?;
     }
@@ -319,7 +326,7 @@ pub fn run(
                     Some(decoder) => decoder,
                     None => continue,
                 };
-                engine.set_home(homes.of(&delivery.topic, delivery.partition));
+                engine.set_home(homes.of(&delivery.topic, delivery.partition)?);
                 handle(
                     &delivery,
                     decoder.as_mut(),

@@ -163,7 +163,7 @@ proptest! {
         prop_assert_eq!(&first, &second);
         for credential in 0..6 {
             if let Some(state) = engine.state().get(&format!("k{credential}")) {
-                prop_assert!(state.networks.len() <= 2);
+                prop_assert!(state.networks().len() <= 2);
                 prop_assert!(state.endpoints().len() <= 3);
             }
         }

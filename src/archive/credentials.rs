@@ -56,8 +56,8 @@ pub fn batch(store: &StateStore, config: &Config) -> Result<RecordBatch, Archive
         last_seen.append_option(micros(state.last_seen));
         issued_at.append_option(micros(state.issued_at));
         expires_at.append_option(micros(state.expires_at));
-        revoked_at.append_option(micros(state.revoked_at));
-        let leak = state.leak.as_deref();
+        revoked_at.append_option(micros(state.revoked_at()));
+        let leak = state.leak();
         leaked_at.append_option(leak.map(|l| l.at.micros()));
         leak_source.append_option(leak.and_then(|l| l.source.as_deref()));
         leak_url.append_option(leak.and_then(|l| l.url.as_deref()));
@@ -65,12 +65,12 @@ pub fn batch(store: &StateStore, config: &Config) -> Result<RecordBatch, Archive
             allowed_zones.values().append_value(zone);
         }
         allowed_zones.append(true);
-        allowed_from.append_value(state.allowed_from.as_str());
+        allowed_from.append_value(state.allowed_from().as_str());
         for zone in config.zones.names_of(state.seen_zones) {
             seen_zones.values().append_value(zone);
         }
         seen_zones.append(true);
-        for seen in &state.networks {
+        for seen in state.networks() {
             networks.values().append_value(seen.key.to_string());
         }
         networks.append(true);

@@ -61,7 +61,7 @@ impl Detector for ConcurrentZones {
         if gap > self.params.window {
             return;
         }
-        let declared_both = before.allowed_from.is_declared()
+        let declared_both = before.allowed_from().is_declared()
             && before.allowed.contains(last_zone)
             && before.allowed.contains(observation.zone);
         if declared_both {

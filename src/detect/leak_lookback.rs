@@ -52,12 +52,13 @@ impl Detector for LeakLookback {
     ) {
         let event = observation.event;
         // Only the first report: a second one about the same leak adds nothing.
-        if event.kind != Kind::Leak || before.leak.is_some() {
+        if event.kind != Kind::Leak || before.leak().is_some() {
             return;
         }
-        let Some(uses) = before.novel_uses.as_deref() else {
+        let uses = before.novel_uses();
+        if uses.is_empty() {
             return;
-        };
+        }
         let since = event.ts.micros() - self.params.window.micros();
         let recent: Vec<_> = uses
             .iter()
@@ -86,7 +87,7 @@ impl Detector for LeakLookback {
             ),
             expected: json!({
                 "window": self.params.window.to_string(),
-                "seen_networks": before.networks.iter().map(|s| s.key.to_string()).collect::<Vec<_>>(),
+                "seen_networks": before.networks().iter().map(|s| s.key.to_string()).collect::<Vec<_>>(),
                 "seen_zones": super::zone_list(context, before.seen_zones),
             }),
             observed: json!({
@@ -115,7 +116,7 @@ impl Detector for LeakLookback {
                     observation_type: "Frequency Analysis".into(),
                     observed_pattern: "FREQUENT".into(),
                     observations: before
-                        .networks
+                        .networks()
                         .iter()
                         .map(|s| Observed::new(s.key.to_string(), Some(u64::from(s.count))))
                         .collect(),

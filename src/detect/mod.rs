@@ -203,8 +203,10 @@ pub(crate) fn allowed_zones(
     context: &Context<'_>,
     use_learned: bool,
 ) -> Option<(ZoneSet, AllowedFrom)> {
-    match before.allowed_from {
-        AllowedFrom::Issuance | AllowedFrom::Issuer => Some((before.allowed, before.allowed_from)),
+    match before.allowed_from() {
+        AllowedFrom::Issuance | AllowedFrom::Issuer => {
+            Some((before.allowed, before.allowed_from()))
+        }
         AllowedFrom::Learned => (use_learned
             && !before.is_learning(observation.event.ts, context.config))
         .then_some((before.allowed, AllowedFrom::Learned)),

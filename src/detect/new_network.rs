@@ -35,7 +35,7 @@ impl Detector for NewNetwork {
         let Some(network) = observation.network else {
             return;
         };
-        let Some(novelty) = novelty(&network, &before.networks, observation, before, context)
+        let Some(novelty) = novelty(&network, before.networks(), observation, before, context)
         else {
             return;
         };

@@ -42,7 +42,7 @@ impl Detector for UseAfterLeak {
             return;
         }
         // The credential's own report, else one naming its user as owner; the earlier counts.
-        let leak = match (before.leak.as_deref(), observation.owner_leak.as_ref()) {
+        let leak = match (before.leak(), observation.owner_leak.as_ref()) {
             (Some(own), Some(owner)) => Some(if owner.at < own.at { owner } else { own }),
             (own, owner) => own.or(owner),
         };

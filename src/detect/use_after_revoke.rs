@@ -41,7 +41,7 @@ impl Detector for UseAfterRevoke {
         if observation.event.kind != Kind::Access {
             return;
         }
-        let Some(revoked) = before.revoked_at else {
+        let Some(revoked) = before.revoked_at() else {
             return;
         };
         let ts = observation.event.ts;

@@ -66,7 +66,7 @@ impl Detector for ZoneViolation {
         let zone = context.config.zones.name(observation.zone);
         let allowed = zone_list(context, allowed);
         let networks: Vec<String> = before
-            .networks
+            .networks()
             .iter()
             .map(|seen| seen.key.to_string())
             .collect();

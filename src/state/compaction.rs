@@ -44,11 +44,11 @@ impl StateStore {
     pub fn compact_names(&self) -> Compacted {
         let before = self.names_len();
         let mut used: [HashSet<Symbol>; 3] = Default::default();
-        for entry in self.credentials.iter() {
-            entry.value().symbols(|names, symbol| {
+        self.credentials.for_each(|record| {
+            record.symbols(|names, symbol| {
                 used[names.index()].insert(symbol);
             });
-        }
+        });
         for entry in self.owner_leaks.iter() {
             used[1].insert(*entry.key());
         }
@@ -66,12 +66,10 @@ impl StateStore {
                 .copied()
                 .flatten()
         };
-        for mut entry in self.credentials.iter_mut() {
+        self.credentials.for_each_mut(|record| {
             // Every symbol a record holds was noted as used above, so each has a new one.
-            entry
-                .value_mut()
-                .rename(&mut |names, symbol| new(names, symbol));
-        }
+            record.rename(&mut |names, symbol| new(names, symbol));
+        });
         rekey(&self.owner_leaks, |owner| new(Names::Principals, owner));
         rekey(&self.lineages, |lineage| new(Names::Principals, lineage));
         Compacted {
@@ -101,7 +99,7 @@ fn rekey<V: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{CredentialState, Leak, Seen};
+    use crate::state::{CredentialState, Fields, Leak, Seen};
     use crate::time::Timestamp;
 
     #[test]
@@ -113,18 +111,16 @@ mod tests {
             store.principals.intern(&format!("someone-{i}"));
         }
         let at = Timestamp::from_micros(1);
-        let mut record = CredentialState {
+        let mut record = CredentialState::with_fields(Fields {
             owner: Some(store.principals.intern("alice")),
             inherited_from: Some(store.principals.intern("team")),
-            ..CredentialState::default()
-        };
+            ..Fields::default()
+        });
         record.set_endpoints_and_user_agents(
             &[Seen::new(store.endpoints.intern("s3:GetObject"), 3, at)],
             &[Seen::new(store.user_agents.intern("aws-cli"), 3, at)],
         );
-        store
-            .credentials
-            .insert("AKIAKEPT".into(), Box::new(record));
+        store.credentials.insert("AKIAKEPT", record);
         store.owner_leaks.insert(
             store.principals.intern("mallory"),
             Leak {

@@ -59,29 +59,27 @@ impl StateStore {
         let excess = tracked - keep;
         // Rank (precious, last activity) ascending: the first `excess` go.
         let mut ranks: Vec<(bool, i64)> = Vec::with_capacity(tracked);
-        for entry in self.credentials.iter() {
-            ranks.push(rank(entry.value()));
-        }
+        self.credentials.for_each(|record| ranks.push(rank(record)));
         let (_, cutoff, _) = ranks.select_nth_unstable(excess - 1);
         let cutoff = *cutoff;
         drop(ranks);
         let mut below = Vec::new();
         let mut at_cutoff = Vec::new();
-        for entry in self.credentials.iter() {
-            let rank = rank(entry.value());
+        self.credentials.for_each(|record| {
+            let rank = rank(record);
             if rank < cutoff {
-                below.push(entry.key().clone());
+                below.push(Box::<str>::from(record.id()));
             } else if rank == cutoff {
-                at_cutoff.push(entry.key().clone());
+                at_cutoff.push(Box::<str>::from(record.id()));
             }
-        }
+        });
         at_cutoff.sort_unstable();
         at_cutoff.truncate(excess.saturating_sub(below.len()));
         below.append(&mut at_cutoff);
         let mut evicted = Evicted::default();
         for key in &below {
-            if let Some((key, state)) = self.credentials.remove(key) {
-                self.count_bytes(&key, &state, false);
+            if let Some(state) = self.credentials.remove(key) {
+                self.count_bytes(&state, false);
                 evicted.credentials += 1;
                 evicted.precious += usize::from(state.is_precious());
             }
@@ -114,7 +112,7 @@ mod tests {
                 |state: &mut CredentialState| {
                     state.last_seen = Some(Timestamp::from_secs(i as i64 % 50));
                     if i % 10 == 0 {
-                        state.leak = Some(Box::new(Leak {
+                        state.set_leak(Some(Leak {
                             at: Timestamp::from_secs(0),
                             source: None,
                             url: None,
@@ -172,12 +170,13 @@ mod tests {
                 &format!("k{i:03}"),
                 |_| (),
                 |state: &mut CredentialState| {
-                    state.networks = (0..(i % 4))
+                    let networks: Vec<_> = (0..(i % 4))
                         .map(|n| {
                             let network = crate::zones::Network::V4(n as u32);
                             crate::state::Seen::new(network, 1, Timestamp::from_secs(0))
                         })
                         .collect();
+                    state.set_networks(&networks);
                 },
             );
         }
@@ -203,12 +202,13 @@ mod tests {
                 |state: &mut CredentialState| {
                     state.last_seen = Some(Timestamp::from_secs(i));
                     if i >= 200 {
-                        state.networks = (0..4)
+                        let networks: Vec<_> = (0..4)
                             .map(|n| {
                                 let network = crate::zones::Network::V4(n << 8);
                                 crate::state::Seen::new(network, 1, Timestamp::from_secs(i))
                             })
                             .collect();
+                        state.set_networks(&networks);
                     }
                 },
             );

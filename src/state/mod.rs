@@ -1,6 +1,6 @@
 //! State: the per-credential baseline, updated in event time.
 //!
-//! [`StateStore`] owns every [`CredentialState`] (a dashmap keyed by credential id) and the
+//! [`StateStore`] owns every [`CredentialState`] (a sharded map keyed by credential id) and the
 //! interners for endpoints and principals. The engine hands it one [`Observation`] at a time:
 //! detectors read the state as it was before the event, then [`StateStore::observe`] folds
 //! the event in, under the same map entry lock, so the two never interleave per credential.
@@ -11,16 +11,17 @@ mod eviction;
 mod interner;
 mod partition;
 pub mod rate;
+mod record;
 mod snapshot;
+mod table;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use compact_str::CompactString;
 use dashmap::DashMap;
 
 pub use compaction::{next_compaction, Compacted, MIN_COMPACTION_GROWTH};
-pub use credential::{AllowedFrom, CredentialState, Leak, NovelUse, Seen, MAX_NOVEL_USES};
+pub use credential::{AllowedFrom, CredentialState, Fields, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use eviction::Evicted;
 pub use interner::{Interner, Symbol};
 pub use partition::{Absorbed, Home, Names};
@@ -120,10 +121,9 @@ pub type Hashing = foldhash::fast::RandomState;
 /// Every credential's state, plus the interned names they refer to.
 #[derive(Debug, Default)]
 pub struct StateStore {
-    /// Boxed: a map slot is then a key and a pointer, so the table's spare capacity (up to half
-    /// its slots right after it grows) costs 32 bytes a slot, not a whole record. The key holds
-    /// an id of up to 24 bytes inline (an AWS key id is 20), without an allocation of its own.
-    credentials: DashMap<CompactString, Box<CredentialState>, Hashing>,
+    /// Each record one allocation holding its id, the map's slot its pointer (see `record.rs`
+    /// and `table.rs`).
+    credentials: table::Table,
     /// Leak reports that name an owner rather than one credential, by owner.
     owner_leaks: DashMap<Symbol, Leak, Hashing>,
     /// The latest credential issued in each lineage.
@@ -151,24 +151,30 @@ impl StateStore {
         inspect: impl FnOnce(&CredentialState) -> R,
         update: impl FnOnce(&mut CredentialState),
     ) -> R {
-        let (mut entry, before) = match self.credentials.get_mut(credential) {
-            Some(entry) => {
-                let before = entry.approx_bytes(credential);
-                (entry, before)
-            }
-            None => (self.credentials.entry(credential.into()).or_default(), 0),
-        };
-        let result = inspect(&entry);
-        update(&mut entry);
-        let after = entry.approx_bytes(credential);
-        self.bytes
-            .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
-        result
+        self.credentials.upsert(credential, |entry, new| {
+            let before = if new { 0 } else { entry.approx_bytes() };
+            let result = inspect(entry);
+            update(entry);
+            let after = entry.approx_bytes();
+            self.bytes
+                .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
+            result
+        })
+    }
+
+    /// Stores a record under `id`, keeping the byte count (a record it replaces is counted
+    /// out).
+    fn put(&self, id: &str, mut state: CredentialState) {
+        state.set_id(id);
+        self.count_bytes(&state, true);
+        if let Some(replaced) = self.credentials.insert(id, state) {
+            self.count_bytes(&replaced, false);
+        }
     }
 
     /// Adds or removes a record's bytes from the running sum.
-    fn count_bytes(&self, key: &str, state: &CredentialState, added: bool) {
-        let bytes = state.approx_bytes(key);
+    fn count_bytes(&self, state: &CredentialState, added: bool) {
+        let bytes = state.approx_bytes();
         if added {
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
         } else {
@@ -183,9 +189,7 @@ impl StateStore {
 
     /// A copy of one credential's state.
     pub fn get(&self, credential: &str) -> Option<CredentialState> {
-        self.credentials
-            .get(credential)
-            .map(|entry| (**entry).clone())
+        self.credentials.get(credential, CredentialState::clone)
     }
 
     pub fn len(&self) -> usize {
@@ -195,9 +199,8 @@ impl StateStore {
     /// Calls `visit` on every credential, in no particular order. Each entry is locked only
     /// while it is visited.
     pub fn for_each(&self, mut visit: impl FnMut(&str, &CredentialState)) {
-        for entry in self.credentials.iter() {
-            visit(entry.key(), entry.value());
-        }
+        self.credentials
+            .for_each(|record| visit(record.id(), record));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -234,8 +237,8 @@ impl StateStore {
                 if owner_leak.is_none() && event.kind == crate::event::Kind::Access {
                     owner_leak = self
                         .credentials
-                        .get(hash)
-                        .and_then(|state| state.leak.as_deref().cloned());
+                        .get(hash, |state| state.leak().cloned())
+                        .flatten();
                 }
             }
         }
@@ -312,14 +315,14 @@ impl StateStore {
         if *previous == *event.credential {
             return None;
         }
-        let state = self.credentials.get(&*previous)?;
-        if state.is_learning(event.ts, config) || state.accesses == 0 {
-            return None;
-        }
-        Some(Box::new(Inherited {
-            lineage,
-            state: (**state).clone(),
-        }))
+        let state = self
+            .credentials
+            .get(&previous, |state| {
+                let armed = !state.is_learning(event.ts, config) && state.accesses > 0;
+                armed.then(|| state.clone())
+            })
+            .flatten()?;
+        Some(Box::new(Inherited { lineage, state }))
     }
 }
 
@@ -340,7 +343,7 @@ impl StateStore {
                 .collect()
         };
         let networks: Vec<serde_json::Value> = state
-            .networks
+            .networks()
             .iter()
             .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
@@ -365,19 +368,19 @@ impl StateStore {
             "last_seen": state.last_seen,
             "issued_at": state.issued_at,
             "expires_at": state.expires_at,
-            "revoked_at": state.revoked_at,
-            "leak": state.leak.as_ref().map(|leak| serde_json::json!({"at": leak.at, "source": leak.source, "url": leak.url})),
+            "revoked_at": state.revoked_at(),
+            "leak": state.leak().map(|leak| serde_json::json!({"at": leak.at, "source": leak.source, "url": leak.url})),
             "allowed_zones": zones(state.allowed),
-            "allowed_from": state.allowed_from.as_str(),
+            "allowed_from": state.allowed_from().as_str(),
             "seen_zones": zones(state.seen_zones),
             "learning": learning,
             "inherited_from": state.inherited_from.map(|l| self.principals.name(l).to_string()),
-            "recent_novel_uses": state.novel_uses.as_deref().map(|uses| uses.iter().map(|u| serde_json::json!({
+            "recent_novel_uses": state.novel_uses().iter().map(|u| serde_json::json!({
                 "time": u.at,
                 "network": u.network.map(|n| n.to_string()),
                 "zone": config.zones.name(u.zone),
                 "new_zone": u.new_zone,
-            })).collect::<Vec<_>>()).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
             "networks": networks,
             "endpoints": endpoints,
             "user_agents": user_agents,
@@ -399,10 +402,10 @@ impl StateStore {
 
     /// [`StateStore::approx_bytes`] summed afresh over every record (for tests).
     pub fn recount_bytes(&self) -> usize {
+        let mut bytes = 0;
         self.credentials
-            .iter()
-            .map(|entry| entry.value().approx_bytes(entry.key()))
-            .sum()
+            .for_each(|record| bytes += record.approx_bytes());
+        bytes
     }
 }
 

@@ -20,7 +20,9 @@ use super::{CredentialState, Interner, Leak, RestoreError, StateStore, StoreSnap
 
 /// An input partition, as a number given by whoever feeds the engine (`run` numbers the
 /// partitions it is assigned). Replays leave every record at 0.
-pub type Home = u32;
+/// 16 bits, so that it packs beside a record's other small fields; `run` refuses a 65,537th
+/// partition.
+pub type Home = u16;
 
 /// Which interner a symbol belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +88,7 @@ impl Renumbering {
 impl StateStore {
     /// The partition a tracked credential belongs to.
     pub fn home_of(&self, credential: &str) -> Option<Home> {
-        self.credentials.get(credential).map(|state| state.home)
+        self.credentials.get(credential, |state| state.home())
     }
 
     /// One share per partition in `homes`, each sorted like a [`StoreSnapshot`]. Records homed
@@ -95,13 +97,13 @@ impl StateStore {
         let wanted: HashSet<Home> = homes.iter().copied().collect();
         let mut records: BTreeMap<Home, Vec<(String, CredentialState)>> =
             homes.iter().map(|home| (*home, Vec::new())).collect();
-        for entry in self.credentials.iter() {
-            if wanted.contains(&entry.value().home) {
-                if let Some(list) = records.get_mut(&entry.value().home) {
-                    list.push((entry.key().to_string(), (**entry.value()).clone()));
+        self.credentials.for_each(|record| {
+            if wanted.contains(&record.home()) {
+                if let Some(list) = records.get_mut(&record.home()) {
+                    list.push((record.id().to_string(), record.clone()));
                 }
             }
-        }
+        });
         // Owned by one partition when their credential is tracked, else copied into all.
         let route = |credential: &str| self.home_of(credential);
         let mut secret_hashes: BTreeMap<Option<Home>, Vec<(String, String)>> = BTreeMap::new();
@@ -157,7 +159,7 @@ impl StateStore {
             numbering.number(self);
             for (_, state) in &mut credentials {
                 state.rename(&mut |names, symbol| numbering.renamed(names, symbol));
-                state.home = 0;
+                state.set_home(0);
             }
             for (lineage, _) in &mut lines {
                 *lineage = numbering
@@ -214,7 +216,7 @@ impl StateStore {
             if !state.rename(&mut |names, symbol| renamed(names, symbol)) {
                 return Err(unknown(&format!("credential {credential}")));
             }
-            state.home = home;
+            state.set_home(home);
             credentials.push((credential, state));
         }
         let owner_leaks = share
@@ -233,21 +235,16 @@ impl StateStore {
         let mut absorbed = Absorbed::default();
         for (credential, state) in credentials {
             absorbed.credentials += 1;
-            if let Some(mut held) = self.credentials.get_mut(credential.as_str()) {
+            let held = self
+                .credentials
+                .get(&credential, |held| held.last_activity());
+            if let Some(held) = held {
                 absorbed.conflicts += 1;
-                if state.last_activity() > held.last_activity() {
-                    let before = held.approx_bytes(&credential);
-                    **held = state;
-                    let after = held.approx_bytes(&credential);
-                    self.bytes.fetch_add(
-                        after.wrapping_sub(before),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                if state.last_activity() <= held {
+                    continue;
                 }
-                continue;
             }
-            self.count_bytes(&credential, &state, true);
-            self.credentials.insert(credential.into(), Box::new(state));
+            self.put(&credential, state);
         }
         for (owner, leak) in owner_leaks {
             self.owner_leaks
@@ -275,18 +272,15 @@ impl StateStore {
     /// Drops every record homed at `home` (a partition this instance no longer owns), with
     /// the secret hashes and lineages that pointed at them. Returns the credentials that went.
     pub fn forget_home(&self, home: Home) -> HashSet<Box<str>> {
-        let gone: Vec<Box<str>> = self
+        let gone: HashSet<Box<str>> = self
             .credentials
-            .iter()
-            .filter(|entry| entry.value().home == home)
-            .map(|entry| Box::from(entry.key().as_str()))
+            .remove_where(|record| record.home() == home)
+            .into_iter()
+            .map(|state| {
+                self.count_bytes(&state, false);
+                Box::from(state.id())
+            })
             .collect();
-        for key in &gone {
-            if let Some((key, state)) = self.credentials.remove(&**key) {
-                self.count_bytes(&key, &state, false);
-            }
-        }
-        let gone: HashSet<Box<str>> = gone.into_iter().collect();
         self.secret_hashes
             .retain(|_, credential| !gone.contains(credential));
         self.lineages
@@ -298,13 +292,12 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Seen;
+    use crate::state::{Fields, Seen};
     use crate::time::Timestamp;
 
     /// Inserts a record as the engine would, keeping the byte count.
     fn put(store: &StateStore, credential: &str, state: CredentialState) {
-        store.count_bytes(credential, &state, true);
-        store.credentials.insert(credential.into(), Box::new(state));
+        store.put(credential, state);
     }
 
     fn seen(key: Symbol, micros: i64) -> Seen<Symbol> {
@@ -319,13 +312,13 @@ mod tests {
             store.principals.intern(name);
         }
         let record = |owner: &str, endpoint: &str, home: Home, at: i64| {
-            let mut state = CredentialState {
+            let mut state = CredentialState::with_fields(Fields {
                 owner: Some(store.principals.intern(owner)),
                 last_seen: Some(Timestamp::from_micros(at)),
                 accesses: 1,
-                home,
-                ..CredentialState::default()
-            };
+                ..Fields::default()
+            });
+            state.set_home(home);
             state.set_endpoints_and_user_agents(
                 &[seen(store.endpoints.intern(endpoint), at)],
                 &[seen(store.user_agents.intern("aws-cli"), at)],
@@ -434,18 +427,18 @@ mod tests {
         let store = store(&[]);
         let share = store.shares(&[2]).remove(&2).unwrap();
         let other = StateStore::new();
-        let mut newer = CredentialState {
+        let mut newer = CredentialState::with_fields(Fields {
             accesses: 99,
             last_seen: Some(Timestamp::from_micros(1_000)),
-            ..CredentialState::default()
-        };
-        newer.home = 3;
+            ..Fields::default()
+        });
+        newer.set_home(3);
         put(&other, "AKIATWO", newer);
-        let older = CredentialState {
+        let older = CredentialState::with_fields(Fields {
             accesses: 42,
             last_seen: Some(Timestamp::from_micros(1)),
-            ..CredentialState::default()
-        };
+            ..Fields::default()
+        });
         put(&other, "AKIATHREE", older);
         let absorbed = other.absorb(share, 2).unwrap();
         assert_eq!(absorbed.conflicts, 2);

@@ -38,11 +38,10 @@ pub enum RestoreError {
 impl StateStore {
     /// Everything the store holds, sorted.
     pub fn snapshot(&self) -> StoreSnapshot {
-        let mut credentials: Vec<(String, CredentialState)> = self
-            .credentials
-            .iter()
-            .map(|entry| (entry.key().to_string(), (**entry.value()).clone()))
-            .collect();
+        let mut credentials: Vec<(String, CredentialState)> =
+            Vec::with_capacity(self.credentials.len());
+        self.credentials
+            .for_each(|record| credentials.push((record.id().to_string(), record.clone())));
         credentials.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut owner_leaks: Vec<(Symbol, Leak)> = self
             .owner_leaks
@@ -97,8 +96,7 @@ impl StateStore {
             }
         }
         for (credential, state) in snapshot.credentials {
-            self.count_bytes(&credential, &state, true);
-            self.credentials.insert(credential.into(), Box::new(state));
+            self.put(&credential, state);
         }
         for (owner, leak) in snapshot.owner_leaks {
             self.owner_leaks.insert(owner, leak);
