@@ -8,6 +8,7 @@ use credwatch::config::Config;
 use credwatch::decode::{Decoder, NativeDecoder};
 use credwatch::engine::Engine;
 use credwatch::rules::RuleSet;
+use credwatch::state::Home;
 
 const CONFIG: &str = r#"
 [learning]
@@ -204,10 +205,10 @@ proptest! {
         cut in 0.0f64..=1.0,
     ) {
         // Three input partitions keyed by credential, as `run` numbers them.
-        const PARTITIONS: [u32; 3] = [0, 1, 2];
-        let home = |line: &str| -> u32 {
+        const PARTITIONS: [Home; 3] = [0, 1, 2];
+        let home = |line: &str| -> Home {
             let digit = line.split("\"credential\":\"k").nth(1).and_then(|rest| rest.chars().next());
-            digit.and_then(|d| d.to_digit(10)).unwrap_or(0) % 3
+            digit.and_then(|d| d.to_digit(10)).unwrap_or(0) as Home % 3
         };
         let feed_homed = |engine: &mut Engine, lines: &[String], out: &mut String| {
             for line in lines {

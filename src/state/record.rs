@@ -57,9 +57,9 @@ const ALIGN: usize = align_of::<Head>();
 
 // The lists start right after the head and follow each other: every part must leave the next
 // one aligned.
-const _: () = assert!(HEAD % align_of::<Seen<Network>>() == 0);
-const _: () = assert!(HEAD % align_of::<Seen<Symbol>>() == 0);
-const _: () = assert!(NETWORK % align_of::<Seen<Symbol>>() == 0);
+const _: () = assert!(HEAD.is_multiple_of(align_of::<Seen<Network>>()));
+const _: () = assert!(HEAD.is_multiple_of(align_of::<Seen<Symbol>>()));
+const _: () = assert!(NETWORK.is_multiple_of(align_of::<Seen<Symbol>>()));
 const _: () = assert!(offset_of!(Head, tail) == size_of::<Fields>());
 
 fn layout(size: usize) -> Layout {
@@ -350,6 +350,8 @@ impl CredentialState {
         let (start, len) = self.id_bytes();
         let area = self.id_at();
         self.close(area, start + len - area);
+        // The block has no id now: its size must not be read through the old length.
+        self.tail_mut().id_len = 0;
         let long = id.len() >= usize::from(LONG_ID);
         let prefix = if long { 4 } else { 0 };
         self.open(area, prefix + id.len());
@@ -480,8 +482,10 @@ mod tests {
 
     #[test]
     fn lists_and_id_keep_their_entries_as_each_grows() {
-        let mut record = CredentialState::default();
-        record.accesses = 7;
+        let mut record = CredentialState::with_fields(Fields {
+            accesses: 7,
+            ..Fields::default()
+        });
         record.set_id("AKIA1");
         record.push_user_agent(symbol(50));
         record.push_endpoint(symbol(1));

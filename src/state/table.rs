@@ -76,21 +76,6 @@ impl Table {
             .map(read)
     }
 
-    /// Runs `change` on the record of `id`, if there is one.
-    pub fn get_mut<R>(
-        &self,
-        id: &str,
-        change: impl FnOnce(&mut CredentialState) -> R,
-    ) -> Option<R> {
-        let hash = self.hash(id);
-        let mut shard = self.shard(hash).write();
-        let record = shard.records.find_mut(hash, |record| record.id() == id)?;
-        let result = change(record);
-        // A closure that replaced the whole record must not move it out of its slot's key.
-        record.set_id(id);
-        Some(result)
-    }
-
     /// Runs `change` on the record of `id`, made empty first if there was none; `change` is
     /// told whether it was.
     pub fn upsert<R>(&self, id: &str, change: impl FnOnce(&mut CredentialState, bool) -> R) -> R {
@@ -208,7 +193,7 @@ mod tests {
             record.accesses += 1;
         });
         // A closure that swaps the whole record keeps it under its id.
-        table.get_mut("AKIA0000000000000008", |record| {
+        table.upsert("AKIA0000000000000008", |record, _| {
             *record = CredentialState::default();
             record.accesses = 80;
         });
