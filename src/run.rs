@@ -153,7 +153,7 @@ fn refuse_single_file(dir: &Path) -> Result<(), RunError> {
 #[derive(Default)]
 struct Homes {
     by_topic: HashMap<String, HashMap<i32, Home>>,
-    count: Home,
+    count: u32,
 }
 
 impl Homes {
@@ -161,13 +161,11 @@ impl Homes {
         if let Some(home) = self.by_topic.get(topic).and_then(|p| p.get(&partition)) {
             return Ok(*home);
         }
-        let home = self.count;
-        self.count = home
-            .checked_add(1)
-            .ok_or_else(|| RunError::TooManyPartitions {
-                topic: topic.to_owned(),
-                partition,
-            })?;
+        let home = Home::try_from(self.count).map_err(|_| RunError::TooManyPartitions {
+            topic: topic.to_owned(),
+            partition,
+        })?;
+        self.count += 1;
         self.by_topic
             .entry(topic.to_owned())
             .or_default()
@@ -639,4 +637,34 @@ fn confirm_and_commit(
     source.commit()?;
     summary.commits += 1;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_keep_their_number_and_a_65537th_is_refused() {
+        let mut homes = Homes::default();
+        assert_eq!(homes.of("access", 3).unwrap(), 0);
+        assert_eq!(homes.of("lifecycle", 3).unwrap(), 1);
+        assert_eq!(
+            homes.of("access", 3).unwrap(),
+            0,
+            "the same partition, the same number"
+        );
+        for partition in 0..i32::from(Home::MAX) - 1 {
+            homes.of("wide", partition).unwrap();
+        }
+        let error = homes.of("wide", -1).unwrap_err().to_string();
+        assert!(
+            error.contains("65536 input partitions") && error.contains("\"wide\""),
+            "{error}"
+        );
+        assert_eq!(
+            homes.of("access", 3).unwrap(),
+            0,
+            "known ones still resolve"
+        );
+    }
 }
