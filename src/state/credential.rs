@@ -181,10 +181,7 @@ impl Fields {
     }
 
     pub fn set_leak(&mut self, leak: Option<Leak>) {
-        if leak.is_some() || self.rare.is_some() {
-            self.rare_mut().leak = leak;
-            self.drop_empty_rare();
-        }
+        self.change_rare(leak.is_some(), |rare| rare.leak = leak);
     }
 
     /// When it was revoked (the earliest revocation).
@@ -193,10 +190,7 @@ impl Fields {
     }
 
     pub fn set_revoked_at(&mut self, at: Option<Timestamp>) {
-        if at.is_some() || self.rare.is_some() {
-            self.rare_mut().revoked_at = at;
-            self.drop_empty_rare();
-        }
+        self.change_rare(at.is_some(), |rare| rare.revoked_at = at);
     }
 
     /// Recent uses from new networks or zones after the baseline was armed, oldest first (at
@@ -206,13 +200,16 @@ impl Fields {
     }
 
     pub fn set_novel_uses(&mut self, uses: Vec<NovelUse>) {
-        if !uses.is_empty() || self.rare.is_some() {
-            self.rare_mut().novel_uses = uses;
-            self.drop_empty_rare();
-        }
+        self.change_rare(!uses.is_empty(), |rare| rare.novel_uses = uses);
     }
 
-    fn drop_empty_rare(&mut self) {
+    /// Applies `change` to the rare part: allocated only when `setting` something, dropped
+    /// when the change leaves it empty.
+    fn change_rare(&mut self, setting: bool, change: impl FnOnce(&mut Rare)) {
+        if !setting && self.rare.is_none() {
+            return;
+        }
+        change(self.rare_mut());
         if self.rare.as_deref() == Some(&Rare::default()) {
             self.rare = None;
         }

@@ -28,7 +28,7 @@ use crate::zones::{Network, ZoneId};
 
 /// The block's byte-sized fields and the lengths of its variable parts.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Default)]
 struct Tail {
     home: Home,
     allowed_from: AllowedFrom,

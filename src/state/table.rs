@@ -19,10 +19,7 @@ use super::{CredentialState, Hashing};
 /// Shards: enough that two engines and the API's readers seldom meet on one lock.
 const SHARDS: usize = 16;
 
-#[derive(Default)]
-struct Shard {
-    records: HashTable<CredentialState>,
-}
+type Shard = HashTable<CredentialState>;
 
 /// Every credential's record, by id.
 pub(super) struct Table {
@@ -52,6 +49,21 @@ impl Table {
         self.hashing.hash_one(id)
     }
 
+    /// The slot of `id` in its shard, found or free (the shard grows, rehashing records by
+    /// the ids they hold, when it is full).
+    fn entry<'a>(
+        hashing: &Hashing,
+        shard: &'a mut Shard,
+        hash: u64,
+        id: &str,
+    ) -> Entry<'a, CredentialState> {
+        shard.entry(
+            hash,
+            |record| record.id() == id,
+            |record| hashing.hash_one(record.id()),
+        )
+    }
+
     /// The shard of a hash: bits that hashbrown uses neither for the slot (the low ones) nor
     /// for its control byte (the top seven).
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
@@ -70,10 +82,7 @@ impl Table {
     pub fn get<R>(&self, id: &str, read: impl FnOnce(&CredentialState) -> R) -> Option<R> {
         let hash = self.hash(id);
         let shard = self.shard(hash).read();
-        shard
-            .records
-            .find(hash, |record| record.id() == id)
-            .map(read)
+        shard.find(hash, |record| record.id() == id).map(read)
     }
 
     /// Runs `change` on the record of `id`, made empty first if there was none; `change` is
@@ -81,13 +90,7 @@ impl Table {
     pub fn upsert<R>(&self, id: &str, change: impl FnOnce(&mut CredentialState, bool) -> R) -> R {
         let hash = self.hash(id);
         let mut shard = self.shard(hash).write();
-        let hashing = &self.hashing;
-        let entry = shard.records.entry(
-            hash,
-            |record| record.id() == id,
-            |record| hashing.hash_one(record.id()),
-        );
-        let (record, new) = match entry {
+        let (record, new) = match Self::entry(&self.hashing, &mut shard, hash, id) {
             Entry::Occupied(entry) => (entry.into_mut(), false),
             Entry::Vacant(entry) => {
                 let mut record = CredentialState::default();
@@ -107,12 +110,7 @@ impl Table {
         record.set_id(id);
         let hash = self.hash(id);
         let mut shard = self.shard(hash).write();
-        let hashing = &self.hashing;
-        match shard.records.entry(
-            hash,
-            |held| held.id() == id,
-            |held| hashing.hash_one(held.id()),
-        ) {
+        match Self::entry(&self.hashing, &mut shard, hash, id) {
             Entry::Occupied(mut entry) => Some(std::mem::replace(entry.get_mut(), record)),
             Entry::Vacant(entry) => {
                 entry.insert(record);
@@ -126,10 +124,7 @@ impl Table {
     pub fn remove(&self, id: &str) -> Option<CredentialState> {
         let hash = self.hash(id);
         let mut shard = self.shard(hash).write();
-        let entry = shard
-            .records
-            .find_entry(hash, |record| record.id() == id)
-            .ok()?;
+        let entry = shard.find_entry(hash, |record| record.id() == id).ok()?;
         let (record, _) = entry.remove();
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(record)
@@ -139,14 +134,14 @@ impl Table {
     /// locked while it is visited.
     pub fn for_each(&self, mut visit: impl FnMut(&CredentialState)) {
         for shard in self.shards.iter() {
-            shard.read().records.iter().for_each(&mut visit);
+            shard.read().iter().for_each(&mut visit);
         }
     }
 
     /// [`Table::for_each`], with each record open to change (its id excepted).
     pub fn for_each_mut(&self, mut change: impl FnMut(&mut CredentialState)) {
         for shard in self.shards.iter() {
-            for record in shard.write().records.iter_mut() {
+            for record in shard.write().iter_mut() {
                 let id: Box<str> = record.id().into();
                 change(record);
                 record.set_id(&id);
@@ -162,10 +157,9 @@ impl Table {
         let mut gone = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.write();
-            let before = shard.records.len();
-            gone.extend(shard.records.extract_if(|record| remove(record)));
-            self.len
-                .fetch_sub(before - shard.records.len(), Ordering::Relaxed);
+            let before = shard.len();
+            gone.extend(shard.extract_if(|record| remove(record)));
+            self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
         }
         gone
     }
