@@ -6,6 +6,11 @@
 //! for ten million, about 90 million events and several GiB). Prints resident memory
 //! (VmRSS) before and after, the difference per credential, and the store's own estimate
 //! (`credwatch_state_bytes` on `/metrics`) per credential. Asserts nothing about time.
+//!
+//! It also times each credential's first event (the one that inserts its record) and prints
+//! the distribution and the slowest: an insert that makes a shard of the table grow rehashes
+//! that shard, and the event waits for it. The slowest inserts, with the number of
+//! credentials tracked when each happened, show those stalls.
 
 use std::time::Instant;
 
@@ -50,6 +55,9 @@ fn main() {
     let before = rss_bytes();
     let started = Instant::now();
     let mut events = 0u64;
+    let mut inserts = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    // The slowest inserts: (nanoseconds, credentials tracked before it).
+    let mut slowest: Vec<(u64, u64)> = Vec::new();
     for c in 0..credentials {
         let credential = format!("AKIAMEM{c:013}");
         let ts = Timestamp::from_micros(start.micros() + c as i64 * 1_000);
@@ -57,7 +65,15 @@ fn main() {
         issue.allowed_zones = vec!["prod".to_owned()];
         issue.principal = Some(format!("svc-{}", c % 1000));
         issue.event_id = format!("i{c}");
+        let inserting = Instant::now();
         engine.process(&issue, &mut alerts);
+        let nanos = inserting.elapsed().as_nanos() as u64;
+        let _ = inserts.record(nanos.max(1));
+        if slowest.len() < 16 || nanos > slowest[slowest.len() - 1].0 {
+            slowest.push((nanos, c));
+            slowest.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            slowest.truncate(16);
+        }
         events += 1;
         // Four /24 networks per credential, spread over 10.0.0.0/8.
         let base = (c * 4) % (1 << 16);
@@ -92,5 +108,34 @@ fn main() {
         after as f64 / 1048576.0,
         (after.saturating_sub(before)) as f64 / tracked as f64,
         estimate as f64 / tracked as f64
+    );
+    let micros = |nanos: u64| nanos as f64 / 1000.0;
+    // Time spent in inserts of a millisecond or more. An empty float sum is -0.0, and adding
+    // 0.0 makes it print as 0.0.
+    let stalled_ms = inserts
+        .iter_recorded()
+        .filter(|v| v.value_iterated_to() >= 1_000_000)
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6
+        + 0.0;
+    println!(
+        "inserts (a credential's first event): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, p99.99 {:.1} µs, max {:.1} µs; {} over 1 ms, {:.1} ms in all",
+        micros(inserts.value_at_quantile(0.5)),
+        micros(inserts.value_at_quantile(0.99)),
+        micros(inserts.value_at_quantile(0.999)),
+        micros(inserts.value_at_quantile(0.9999)),
+        micros(inserts.max()),
+        inserts.count_between(1_000_000, u64::MAX),
+        stalled_ms
+    );
+    slowest.sort_unstable_by_key(|&(_, tracked)| tracked);
+    let list: Vec<String> = slowest
+        .iter()
+        .map(|&(nanos, tracked)| format!("{:.2} ms at {tracked}", nanos as f64 / 1e6))
+        .collect();
+    println!(
+        "the 16 slowest inserts, by credentials tracked before them: {}",
+        list.join(", ")
     );
 }
