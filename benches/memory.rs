@@ -71,7 +71,7 @@ fn main() {
         let _ = inserts.record(nanos.max(1));
         if slowest.len() < 16 || nanos > slowest[slowest.len() - 1].0 {
             slowest.push((nanos, c));
-            slowest.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            slowest.sort_unstable_by_key(|&(nanos, _)| std::cmp::Reverse(nanos));
             slowest.truncate(16);
         }
         events += 1;
