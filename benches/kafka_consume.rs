@@ -2,8 +2,9 @@
 //! - a bare BaseConsumer and a bare StreamConsumer that do no work: the measurement behind
 //!   `credwatch run`'s choice of consumer (see src/source/kafka.rs), and the limit;
 //! - `credwatch::run::run` (the code of `credwatch run`: decode, engine with the built-in
-//!   rules, alerts to a sink) over the same messages: its ratio to the bare BaseConsumer is
-//!   what issue 7 tracks (goal: at least 0.8).
+//!   rules, alerts to a sink) over the same messages, with decoding on the loop's thread
+//!   (`--threads 1`) and on a second one (`--threads 2`): its ratio to the bare BaseConsumer
+//!   is what issue 7 tracks (goal: at least 0.8).
 //!
 //! Needs a broker: `eval "$(scripts/test-broker start)"` then
 //! `cargo bench --bench kafka_consume` (it reads CREDWATCH_TEST_BROKERS). It produces 200,000
@@ -73,7 +74,7 @@ fn stream(brokers: &str, topic: &str, group: &str) -> Duration {
     })
 }
 
-fn credwatch_run(brokers: &str, topic: &str, group: &str) -> Duration {
+fn credwatch_run(brokers: &str, topic: &str, group: &str, decode_thread: bool) -> Duration {
     use credwatch::config::{Config, KafkaInput};
     let kafka = KafkaConfig {
         brokers: brokers.to_owned(),
@@ -97,6 +98,7 @@ fn credwatch_run(brokers: &str, topic: &str, group: &str) -> Duration {
     let mut engine = credwatch::engine::Engine::new(config, rules);
     let options = credwatch::run::RunOptions {
         stop_after_messages: Some(MESSAGES),
+        decode_thread,
         ..Default::default()
     };
     let mut sink = credwatch::alerts::Fanout::default();
@@ -156,30 +158,45 @@ fn main() {
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     println!("kafka_consume: {MESSAGES} messages on {topic} at {brokers}");
-    let (mut base_rates, mut stream_rates, mut run_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base_rates, mut stream_rates, mut run_rates, mut run2_rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let b = base(&brokers, &topic, &format!("bench-base-{stamp}-{round}"));
         let s = stream(&brokers, &topic, &format!("bench-stream-{stamp}-{round}"));
-        let r = credwatch_run(&brokers, &topic, &format!("bench-run-{stamp}-{round}"));
+        let r = credwatch_run(
+            &brokers,
+            &topic,
+            &format!("bench-run-{stamp}-{round}"),
+            false,
+        );
+        let r2 = credwatch_run(
+            &brokers,
+            &topic,
+            &format!("bench-run2-{stamp}-{round}"),
+            true,
+        );
         let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64();
-        let (b_rate, s_rate, r_rate) = (rate(b), rate(s), rate(r));
-        println!("round {round}: BaseConsumer {b_rate:>10.0} msg/s   StreamConsumer {s_rate:>10.0} msg/s   credwatch run {r_rate:>10.0} msg/s");
+        let (b_rate, s_rate, r_rate, r2_rate) = (rate(b), rate(s), rate(r), rate(r2));
+        println!("round {round}: BaseConsumer {b_rate:>10.0} msg/s   StreamConsumer {s_rate:>10.0} msg/s   credwatch run --threads 1 {r_rate:>10.0} msg/s   --threads 2 {r2_rate:>10.0} msg/s");
         base_rates.push(b_rate);
         stream_rates.push(s_rate);
         run_rates.push(r_rate);
+        run2_rates.push(r2_rate);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (b, s, r) = (
+    let (b, s, r, r2) = (
         median(&mut base_rates),
         median(&mut stream_rates),
         median(&mut run_rates),
+        median(&mut run2_rates),
     );
     println!(
-        "median: BaseConsumer {b:.0} msg/s, StreamConsumer {s:.0} msg/s (BaseConsumer / StreamConsumer {:.2}), credwatch run {r:.0} msg/s (credwatch run / BaseConsumer {:.2})",
+        "median: BaseConsumer {b:.0} msg/s, StreamConsumer {s:.0} msg/s (BaseConsumer / StreamConsumer {:.2}), credwatch run --threads 1 {r:.0} msg/s (/ BaseConsumer {:.2}), --threads 2 {r2:.0} msg/s (/ BaseConsumer {:.2})",
         b / s,
-        r / b
+        r / b,
+        r2 / b
     );
 }

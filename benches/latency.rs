@@ -3,7 +3,8 @@
 //!
 //! Needs a broker: `eval "$(scripts/test-broker start)"` then `cargo bench --bench latency`
 //! (it reads CREDWATCH_TEST_BROKERS). `LATENCY_RATES=10000,50000,100000` (events/s offered)
-//! and `LATENCY_SECS=10` (per rate) change the plan.
+//! and `LATENCY_SECS=10` (per rate) change the plan; `LATENCY_THREADS=2` runs credwatch with
+//! decoding on a second thread (`run --threads 2`, the default on two cores; default here 1).
 //!
 //! For each rate, in one process and on one clock:
 //! 1. baseline: a bare rdkafka consumer that does no work reads a paced stream; its latency is
@@ -48,6 +49,11 @@ type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 /// fill a batch; part of the measured latency.
 fn linger_ms() -> String {
     std::env::var("LATENCY_LINGER_MS").unwrap_or_else(|_| "5".into())
+}
+
+/// Whether credwatch decodes on a second thread (LATENCY_THREADS=2).
+fn decode_thread() -> bool {
+    std::env::var("LATENCY_THREADS").is_ok_and(|t| t.trim() == "2")
 }
 
 fn histogram() -> Histogram<u64> {
@@ -278,7 +284,10 @@ fn credwatch_phase(brokers: &str, rate: u64, secs: u64) -> Figures {
             shutdown.store(true, Ordering::Relaxed);
         })
     };
-    let options = RunOptions::default();
+    let options = RunOptions {
+        decode_thread: decode_thread(),
+        ..RunOptions::default()
+    };
     run(
         &mut engine,
         &kafka,
@@ -386,9 +395,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     println!(
-        "latency: broker {brokers}, {secs} s per rate, 1 of every {ALERT_EVERY} events timed, fetch.wait.max.ms = {}, producer linger.ms = {}",
+        "latency: broker {brokers}, {secs} s per rate, 1 of every {ALERT_EVERY} events timed, fetch.wait.max.ms = {}, producer linger.ms = {}, credwatch --threads {}",
         consumer_properties()["fetch.wait.max.ms"],
-        linger_ms()
+        linger_ms(),
+        if decode_thread() { 2 } else { 1 }
     );
     for rate in rates {
         println!("rate {rate} events/s:");

@@ -156,6 +156,12 @@ struct ReplayArgs {
     archive: Option<PathBuf>,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    /// Threads: 2 decodes JSON lines on a second thread while the engine runs the events
+    /// before them (1.7 times the events/s of 1 on native JSON in `cargo bench --bench
+    /// scaling`); 1 keeps both on one.
+    /// The output is the same either way. Default: 2 where two or more cores are available.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    threads: Option<u8>,
     /// Input files, read in order; `-` reads stdin (which cannot be checkpointed).
     #[arg(value_name = "FILE", required = true)]
     inputs: Vec<String>,
@@ -309,6 +315,23 @@ struct RunArgs {
     archive: Option<PathBuf>,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    /// Threads: 2 decodes messages on a second thread, up to 32 messages ahead of the
+    /// engine, which runs on the first and sees every message in order; 1 keeps both on one.
+    /// The output is the same either way. Default: 2 where two or more cores are available.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    threads: Option<u8>,
+}
+
+/// `--threads`, or its default: 2 where two or more cores are available.
+fn threads(requested: Option<u8>) -> u8 {
+    requested.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores >= 2 {
+            2
+        } else {
+            1
+        }
+    })
 }
 
 #[derive(Args)]
@@ -659,7 +682,8 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         }
         Output::None => &mut none,
     };
-    let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format);
+    let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format)
+        .with_decode_thread(threads(args.threads) >= 2);
     if io::stderr().is_terminal() {
         replay = replay.with_progress(spinner("replaying"));
     }
@@ -787,6 +811,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         stop_after_messages: None,
         checkpoint_interval: args.checkpoints.interval(),
         checkpoint: args.checkpoints.checkpoint,
+        decode_thread: threads(args.threads) >= 2,
     };
     let mut responder = match webhook {
         Some(webhook) => Some(credwatch::respond::Responder::start(webhook)?),

@@ -52,6 +52,8 @@ pub enum RunError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("the decoding thread: {0}")]
+    Decoding(io::Error),
     #[error("more than {} input partitions were assigned to this process over its life (topic {topic:?}, partition {partition}); a record keeps its partition's number in 16 bits", Home::MAX as u32 + 1)]
     TooManyPartitions { topic: String, partition: i32 },
 }
@@ -127,6 +129,9 @@ pub struct RunOptions {
     /// Checkpoint state and offsets into this directory, every `checkpoint_interval`.
     pub checkpoint: Option<PathBuf>,
     pub checkpoint_interval: Duration,
+    /// Decode messages on a thread of their own, up to [`IN_FLIGHT`] messages ahead of the
+    /// engine (which stays one, on this thread, and sees every message in order).
+    pub decode_thread: bool,
 }
 
 /// Refuses a checkpoint directory that holds a single-file checkpoint: `replay`'s, or one an
@@ -174,21 +179,41 @@ impl Homes {
     }
 }
 
+/// What the last poll's rebalances decided, taken from the source.
+struct Rebalanced {
+    released: Vec<(String, i32)>,
+    handoffs: Vec<Result<PartitionCheckpoint, CheckpointError>>,
+}
+
+impl Rebalanced {
+    fn take(source: &KafkaSource) -> Rebalanced {
+        Rebalanced {
+            released: source.take_released(),
+            handoffs: source.take_handoffs(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.released.is_empty() && self.handoffs.is_empty()
+    }
+}
+
 /// Applies what the last poll's rebalances decided: drops the state of partitions released
 /// to other members, then merges the checkpoints of partitions assigned here.
 fn apply_rebalances(
     engine: &mut Engine,
-    source: &KafkaSource,
+    rebalanced: Rebalanced,
     homes: &mut Homes,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    for (topic, partition) in source.take_released() {
+    let Rebalanced { released, handoffs } = rebalanced;
+    for (topic, partition) in released {
         let credentials = engine.forget(homes.of(&topic, partition)?);
         summary.released += 1;
         summary.released_credentials += credentials as u64;
         tracing::info!(%topic, partition, credentials, "Partition released; its state went with it.");
     }
-    for handoff in source.take_handoffs() {
+    for handoff in handoffs {
         let PartitionCheckpoint {
             topic,
             partition,
@@ -272,7 +297,7 @@ pub fn run(
     let producer = Producer::connect(kafka).map_err(RunError::Producer)?;
     let mut source = KafkaSource::connect(kafka, options.checkpoint.as_deref())?;
     let mut homes = Homes::default();
-    let mut decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
+    let decoders: HashMap<String, Box<dyn Decoder + Send>> = kafka
         .inputs
         .iter()
         .map(|i| {
@@ -282,8 +307,8 @@ pub fn run(
             )
         })
         .collect();
+    let mut decoding = Decoding::start(decoders, options.decode_thread)?;
     let commit_interval = Duration::from_micros(kafka.commit_interval.micros().max(0) as u64);
-    let mut events: Vec<Event> = Vec::new();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut last_commit = Instant::now();
     let mut last_message = Instant::now();
@@ -305,44 +330,91 @@ pub fn run(
         .map(|r| (r.id.clone(), r.severity.as_str()))
         .collect();
 
+    // Runs a decoded message through the engine and the sinks and marks it done. Messages
+    // come out of `decoding` in the order they went in.
+    macro_rules! process {
+        ($decoded:expr) => {{
+            let Decoded {
+                delivery,
+                received,
+                pieces,
+            } = $decoded;
+            engine.set_home(homes.of(&delivery.topic, delivery.partition)?);
+            let result = apply_message(
+                &delivery,
+                &pieces,
+                engine,
+                sink,
+                responder.as_deref_mut(),
+                archive.as_deref_mut(),
+                &producer,
+                kafka,
+                &mut alerts,
+                &mut summary,
+            );
+            decoding.recycle(pieces);
+            result?;
+            source.done(&delivery);
+            pending = true;
+            let finished = Instant::now();
+            last_message = finished;
+            consumed = Some((consumed.map_or(received, |(first, _)| first), finished));
+            let _ = latency.record(((finished - received).as_micros() as u64).max(1));
+        }};
+    }
+    macro_rules! drain {
+        () => {
+            while let Some(decoded) = decoding.next(true)? {
+                process!(decoded);
+            }
+        };
+    }
+
     while !shutdown.load(Ordering::Relaxed) {
         // Backpressure: while the revocation queue is full, fetching pauses and the group is
-        // still polled; it resumes once the queue has drained to half.
+        // still polled; it resumes once the queue has drained to half. The messages handed
+        // out are processed first: on resume, fetching restarts after the last one handed
+        // out, and the source checks the first message against the last one done.
         if let Some(responder) = responder.as_deref() {
-            source.set_paused(responder.backpressure(source.is_paused()))?;
+            let paused = responder.backpressure(source.is_paused());
+            if paused != source.is_paused() {
+                drain!();
+                source.set_paused(paused)?;
+            }
         }
-        let delivery = source.poll(Duration::from_millis(100))?;
+        // With revocations, no more messages in flight than the revocation queue has room
+        // for: a message of one record raises at most one, and the queue is to pass its bound
+        // by at most one message's worth before consumption pauses.
+        let limit = responder
+            .as_deref()
+            .map_or(IN_FLIGHT, |r| (r.room() as usize).clamp(1, IN_FLIGHT));
+        let ahead = decoding.in_flight();
+        let delivery = if ahead >= limit {
+            None
+        } else if ahead > 0 {
+            // Work is waiting: only take a message that is there already.
+            source.poll(Duration::ZERO)?
+        } else {
+            source.poll(Duration::from_millis(100))?
+        };
         // Before the message: it may be the first of a partition whose state just arrived.
-        apply_rebalances(engine, &source, &mut homes, &mut summary)?;
+        // The messages before it go first, so a released partition's last ones do not bring
+        // its state back.
+        let rebalanced = Rebalanced::take(&source);
+        if !rebalanced.is_empty() {
+            drain!();
+            apply_rebalances(engine, rebalanced, &mut homes, &mut summary)?;
+        }
+        let received = delivery.is_some();
         match delivery {
             Some(delivery) => {
-                let started = Instant::now();
-                last_message = started;
+                last_message = Instant::now();
                 summary.messages += 1;
                 summary.rebuilt += u64::from(delivery.rebuilding);
-                let decoder = match decoders.get_mut(&delivery.topic) {
-                    Some(decoder) => decoder,
-                    None => continue,
-                };
-                engine.set_home(homes.of(&delivery.topic, delivery.partition)?);
-                handle(
-                    &delivery,
-                    decoder.as_mut(),
-                    engine,
-                    sink,
-                    responder.as_deref_mut(),
-                    archive.as_deref_mut(),
-                    &producer,
-                    kafka,
-                    &mut events,
-                    &mut alerts,
-                    &mut summary,
-                )?;
-                source.done(&delivery);
-                pending = true;
-                let finished = Instant::now();
-                consumed = Some((consumed.map_or(started, |(first, _)| first), finished));
-                let _ = latency.record(((finished - started).as_micros() as u64).max(1));
+                if !decoding.decodes(&delivery.topic) {
+                    continue;
+                }
+                decoding.submit(delivery)?;
                 if options
                     .stop_after_messages
                     .is_some_and(|n| summary.messages >= n)
@@ -350,8 +422,11 @@ pub fn run(
                     break;
                 }
             }
-            // Waiting for an assignment or paused is not being idle.
-            None if !source.has_assignment() || source.is_paused() => last_message = Instant::now(),
+            // Waiting for an assignment or paused is not being idle, and neither is
+            // decoding what came before.
+            None if !source.has_assignment() || source.is_paused() || ahead > 0 => {
+                last_message = Instant::now()
+            }
             None => {
                 if let Some(idle) = options.exit_when_idle {
                     if last_message.elapsed() >= idle {
@@ -360,6 +435,13 @@ pub fn run(
                     }
                 }
             }
+        }
+        // What is decoded already; and when no message came or the pipeline is full, wait
+        // for the oldest one.
+        let mut wait = !received || decoding.in_flight() >= limit;
+        while let Some(decoded) = decoding.next(wait)? {
+            process!(decoded);
+            wait = false;
         }
         if let Some(api) = &options.api {
             if last_publish.elapsed() >= Duration::from_secs(1) {
@@ -461,6 +543,12 @@ pub fn run(
             }
         }
     }
+    // Whatever was handed out is processed, so its offsets can be committed. (What the
+    // loop's bookkeeping sets as it goes, `pending` and `last_message`, is not read after.)
+    #[allow(unused_assignments)]
+    {
+        drain!();
+    }
     if let Some(dir) = &options.checkpoint {
         let done = take_checkpoint(
             dir,
@@ -504,50 +592,269 @@ fn checkpoint(
     Ok(())
 }
 
+/// Messages handed to the decoding thread and not yet processed, at most.
+pub const IN_FLIGHT: usize = 32;
+
+/// What became of one record of a message.
+enum Piece {
+    /// Decoded into the message's next `n` events (none: valid but irrelevant).
+    Events(u32),
+    /// Rejected, with the part of the record its dead letter carries.
+    Rejected { record: Vec<u8>, reason: String },
+}
+
+/// A message's events and rejects, in its records' order. Kept from message to message, so
+/// its vectors and the events' buffers are reused.
+#[derive(Default)]
+struct Pieces {
+    events: Vec<Event>,
+    pieces: Vec<Piece>,
+}
+
+/// A message, when it was received, and what its records decoded to.
+struct Decoded {
+    delivery: Delivery,
+    received: Instant,
+    pieces: Pieces,
+}
+
+/// Decodes a message's records into `out`, emptied first (its events back to `decoder`).
+fn decode_message(payload: &[u8], decoder: &mut dyn Decoder, out: &mut Pieces) {
+    decoder.recycle(&mut out.events);
+    out.pieces.clear();
+    if payload.len() > MAX_DOCUMENT_BYTES {
+        out.pieces.push(Piece::Rejected {
+            record: payload[..MAX_RECORD_BYTES].to_vec(),
+            reason: format!(
+                "message of {} bytes exceeds the {MAX_DOCUMENT_BYTES}-byte limit",
+                payload.len()
+            ),
+        });
+        return;
+    }
+    for element in split_records(payload) {
+        if element.len() > MAX_RECORD_BYTES {
+            out.pieces.push(Piece::Rejected {
+                record: element[..MAX_RECORD_BYTES].to_vec(),
+                reason: format!(
+                    "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit",
+                    element.len()
+                ),
+            });
+            continue;
+        }
+        let before = out.events.len();
+        match decoder.decode(element, &mut out.events) {
+            Ok(()) => out
+                .pieces
+                .push(Piece::Events((out.events.len() - before) as u32)),
+            Err(error) => out.pieces.push(Piece::Rejected {
+                record: element.to_vec(),
+                reason: error.reason,
+            }),
+        }
+    }
+}
+
+/// Where messages are decoded: on the loop's thread, or on one of their own that decodes
+/// while the loop runs the engine over the messages before. Either way messages come out in
+/// the order they went in, and what comes out is the same.
+enum Decoding {
+    Inline {
+        decoders: HashMap<String, Box<dyn Decoder + Send>>,
+        ready: Option<Decoded>,
+        spare: Pieces,
+    },
+    Thread {
+        topics: std::collections::HashSet<String>,
+        to: std::sync::mpsc::Sender<(Delivery, Instant, Pieces)>,
+        from: std::sync::mpsc::Receiver<Decoded>,
+        in_flight: usize,
+        spare: Vec<Pieces>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl Decoding {
+    fn start(
+        mut decoders: HashMap<String, Box<dyn Decoder + Send>>,
+        thread: bool,
+    ) -> Result<Decoding, RunError> {
+        if !thread {
+            return Ok(Decoding::Inline {
+                decoders,
+                ready: None,
+                spare: Pieces::default(),
+            });
+        }
+        let topics = decoders.keys().cloned().collect();
+        let (to, work) = std::sync::mpsc::channel::<(Delivery, Instant, Pieces)>();
+        let (done, from) = std::sync::mpsc::channel::<Decoded>();
+        // Ends when the loop drops its sender (or its receiver: the next send fails).
+        let thread = std::thread::Builder::new()
+            .name("credwatch-decode".to_owned())
+            .spawn(move || {
+                for (delivery, received, mut pieces) in work {
+                    let Some(decoder) = decoders.get_mut(&delivery.topic) else {
+                        continue;
+                    };
+                    decode_message(&delivery.payload, decoder.as_mut(), &mut pieces);
+                    let decoded = Decoded {
+                        delivery,
+                        received,
+                        pieces,
+                    };
+                    if done.send(decoded).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(RunError::Decoding)?;
+        Ok(Decoding::Thread {
+            topics,
+            to,
+            from,
+            in_flight: 0,
+            spare: Vec::new(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether messages of `topic` have a decoder (an input topic).
+    fn decodes(&self, topic: &str) -> bool {
+        match self {
+            Decoding::Inline { decoders, .. } => decoders.contains_key(topic),
+            Decoding::Thread { topics, .. } => topics.contains(topic),
+        }
+    }
+
+    /// Messages handed in and not yet taken out.
+    fn in_flight(&self) -> usize {
+        match self {
+            Decoding::Inline { ready, .. } => usize::from(ready.is_some()),
+            Decoding::Thread { in_flight, .. } => *in_flight,
+        }
+    }
+
+    /// Hands in a message of an input topic, received now.
+    fn submit(&mut self, delivery: Delivery) -> Result<(), RunError> {
+        let received = Instant::now();
+        match self {
+            Decoding::Inline {
+                decoders,
+                ready,
+                spare,
+            } => {
+                let mut pieces = std::mem::take(spare);
+                match decoders.get_mut(&delivery.topic) {
+                    Some(decoder) => {
+                        decode_message(&delivery.payload, decoder.as_mut(), &mut pieces)
+                    }
+                    // Not an input topic (the loop does not hand those in): nothing to run.
+                    None => pieces.pieces.clear(),
+                }
+                *ready = Some(Decoded {
+                    delivery,
+                    received,
+                    pieces,
+                });
+                Ok(())
+            }
+            Decoding::Thread {
+                to,
+                in_flight,
+                spare,
+                ..
+            } => {
+                let pieces = spare.pop().unwrap_or_default();
+                if to.send((delivery, received, pieces)).is_err() {
+                    return Err(self.died());
+                }
+                *in_flight += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The oldest message handed in and decoded: waiting for it when `wait`, else only if it
+    /// is ready. `None` when nothing is in flight (or, not waiting, nothing is ready yet).
+    fn next(&mut self, wait: bool) -> Result<Option<Decoded>, RunError> {
+        match self {
+            Decoding::Inline { ready, .. } => Ok(ready.take()),
+            Decoding::Thread {
+                from, in_flight, ..
+            } => {
+                if *in_flight == 0 {
+                    return Ok(None);
+                }
+                let decoded = if wait {
+                    from.recv().ok()
+                } else {
+                    match from.try_recv() {
+                        Ok(decoded) => Some(decoded),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(None),
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                    }
+                };
+                match decoded {
+                    Some(decoded) => {
+                        *in_flight -= 1;
+                        Ok(Some(decoded))
+                    }
+                    None => Err(self.died()),
+                }
+            }
+        }
+    }
+
+    /// Takes back a processed message's pieces for reuse.
+    fn recycle(&mut self, pieces: Pieces) {
+        match self {
+            Decoding::Inline { spare, .. } => *spare = pieces,
+            Decoding::Thread { spare, .. } => spare.push(pieces),
+        }
+    }
+
+    /// The decoding thread hung up: it panicked. Passes its panic on.
+    fn died(&mut self) -> RunError {
+        if let Decoding::Thread { thread, .. } = self {
+            if let Some(Err(panic)) = thread.take().map(std::thread::JoinHandle::join) {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        RunError::Decoding(io::Error::other("it stopped"))
+    }
+}
+
+/// Runs a decoded message's events through the engine, the archive, the responder and the
+/// sinks, and its rejects to the dead-letter topic, in its records' order.
 #[allow(clippy::too_many_arguments)]
-fn handle(
+fn apply_message(
     delivery: &Delivery,
-    decoder: &mut dyn Decoder,
+    pieces: &Pieces,
     engine: &mut Engine,
     sink: &mut dyn AlertSink,
     mut responder: Option<&mut Responder>,
     mut archive: Option<&mut Archive>,
     producer: &Producer,
     kafka: &KafkaConfig,
-    events: &mut Vec<Event>,
     alerts: &mut Vec<Alert>,
     summary: &mut RunSummary,
 ) -> Result<(), RunError> {
-    if delivery.payload.len() > MAX_DOCUMENT_BYTES {
-        let reason = format!(
-            "message of {} bytes exceeds the {MAX_DOCUMENT_BYTES}-byte limit",
-            delivery.payload.len()
-        );
-        let kept = &delivery.payload[..MAX_RECORD_BYTES];
-        return reject(delivery, kept, &reason, producer, kafka, summary);
-    }
-    for element in split_records(&delivery.payload) {
-        decoder.recycle(events);
-        if element.len() > MAX_RECORD_BYTES {
-            let reason = format!(
-                "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit",
-                element.len()
-            );
-            reject(
-                delivery,
-                &element[..MAX_RECORD_BYTES],
-                &reason,
-                producer,
-                kafka,
-                summary,
-            )?;
-            continue;
-        }
-        if let Err(error) = decoder.decode(element, events) {
-            reject(delivery, element, &error.reason, producer, kafka, summary)?;
-            continue;
-        }
-        for event in events.iter() {
+    let mut events = pieces.events.as_slice();
+    for piece in &pieces.pieces {
+        let these = match piece {
+            Piece::Rejected { record, reason } => {
+                reject(delivery, record, reason, producer, kafka, summary)?;
+                continue;
+            }
+            Piece::Events(n) => {
+                let (these, rest) = events.split_at(*n as usize);
+                events = rest;
+                these
+            }
+        };
+        for event in these {
             alerts.clear();
             engine.process(event, alerts);
             if delivery.rebuilding {

@@ -247,9 +247,17 @@ fn scenario_on_kafka(brokers: &str) -> Setup {
     }
 }
 
+/// With decoding on a second thread (`--threads 2`, the default on two cores) and without.
 #[test]
 fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
     let Some(brokers) = brokers() else { return };
+    for threads in ["1", "2"] {
+        scenario_through_run(&brokers, threads);
+    }
+}
+
+fn scenario_through_run(brokers: &str, threads: &str) {
+    let brokers = brokers.to_owned();
     let Setup {
         input,
         alerts,
@@ -259,7 +267,14 @@ fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
     } = scenario_on_kafka(&brokers);
     let scenario = repo("tests/data/scenario.jsonl");
     let output = credwatch()
-        .args(["run", "--exit-when-idle", "3s", "--config"])
+        .args([
+            "run",
+            "--exit-when-idle",
+            "3s",
+            "--threads",
+            threads,
+            "--config",
+        ])
         .arg(&config)
         .output()
         .unwrap();
@@ -278,7 +293,7 @@ fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
         );
     }
     let expected = expected_alerts(&repo("tests/data/scenario.toml"), &scenario);
-    assert_eq!(creates(&got), creates(&expected));
+    assert_eq!(creates(&got), creates(&expected), "--threads {threads}");
     assert!(creates(&got).len() >= 10);
 
     let letters = read_topic(&brokers, &dead);

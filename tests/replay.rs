@@ -285,3 +285,85 @@ fn exceptions_are_validated_and_listed_by_rules_check() {
     assert!(error.contains("payments.toml:7:"), "{error}");
     assert!(error.contains("unknown rule `new-endpoints`"), "{error}");
 }
+
+/// `--threads 2` decodes on a second thread, ahead of the engine; it must replay exactly as
+/// `--threads 1` does: the same alerts, dead letters and summary, over an input of many
+/// batches with every kind of line (blank, not JSON, too long, an array of records, an
+/// unknown field) among a generated day's events.
+#[test]
+fn two_threads_replay_exactly_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("day.jsonl");
+    success(
+        &credwatch()
+            .args(["gen", "--seed", "11", "--credentials", "100", "--out"])
+            .arg(&generated)
+            .output()
+            .expect("run gen"),
+    );
+    let day = std::fs::read_to_string(&generated).unwrap();
+    let mut lines: Vec<String> = day.lines().map(str::to_owned).collect();
+    assert!(lines.len() > 100_000, "{} lines", lines.len());
+    let array = format!("[{},{},{}]", lines[700], lines[701], lines[702]);
+    lines.splice(700..703, [array]);
+    lines.insert(
+        1_500,
+        r#"{"ts":"2026-03-01T00:00:00Z","kind":"access","credentail":"k"}"#.to_owned(),
+    );
+    lines.insert(900, format!(r#"{{"note":"{}"}}"#, "x".repeat(1 << 20)));
+    lines.insert(500, "   ".to_owned());
+    lines.insert(100, "this line is not JSON".to_owned());
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, credwatch::demo::DEMO_CONFIG).unwrap();
+
+    let replay = |threads: &str| {
+        let dead = dir.path().join(format!("dead-{threads}.jsonl"));
+        let output = credwatch()
+            .args([
+                "replay",
+                "--output",
+                "json",
+                "--threads",
+                threads,
+                "--dead-letter",
+            ])
+            .arg(&dead)
+            .arg("--config")
+            .arg(&config)
+            .arg(&input)
+            .output()
+            .expect("run replay");
+        let alerts = success(&output);
+        // The first line ends with the time taken and the rate; the rest must agree.
+        let summary = stderr(&output);
+        let (first, rest) = summary.split_once('\n').unwrap();
+        let counts = first.split(" in ").next().unwrap().to_owned();
+        let dead = std::fs::read_to_string(&dead).unwrap();
+        (alerts, counts + "\n" + rest, dead)
+    };
+    let (one, two) = (replay("1"), replay("2"));
+    assert!(
+        one.0.lines().count() > 10,
+        "the day raises alerts: {}",
+        one.0
+    );
+    assert_eq!(one.2.lines().count(), 3, "three bad records: {}", one.1);
+    assert!(one.1.contains("malformed records: 3"), "{}", one.1);
+    assert_eq!(one.0, two.0, "the same alerts, in the same order");
+    assert_eq!(one.1, two.1, "the same summary");
+    assert_eq!(one.2, two.2, "the same dead letters");
+
+    let refused = credwatch()
+        .args(["replay", "--threads", "3"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--threads"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -322,6 +322,11 @@ impl Responder {
         self.stats.queued.load(Ordering::SeqCst)
     }
 
+    /// Revocations that can still be queued before [`Responder::backpressure`] holds.
+    pub fn room(&self) -> u64 {
+        (self.config.max_queued as u64).saturating_sub(self.queued())
+    }
+
     /// Whether input should stop (or stay stopped, when `paused`) for the worker to catch
     /// up: from `max_queued` waiting on, until the queue has drained to half of it. A pause
     /// and a resume (a change from `paused`) are counted and logged here.

@@ -24,8 +24,9 @@ use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
 use crate::time::Timestamp;
 
-/// Recycled events kept for reuse: many records' worth.
-const MAX_POOLED_EVENTS: usize = 64;
+/// Recycled events kept for reuse: many records' worth, and a whole batch of
+/// `replay --threads 2` (256 lines), which hands its events back to be decoded into again.
+const MAX_POOLED_EVENTS: usize = 256;
 /// Events of a record longer than this are not kept, so that no huge field's buffer stays
 /// resident.
 const MAX_POOLED_RECORD: usize = 4096;
