@@ -4,7 +4,7 @@
 //! Needs a broker: `eval "$(scripts/test-broker start)"` then `cargo bench --bench latency`
 //! (it reads CREDWATCH_TEST_BROKERS). `LATENCY_RATES=10000,50000,100000` (events/s offered)
 //! and `LATENCY_SECS=10` (per rate) change the plan; `LATENCY_THREADS=2` runs credwatch with
-//! decoding on a second thread (`run --threads 2`, the default on two cores; default here 1).
+//! decoding on a second thread (`run --threads 2`; default 1, as in `run`).
 //!
 //! For each rate, in one process and on one clock:
 //! 1. baseline: a bare rdkafka consumer that does no work reads a paced stream; its latency is

@@ -157,9 +157,9 @@ struct ReplayArgs {
     #[command(flatten)]
     checkpoints: CheckpointArgs,
     /// Threads: 2 decodes JSON lines on a second thread while the engine runs the events
-    /// before them (1.7 times the events/s of 1 on native JSON in `cargo bench --bench
-    /// scaling`); 1 keeps both on one.
-    /// The output is the same either way. Default: 2 where two or more cores are available.
+    /// before them; 1 (the default) keeps both on one. The output is the same either way.
+    /// Experimental: 1.7 times the events/s of 1 in `cargo bench --bench scaling`, but no
+    /// faster yet from a file, for twice the CPU (see BENCHMARKS.md, section 7).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
     /// Input files, read in order; `-` reads stdin (which cannot be checkpointed).
@@ -316,22 +316,17 @@ struct RunArgs {
     #[command(flatten)]
     checkpoints: CheckpointArgs,
     /// Threads: 2 decodes messages on a second thread, up to 32 messages ahead of the
-    /// engine, which runs on the first and sees every message in order; 1 keeps both on one.
-    /// The output is the same either way. Default: 2 where two or more cores are available.
+    /// engine, which runs on the first and sees every message in order; 1 (the default)
+    /// keeps both on one. The output is the same either way. Experimental: no faster on a
+    /// broker whose consumer is the limit (see BENCHMARKS.md, section 7).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
 }
 
-/// `--threads`, or its default: 2 where two or more cores are available.
+/// `--threads`, or its default: 1. Two are not the default until they are faster than one
+/// from a file (BENCHMARKS.md, section 7).
 fn threads(requested: Option<u8>) -> u8 {
-    requested.unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cores >= 2 {
-            2
-        } else {
-            1
-        }
-    })
+    requested.unwrap_or(1)
 }
 
 #[derive(Args)]

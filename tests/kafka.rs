@@ -247,7 +247,7 @@ fn scenario_on_kafka(brokers: &str) -> Setup {
     }
 }
 
-/// With decoding on a second thread (`--threads 2`, the default on two cores) and without.
+/// With decoding on a second thread (`--threads 2`) and without (`--threads 1`, the default).
 #[test]
 fn run_reads_a_scenario_from_kafka_and_produces_exactly_the_expected_alerts() {
     let Some(brokers) = brokers() else { return };
