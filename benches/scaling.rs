@@ -10,6 +10,9 @@
 //! across credentials (one engine sees every event), and is bounded by the slower of the two
 //! stages instead of by the shards' balance.
 //!
+//! And `replay` itself, of the same lines written to a file, with one thread and with two:
+//! the whole path a user runs (reading, framing, dead letters, the sink), against the rest.
+//!
 //! Prints events/s for each, the speed-ups over one worker measured in the same run beside
 //! the most the shards' balance allows, and whether the runs raised the same alerts (ids,
 //! counts).
@@ -20,14 +23,17 @@
 mod common;
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
-use credwatch::alerts::Alert;
+use credwatch::alerts::{Alert, AlertSink};
 use credwatch::config::Config;
-use credwatch::decode::{Decoder, NativeDecoder};
+use credwatch::decode::{Decoder, Format, NativeDecoder};
 use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::event::Event;
+use credwatch::replay::{DeadLetters, Replay};
 use credwatch::rules::RuleSet;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -138,6 +144,64 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// What one round runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    OneWorker,
+    TwoWorkers,
+    Pipelined,
+    /// `replay` of the same lines from a file, with one thread or two.
+    Replay(bool),
+}
+
+impl Mode {
+    const ALL: [Mode; 5] = [
+        Mode::OneWorker,
+        Mode::TwoWorkers,
+        Mode::Pipelined,
+        Mode::Replay(false),
+        Mode::Replay(true),
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::OneWorker => "1 worker",
+            Mode::TwoWorkers => "2 workers",
+            Mode::Pipelined => "decode + engine",
+            Mode::Replay(false) => "replay file, 1 thread",
+            Mode::Replay(true) => "replay file, 2 threads",
+        }
+    }
+}
+
+/// An alert sink that keeps what it is given.
+struct Keep(Vec<Alert>);
+
+impl AlertSink for Keep {
+    fn emit(&mut self, alert: &Alert) -> std::io::Result<()> {
+        self.0.push(alert.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `replay` of `path` (the lines as a JSON-lines file), decoding on a second thread or not;
+/// returns the seconds and the alerts.
+fn replay(path: &Path, config: &Config, two_threads: bool) -> (f64, Vec<Alert>) {
+    let started = Instant::now();
+    let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
+    let mut sink = Keep(Vec::new());
+    let mut replay = Replay::new(&mut engine, &mut sink, DeadLetters::Discard, Format::Native)
+        .with_decode_thread(two_threads);
+    replay.input(&path.display().to_string()).expect("replay");
+    let summary = replay.finish().expect("replay finished");
+    assert_eq!(summary.counters.malformed, 0, "the demo's lines all decode");
+    (started.elapsed().as_secs_f64(), sink.0)
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here.
@@ -147,6 +211,16 @@ fn main() {
     let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
     let one = shard(&lines, 1);
     let two = shard(&lines, 2);
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    {
+        let mut out = std::io::BufWriter::new(file.as_file());
+        for line in &lines {
+            out.write_all(line)
+                .and_then(|()| out.write_all(b"\n"))
+                .expect("write lines");
+        }
+        out.flush().expect("write lines");
+    }
     println!(
         "scaling: {} events; shards of {} and {} events; {} cores available; {rounds} rounds",
         lines.len(),
@@ -154,53 +228,56 @@ fn main() {
         two[1].len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let (mut single, mut double, mut piped) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut single_alerts, mut double_alerts, mut piped_alerts) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Mode::ALL.len()];
+    let mut alerts: Vec<Vec<Alert>> = vec![Vec::new(); Mode::ALL.len()];
     for round in 0..rounds {
         // Rotate which goes first, so none always runs on a warmer machine.
-        let mut order = [1, 2, 3];
-        order.rotate_left(round % 3);
-        for mode in order {
-            let (secs, alerts) = match mode {
-                1 => run(&one, &config),
-                2 => run(&two, &config),
-                _ => pipelined(&lines, &config),
+        let mut order: Vec<usize> = (0..Mode::ALL.len()).collect();
+        order.rotate_left(round % Mode::ALL.len());
+        for index in order {
+            let mode = Mode::ALL[index];
+            let (secs, raised) = match mode {
+                Mode::OneWorker => run(&one, &config),
+                Mode::TwoWorkers => run(&two, &config),
+                Mode::Pipelined => pipelined(&lines, &config),
+                Mode::Replay(two_threads) => replay(file.path(), &config, two_threads),
             };
             let rate = lines.len() as f64 / secs;
-            let label = match mode {
-                1 => "1 worker",
-                2 => "2 workers",
-                _ => "decode + engine",
-            };
-            println!("  round {round}: {label:<15} {rate:>10.0} events/s");
-            match mode {
-                1 => {
-                    single.push(rate);
-                    single_alerts = alerts;
-                }
-                2 => {
-                    double.push(rate);
-                    double_alerts = alerts;
-                }
-                _ => {
-                    piped.push(rate);
-                    piped_alerts = alerts;
-                }
-            }
+            println!(
+                "  round {round}: {:<22} {rate:>10.0} events/s",
+                mode.label()
+            );
+            rates[index].push(rate);
+            alerts[index] = raised;
         }
     }
-    let (single, double, piped) = (median(single), median(double), median(piped));
+    let rates: Vec<f64> = rates.into_iter().map(median).collect();
+    let [single, double, piped, replay_one, replay_two] = rates[..] else {
+        unreachable!("one rate per mode")
+    };
+    let same_as_one = |index: usize| {
+        if fingerprint(&alerts[0]) == fingerprint(&alerts[index]) {
+            "the same alerts as 1 worker"
+        } else {
+            "DIFFERENT alerts from 1 worker (a bug: one engine sees the same events in order)"
+        }
+    };
     println!("1 worker : {single:>10.0} events/s (median)");
     println!("2 workers: {double:>10.0} events/s (median)");
     println!(
         "decode on a second thread, one engine: {piped:>10.0} events/s (median), {:.2}x; {}",
         piped / single,
-        if fingerprint(&single_alerts) == fingerprint(&piped_alerts) {
-            "the same alerts as 1 worker"
-        } else {
-            "DIFFERENT alerts from 1 worker (a bug: one engine sees the same events in order)"
-        }
+        same_as_one(2)
+    );
+    println!(
+        "replay from a file, 1 thread: {replay_one:>10.0} events/s (median), {:.2}x of 1 worker; {}",
+        replay_one / single,
+        same_as_one(3)
+    );
+    println!(
+        "replay from a file, 2 threads: {replay_two:>10.0} events/s (median), {:.2}x of 1 thread; {}",
+        replay_two / replay_one,
+        same_as_one(4)
     );
     let largest = two.iter().map(Vec::len).max().unwrap_or(1).max(1);
     println!(
@@ -209,11 +286,11 @@ fn main() {
         100.0 * largest as f64 / lines.len() as f64,
         lines.len() as f64 / largest as f64
     );
-    let same = fingerprint(&single_alerts) == fingerprint(&double_alerts);
+    let same = fingerprint(&alerts[0]) == fingerprint(&alerts[1]);
     println!(
         "alerts   : {} with 1 worker, {} with 2, {}",
-        single_alerts.len(),
-        double_alerts.len(),
+        alerts[0].len(),
+        alerts[1].len(),
         if same {
             "the same ids and counts"
         } else {
