@@ -157,9 +157,9 @@ struct ReplayArgs {
     #[command(flatten)]
     checkpoints: CheckpointArgs,
     /// Threads: 2 decodes JSON lines on a second thread while the engine runs the events
-    /// before them; 1 (the default) keeps both on one. The output is the same either way.
-    /// Experimental: 1.7 times the events/s of 1 in `cargo bench --bench scaling`, but no
-    /// faster yet from a file, for twice the CPU (see BENCHMARKS.md, section 7).
+    /// before them; 1 keeps both on one. The output is the same either way. Default: 2 where
+    /// at least two cores are available (1.7 times the events/s of 1 from a file, for 5%
+    /// more CPU; BENCHMARKS.md, section 7), else 1.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
     /// Input files, read in order; `-` reads stdin (which cannot be checkpointed).
@@ -317,15 +317,33 @@ struct RunArgs {
     checkpoints: CheckpointArgs,
     /// Threads: 2 decodes messages on a second thread, up to 32 messages ahead of the
     /// engine, which runs on the first and sees every message in order; 1 (the default)
-    /// keeps both on one. The output is the same either way. Experimental: no faster on a
-    /// broker whose consumer is the limit (see BENCHMARKS.md, section 7).
+    /// keeps both on one. The output is the same either way. Experimental: no faster where
+    /// the broker is the limit, as tansu on loopback is (BENCHMARKS.md, section 7).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
 }
 
-/// `--threads`, or its default: 1. Two are not the default until they are faster than one
-/// from a file (BENCHMARKS.md, section 7).
-fn threads(requested: Option<u8>) -> u8 {
+/// `replay --threads`, or its default: 2 where two cores are available. Reading a file, the
+/// engine and the decoding split the work about evenly (BENCHMARKS.md, section 7).
+fn replay_threads(requested: Option<u8>) -> u8 {
+    requested.unwrap_or_else(|| default_replay_threads(cores()))
+}
+
+fn default_replay_threads(cores: usize) -> u8 {
+    if cores >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `run --threads`, or its default: 1. From Kafka the consumer, not decoding, is the limit,
+/// and a second thread was slightly slower (BENCHMARKS.md, section 7).
+fn run_threads(requested: Option<u8>) -> u8 {
     requested.unwrap_or(1)
 }
 
@@ -678,7 +696,7 @@ fn replay(args: ReplayArgs) -> Result<ExitCode> {
         Output::None => &mut none,
     };
     let mut replay = Replay::new(&mut engine, sink, dead_letters, args.format)
-        .with_decode_thread(threads(args.threads) >= 2);
+        .with_decode_thread(replay_threads(args.threads) >= 2);
     if io::stderr().is_terminal() {
         replay = replay.with_progress(spinner("replaying"));
     }
@@ -806,7 +824,7 @@ fn run_kafka(args: RunArgs) -> Result<ExitCode> {
         stop_after_messages: None,
         checkpoint_interval: args.checkpoints.interval(),
         checkpoint: args.checkpoints.checkpoint,
-        decode_thread: threads(args.threads) >= 2,
+        decode_thread: run_threads(args.threads) >= 2,
     };
     let mut responder = match webhook {
         Some(webhook) => Some(credwatch::respond::Responder::start(webhook)?),
@@ -918,5 +936,20 @@ impl AlertSink for NoSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_decodes_on_a_second_thread_only_where_there_is_a_second_core() {
+        assert_eq!(default_replay_threads(1), 1);
+        assert_eq!(default_replay_threads(2), 2);
+        assert_eq!(default_replay_threads(16), 2);
+        assert_eq!(replay_threads(Some(1)), 1);
+        assert_eq!(run_threads(None), 1);
+        assert_eq!(run_threads(Some(2)), 2);
     }
 }
