@@ -121,7 +121,7 @@ mod tests {
             &[Seen::new(store.user_agents.intern("aws-cli"), 3, at)],
         );
         store.credentials.insert("AKIAKEPT", record);
-        store.owner_leaks.insert(
+        store.add_owner_leak(
             store.principals.intern("mallory"),
             Leak {
                 at,

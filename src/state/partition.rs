@@ -247,14 +247,7 @@ impl StateStore {
             self.put(&credential, state);
         }
         for (owner, leak) in owner_leaks {
-            self.owner_leaks
-                .entry(owner)
-                .and_modify(|held| {
-                    if leak.at < held.at {
-                        *held = leak.clone();
-                    }
-                })
-                .or_insert(leak);
+            self.add_owner_leak(owner, leak);
         }
         for (lineage, credential) in lineages {
             self.lineages
@@ -334,7 +327,7 @@ mod tests {
         store
             .secret_hashes
             .insert("sha256:gone".into(), "AKIAEVICTED".into());
-        store.owner_leaks.insert(
+        store.add_owner_leak(
             store.principals.intern("mallory"),
             Leak {
                 at: Timestamp::from_micros(5),

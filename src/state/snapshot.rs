@@ -99,7 +99,7 @@ impl StateStore {
             self.put(&credential, state);
         }
         for (owner, leak) in snapshot.owner_leaks {
-            self.owner_leaks.insert(owner, leak);
+            self.add_owner_leak(owner, leak);
         }
         for (lineage, credential) in snapshot.lineages {
             self.lineages.insert(lineage, credential.into());
