@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::detect::{Context, Finding};
 use crate::event::{Event, Kind};
 use crate::rules::RuleSet;
-use crate::state::{Absorbed, Home, StateStore, StoreSnapshot};
+use crate::state::{Absorbed, Home, NameCaches, StateStore, StoreSnapshot};
 use crate::time::{Period, Timestamp};
 use crate::zones::{Network, ZoneId};
 
@@ -122,6 +122,8 @@ pub struct Engine {
     home: Home,
     /// Names the interners may hold before they are compacted next.
     compact_names_at: usize,
+    /// The interners' recent names, kept by this engine's thread.
+    names: NameCaches,
 }
 
 impl Engine {
@@ -164,6 +166,7 @@ impl Engine {
             eviction_check_every,
             home: 0,
             compact_names_at: crate::state::next_compaction(0, 0),
+            names: NameCaches::default(),
         }
     }
 
@@ -221,7 +224,7 @@ impl Engine {
         }
 
         let config = &*self.config;
-        let observation = self.store.locate(event, config);
+        let observation = self.store.locate_with(event, config, &mut self.names);
         self.placement = (observation.zone, observation.network);
         if event.kind == Kind::Issue
             && observation.declared_zones.len() < distinct(&event.allowed_zones)

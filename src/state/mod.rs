@@ -23,7 +23,7 @@ use dashmap::DashMap;
 pub use compaction::{next_compaction, Compacted, MIN_COMPACTION_GROWTH};
 pub use credential::{AllowedFrom, CredentialState, Fields, Leak, NovelUse, Seen, MAX_NOVEL_USES};
 pub use eviction::Evicted;
-pub use interner::{Interner, Symbol};
+pub use interner::{Interner, NameCache, Symbol};
 pub use partition::{Absorbed, Home, Names};
 pub use snapshot::{RestoreError, StoreSnapshot};
 
@@ -213,15 +213,53 @@ impl StateStore {
     }
 }
 
+/// [`NameCache`]s in front of a store's three interners, for the thread that runs the engine.
+#[derive(Debug)]
+pub struct NameCaches {
+    endpoints: NameCache,
+    principals: NameCache,
+    user_agents: NameCache,
+}
+
+impl NameCaches {
+    /// Slots per cache: a demo day of 1,000 credentials names 717 principals, 41 endpoints
+    /// and 6 user agents; 4,096 slots of 32 bytes are 128 KiB, which stay in a core's L2 with
+    /// the names they point to. With many more names than slots, most lookups miss and cost
+    /// a hash and a copy of the name more than the interner alone.
+    const SLOTS: usize = 4096;
+}
+
+impl Default for NameCaches {
+    fn default() -> Self {
+        NameCaches {
+            endpoints: NameCache::new(Self::SLOTS),
+            principals: NameCache::new(Self::SLOTS),
+            user_agents: NameCache::new(Self::SLOTS),
+        }
+    }
+}
+
 impl StateStore {
     /// The zones stage: places an event in its zone and resolves its strings to symbols.
+    /// (A convenience for tests; the engine keeps its caches from event to event and calls
+    /// [`StateStore::locate_with`].)
     pub fn locate<'a>(&self, event: &'a Event, config: &crate::config::Config) -> Observation<'a> {
+        self.locate_with(event, config, &mut NameCaches::default())
+    }
+
+    /// [`StateStore::locate`], resolving names through `names` first.
+    pub fn locate_with<'a>(
+        &self,
+        event: &'a Event,
+        config: &crate::config::Config,
+        names: &mut NameCaches,
+    ) -> Observation<'a> {
         let ip = event.source_ip.as_deref().and_then(crate::zones::parse_ip);
         let zone = config.zones.classify(ip, event.zone.as_deref());
         let principal = event
             .principal
             .as_deref()
-            .map(|p| self.principals.intern(p));
+            .map(|p| names.principals.intern(&self.principals, p));
         let mut owner_leak = match (event.kind, principal) {
             (crate::event::Kind::Access, Some(principal))
                 if self.any_owner_leak.load(Ordering::Relaxed) =>
@@ -271,7 +309,7 @@ impl StateStore {
             let owner = event
                 .owner
                 .as_deref()
-                .map(|o| self.principals.intern(o))
+                .map(|o| names.principals.intern(&self.principals, o))
                 .or(principal);
             let zones = event
                 .allowed_zones
@@ -287,13 +325,16 @@ impl StateStore {
             ip,
             zone,
             network: ip.map(Network::of),
-            endpoint: event.endpoint.as_deref().map(|e| self.endpoints.intern(e)),
+            endpoint: event
+                .endpoint
+                .as_deref()
+                .map(|e| names.endpoints.intern(&self.endpoints, e)),
             user_agent: event
                 .user_agent
                 .as_deref()
                 .map(product)
                 .filter(|p| !p.is_empty())
-                .map(|p| self.user_agents.intern(p)),
+                .map(|p| names.user_agents.intern(&self.user_agents, p)),
             principal,
             owner,
             declared_zones,
