@@ -356,6 +356,69 @@ fn killed_between_decision_and_delivery_the_restart_delivers_exactly_once() {
     assert_eq!(pending(), 0, "delivered revocations leave the outbox");
 }
 
+/// The race behind the test above, forced: the restart delivers the revocation it found in
+/// the outbox (and removes its file) before the replay decides the same one again.
+#[test]
+fn a_decision_the_restart_already_delivered_is_not_sent_again() {
+    use credwatch::decode::{Decoder, NativeDecoder};
+    use credwatch::engine::Engine;
+    use credwatch::respond::Responder;
+    use credwatch::rules::RuleSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = revoke_rules(dir.path());
+    let decide = |url: &str| {
+        let config = Config::load(&config(dir.path(), url, "")).unwrap();
+        let rules = RuleSet::load_dir(&rules_dir, &config).unwrap();
+        let responder = Responder::start(config.webhook.clone().unwrap()).unwrap();
+        let mut engine = Engine::new(config, rules);
+        let mut events = Vec::new();
+        for line in [
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"AKIAX","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:01:00Z","kind":"access","credential":"AKIAX","source_ip":"203.0.113.9"}"#,
+        ] {
+            NativeDecoder::new()
+                .decode(line.as_bytes(), &mut events)
+                .unwrap();
+        }
+        let mut alerts = Vec::new();
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+        (responder, alerts)
+    };
+    let outbox = dir.path().join("outbox");
+
+    // First run: nobody listens, so the decision stays in the outbox.
+    let (mut first, alerts) = decide(&format!("http://127.0.0.1:{}/revoke", free_port()));
+    for alert in &alerts {
+        first.decide(alert, &mut Vec::new());
+    }
+    first.finish(Duration::from_millis(100));
+    assert_eq!(pending_in(&outbox), 1, "left pending");
+
+    // The restart resends it and it is delivered before the same decision comes again.
+    let running = receiver();
+    let (mut second, alerts) = decide(&running.url());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_in(&outbox) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pending_in(&outbox), 0, "the resend was delivered");
+    for alert in &alerts {
+        second.decide(alert, &mut Vec::new());
+    }
+    let stats = second.finish(Duration::from_secs(2));
+    let log = running.receiver.log();
+    assert_eq!(log.len(), 1, "one request for one decision: {log:?}");
+    assert_eq!(running.receiver.revoked().len(), 1);
+    assert_eq!(
+        stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(pending_in(&outbox), 0);
+}
+
 #[test]
 fn a_confirmed_revocation_marks_the_credential_revoked() {
     use credwatch::decode::{Decoder, NativeDecoder};

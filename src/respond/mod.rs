@@ -24,7 +24,7 @@ pub mod receiver;
 pub mod signature;
 mod webhook;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -125,6 +125,11 @@ pub struct Responder {
     stopping: Arc<AtomicBool>,
     recent: VecDeque<Timestamp>,
     tripped: bool,
+    /// Every key this responder queued: the outbox's pending ones resent at start, then each
+    /// decided. The outbox alone cannot tell a decision already delivered in this run (its
+    /// file is gone) from a new one, so a replay after a crash that decides again what the
+    /// restart just resent would send it twice.
+    queued_keys: HashSet<String>,
 }
 
 impl Responder {
@@ -145,7 +150,9 @@ impl Responder {
             source,
         })?;
         // Every job queued counts in stats.queued until the worker has finished it.
+        let mut queued_keys = HashSet::new();
         for (key, body) in pending {
+            queued_keys.insert(key.clone());
             let (credential, at) = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .map(|v| {
@@ -216,6 +223,7 @@ impl Responder {
             stopping,
             recent: VecDeque::new(),
             tripped: false,
+            queued_keys,
         })
     }
 
@@ -297,6 +305,9 @@ impl Responder {
             }
             return;
         }
+        if self.queued_keys.contains(&alert.id) {
+            return; // Already decided or resent by this responder (a replay of the same input).
+        }
         match self.outbox.put(&alert.id, &body) {
             Ok(false) => return, // Already decided and pending (a replay of the same input).
             Ok(true) => {}
@@ -306,6 +317,7 @@ impl Responder {
             }
         }
         self.stats.decided.fetch_add(1, Ordering::Relaxed);
+        self.queued_keys.insert(alert.id.clone());
         if let Some(jobs) = &self.jobs {
             self.stats.queued.fetch_add(1, Ordering::SeqCst);
             let _ = jobs.send(Job {
