@@ -96,7 +96,10 @@ pub struct SuppressorSnapshot {
 
 /// Folds repeated alerts per (rule, credential).
 pub struct Suppressor {
-    open: HashMap<(String, String), Open>,
+    /// Boxed: a window holds its whole first alert, and when the map grows it moves every
+    /// entry; with values inline, growing past some 30,000 windows moved tens of MB into
+    /// freshly faulted pages and held one event for up to 100 ms (BENCHMARKS.md, section 3).
+    open: HashMap<(String, String), Box<Open>>,
     closing: BTreeSet<(Timestamp, String, String)>,
     watermark: Option<Timestamp>,
     suppressed: u64,
@@ -234,13 +237,13 @@ impl Suppressor {
         out.push(alert.clone());
         self.open.insert(
             key,
-            Open {
+            Box::new(Open {
                 last_time: alert.time,
                 places: place(&alert).into_iter().collect(),
                 first: alert,
                 count: 1,
                 end,
-            },
+            }),
         );
     }
 
@@ -305,7 +308,7 @@ impl Suppressor {
             }
             self.closing
                 .insert((open.end, key.0.clone(), key.1.clone()));
-            self.open.insert(key, open);
+            self.open.insert(key, Box::new(open));
             opened += 1;
         }
         Ok(opened)
