@@ -318,8 +318,7 @@ struct RunArgs {
     /// Threads: 2 decodes messages on a second thread, up to 32 messages ahead of the
     /// engine, which runs on the first and sees every message in order; 1 (the default)
     /// keeps both on one. The output is the same either way. Experimental: no faster where
-    /// the broker is the limit, as tansu on loopback is (BENCHMARKS.md, section 7), and at
-    /// 100,000 events/s its latency tail had a pause of about 100 ms (section 3).
+    /// the broker is the limit, as tansu on loopback is (BENCHMARKS.md, section 7).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
 }
