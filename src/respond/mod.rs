@@ -275,6 +275,9 @@ impl Responder {
             }
             self.recent.push_back(at);
         }
+        if !self.config.dry_run && self.queued_keys.contains(&alert.id) {
+            return; // Already decided or resent by this responder (a replay of the same input).
+        }
         let request = RevocationRequest {
             idempotency_key: &alert.id,
             credential: &alert.credential,
@@ -304,9 +307,6 @@ impl Responder {
                 tracing::error!(%error, "Cannot record a dry-run revocation.");
             }
             return;
-        }
-        if self.queued_keys.contains(&alert.id) {
-            return; // Already decided or resent by this responder (a replay of the same input).
         }
         match self.outbox.put(&alert.id, &body) {
             Ok(false) => return, // Already decided and pending (a replay of the same input).
