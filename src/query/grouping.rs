@@ -439,6 +439,9 @@ impl Aggregation {
                 self.groups.assign(&keys, &mut self.group_ids)?;
                 tally_runs(&self.group_ids, |id| id, &mut self.tally);
             }
+        } else if self.accumulators.is_empty() {
+            // No aggregate (the inner step of `count(DISTINCT x)`): the groups are the result.
+            self.groups.register(&keys, &mut self.group_ids)?;
         } else {
             self.groups.assign(&keys, &mut self.group_ids)?;
             let total = self.groups.len();
@@ -618,7 +621,7 @@ impl Groups {
         if columns.len() != self.keys.len() {
             return internal_err!("{} key columns for {} keys", columns.len(), self.keys.len());
         }
-        if columns.len() >= 2 && self.assign_view_rows(columns, group_ids) {
+        if columns.len() >= 2 && self.assign_view_rows(columns, Some(group_ids)) {
             return Ok(());
         }
         for ((key, column), ids) in self.keys.iter_mut().zip(columns).zip(&mut self.column_ids) {
@@ -634,15 +637,18 @@ impl Groups {
         Ok(())
     }
 
-    /// Group ids for two or more string-view keys without NULLs (the archive's `credential`
-    /// and `network`, say): a row whose views all equal the row before's is in that row's
-    /// group, and only the rows where a key changes look their values up and pair their ids,
-    /// with no id column per key. Returns false, having done nothing, for other columns.
-    fn assign_view_rows(&mut self, columns: &[ArrayRef], group_ids: &mut Vec<usize>) -> bool {
-        let arrays: Option<Vec<&StringViewArray>> = columns
-            .iter()
-            .map(|c| c.as_string_view_opt().filter(|a| a.null_count() == 0))
-            .collect();
+    /// Group ids for two or more string-view keys (the archive's `credential` and `network`,
+    /// say): a row whose views all equal the row before's (and is NULL where it was) is in that
+    /// row's group, and only the rows where a key changes look their values up and pair their
+    /// ids, with no id column per key. With `group_ids` None only the groups are added.
+    /// Returns false, having done nothing, for other columns.
+    fn assign_view_rows(
+        &mut self,
+        columns: &[ArrayRef],
+        group_ids: Option<&mut Vec<usize>>,
+    ) -> bool {
+        let arrays: Option<Vec<&StringViewArray>> =
+            columns.iter().map(|c| c.as_string_view_opt()).collect();
         let Some(arrays) = arrays else {
             return false;
         };
@@ -657,23 +663,44 @@ impl Groups {
                 Key::Fixed { .. } => return false,
             }
         }
-        let rows = columns[0].len();
-        group_ids.clear();
-        group_ids.reserve(rows);
-        // Unlike every first view, so the first row is looked up.
-        let mut last: Vec<u128> = arrays
+        let nulls: Vec<Option<&NullBuffer>> = arrays
             .iter()
-            .map(|a| a.views().first().map_or(0, |v| !v))
+            .map(|a| a.nulls().filter(|n| n.null_count() > 0))
+            .collect();
+        let valid = |column: usize, row: usize| nulls[column].is_none_or(|n| n.is_valid(row));
+        let rows = columns[0].len();
+        let mut group_ids = group_ids;
+        if let Some(group_ids) = group_ids.as_deref_mut() {
+            group_ids.clear();
+            group_ids.reserve(rows);
+        }
+        if let ([first, second], [(values_a, cache_a), (values_b, cache_b)], [pairing]) =
+            (&arrays[..], &mut strings[..], &mut pairings[..])
+        {
+            let a = (*first, nulls[0], &mut **values_a, &mut **cache_a);
+            let b = (*second, nulls[1], &mut **values_b, &mut **cache_b);
+            two_view_rows(a, b, pairing, group_ids);
+            return true;
+        }
+        // Unlike every first view, so the first row is looked up.
+        let mut last: Vec<(u128, bool)> = arrays
+            .iter()
+            .map(|a| (a.views().first().map_or(0, |v| !v), true))
             .collect();
         let mut group = 0;
-        let mut regroup = |row: usize, last: &mut [u128]| {
+        let mut regroup = |row: usize, last: &mut [(u128, bool)]| {
             let mut group = 0;
             for (column, (array, (values, views))) in
                 arrays.iter().zip(strings.iter_mut()).enumerate()
             {
                 let view = array.views()[row];
-                last[column] = view;
-                let id = view_id(values, views, array, row, view);
+                let id = if valid(column, row) {
+                    last[column] = (view, true);
+                    view_id(values, views, array, row, view)
+                } else {
+                    last[column] = (view, false);
+                    values.null_id()
+                };
                 group = match column {
                     0 => id,
                     _ => pairings[column - 1].pair(group, id),
@@ -681,27 +708,33 @@ impl Groups {
             }
             group
         };
-        if let [first, second] = arrays[..] {
-            // Two keys, the common case: both views side by side, no loop over the columns.
-            let rows = first.views().iter().zip(second.views().iter());
-            for (row, (&a, &b)) in rows.enumerate() {
-                if a != last[0] || b != last[1] {
-                    group = regroup(row, &mut last);
-                }
-                group_ids.push(group);
-            }
-            return true;
-        }
         for row in 0..rows {
-            let same = arrays.iter().zip(&last).fold(true, |same, (array, &last)| {
-                same & (array.views()[row] == last)
-            });
+            let same = arrays
+                .iter()
+                .zip(&last)
+                .enumerate()
+                .all(|(column, (array, &last))| (array.views()[row], valid(column, row)) == last);
             if !same {
                 group = regroup(row, &mut last);
             }
-            group_ids.push(group);
+            if let Some(group_ids) = group_ids.as_deref_mut() {
+                group_ids.push(group);
+            }
         }
         true
+    }
+
+    /// Adds the groups of the rows of `columns` without keeping each row's group (for an
+    /// aggregation with no aggregate, such as the inner step of `count(DISTINCT x)`); `scratch`
+    /// holds ids where the columns need them.
+    fn register(&mut self, columns: &[ArrayRef], scratch: &mut Vec<usize>) -> Result<()> {
+        if columns.len() >= 2
+            && columns.len() == self.keys.len()
+            && self.assign_view_rows(columns, None)
+        {
+            return Ok(());
+        }
+        self.assign(columns, scratch)
     }
 
     /// Adds the rows of `columns` to `tally` by group, if they are one dictionary column
@@ -739,6 +772,76 @@ impl Groups {
             .zip(schema.fields())
             .map(|((key, ids), field)| key.emit(ids, field.data_type()))
             .collect()
+    }
+}
+
+/// One string-view key column for [`two_view_rows`]: the array, its NULLs if it has any, and
+/// its values and view cache.
+type ViewKey<'a> = (
+    &'a StringViewArray,
+    Option<&'a NullBuffer>,
+    &'a mut Values<Box<str>>,
+    &'a mut ViewCache,
+);
+
+/// [`Groups::assign_view_rows`] for two keys, the common case (`credential` and `network`).
+/// The stretches of rows where neither key is NULL compare views only; where the first view
+/// is the row before's, only the second is looked up. Rows with a NULL key (few in the
+/// archive) are looked up one by one. With `group_ids` None only the groups are added.
+fn two_view_rows(
+    (first, first_nulls, values_a, cache_a): ViewKey,
+    (second, second_nulls, values_b, cache_b): ViewKey,
+    pairing: &mut Pairing,
+    mut group_ids: Option<&mut Vec<usize>>,
+) {
+    let rows = first.len();
+    let (views_a, views_b) = (first.views(), second.views());
+    let valid: Vec<(usize, usize)> = match NullBuffer::union(first_nulls, second_nulls) {
+        Some(both) => both.valid_slices().collect(),
+        None => vec![(0, rows)],
+    };
+    let mut next = 0;
+    for (start, end) in valid.into_iter().chain([(rows, rows)]) {
+        for row in next..start {
+            let id =
+                |array: &StringViewArray, nulls: Option<&NullBuffer>, values, cache| match nulls
+                    .is_none_or(|n| n.is_valid(row))
+                {
+                    true => view_id(values, cache, array, row, array.views()[row]),
+                    false => Values::null_id(values),
+                };
+            let id_a = id(first, first_nulls, values_a, cache_a);
+            let group = pairing.pair(id_a, id(second, second_nulls, values_b, cache_b));
+            if let Some(group_ids) = group_ids.as_deref_mut() {
+                group_ids.push(group);
+            }
+        }
+        next = end;
+        let Some(&first_a) = views_a.get(start) else {
+            continue;
+        };
+        // Unlike the stretch's first view, so its first row is looked up.
+        let (mut last_a, mut last_b) = (!first_a, 0);
+        let (mut id_a, mut group) = (0, 0);
+        let mut step = |row: usize, a: u128, b: u128| {
+            if a != last_a {
+                id_a = view_id(values_a, cache_a, first, row, a);
+                last_a = a;
+            } else if b == last_b {
+                return group;
+            }
+            last_b = b;
+            group = pairing.pair(id_a, view_id(values_b, cache_b, second, row, b));
+            group
+        };
+        let stretch = (start..).zip(views_a[start..end].iter().zip(&views_b[start..end]));
+        match group_ids.as_deref_mut() {
+            Some(group_ids) => group_ids.extend(stretch.map(|(row, (&a, &b))| step(row, a, b))),
+            // Only the groups are wanted: a row like the one before costs two compares.
+            None => stretch.for_each(|(row, (&a, &b))| {
+                step(row, a, b);
+            }),
+        }
     }
 }
 
@@ -1451,7 +1554,7 @@ mod tests {
         DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8))
     }
 
-    const QUERIES: [&str; 18] = [
+    const QUERIES: [&str; 20] = [
         "SELECT s, count(*), sum(v), min(v), max(v), avg(v), count(v) FROM data GROUP BY s",
         "SELECT s, t, n, count(*), sum(v) FROM data GROUP BY s, t, n",
         "SELECT ts, u, count(DISTINCT s) FROM data GROUP BY ts, u",
@@ -1469,11 +1572,15 @@ mod tests {
         "SELECT t, n, count(*) FROM data GROUP BY t, n",
         "SELECT w, u, count(*) FROM data GROUP BY w, u",
         "SELECT w FROM data WHERE u < 100 GROUP BY w",
-        // Two or more views: in batches where neither has a NULL, by comparing rows' views.
+        // Two or more views, by comparing rows' views (and where `s` or `tv` is NULL).
         "SELECT x, s, count(*), max(v) FROM data GROUP BY x, s",
         "SELECT s, x, u, count(*) FROM data WHERE v IS NOT NULL GROUP BY s, x, u",
         "SELECT s, count(DISTINCT x) FROM data GROUP BY s",
         "SELECT x, s, arrow_cast(t, 'Utf8View') AS tv, count(*) FROM data GROUP BY x, s, tv",
+        // With no aggregate (the inner step of a DISTINCT, and a plain GROUP BY): the groups
+        // are added without an id per row.
+        "SELECT x, count(DISTINCT s) FROM data GROUP BY x",
+        "SELECT s, arrow_cast(t, 'Utf8View') AS tv FROM data GROUP BY s, tv",
     ];
 
     fn rows() -> impl Strategy<Value = Vec<Vec<Vec<Row>>>> {
