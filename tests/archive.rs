@@ -768,3 +768,177 @@ fn backtest_counts_equal_those_of_a_replay_of_the_same_events() {
     );
     assert!(later.starts_with("backtest: 0 events"), "{later}");
 }
+
+/// A `credwatch query` prompt on a pseudo-terminal (util-linux's `script` gives it one), fed
+/// a line at a time once the prompt before it is shown.
+struct Prompt {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Prompt {
+    /// Whether `script` can give a command a terminal here.
+    fn available() -> bool {
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn start(archive: &Path, state: &Path) -> Prompt {
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-q",
+                "-e",
+                "-c",
+                r#""$CREDWATCH" query --archive "$ARCHIVE""#,
+                "/dev/null",
+            ])
+            .env("CREDWATCH", env!("CARGO_BIN_EXE_credwatch"))
+            .env("ARCHIVE", archive)
+            .env("XDG_STATE_HOME", state)
+            .env("SHELL", "/bin/sh")
+            // Line editing and history recall need a terminal type that has them.
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script");
+        let input = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+                sink.lock().expect("output").extend_from_slice(&buffer[..n]);
+            }
+        });
+        Prompt {
+            child,
+            input,
+            output,
+        }
+    }
+
+    /// What the terminal showed so far, without escape sequences and carriage returns.
+    fn screen(&self) -> String {
+        let bytes = self.output.lock().expect("output").clone();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut plain = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{1b}' => {
+                    // CSI: ESC [ parameters, then one final letter.
+                    if chars.next_if_eq(&'[').is_some() {
+                        while chars.next().is_some_and(|c| !c.is_ascii_alphabetic()) {}
+                    }
+                }
+                '\r' => {}
+                c => plain.push(c),
+            }
+        }
+        plain
+    }
+
+    /// Waits until `text` has been shown `times` times in all.
+    fn wait_for(&self, text: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.screen().matches(text).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} shown fewer than {times} times:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types `keys` (a line ends with "\r", as Enter sends).
+    fn type_keys(&mut self, keys: &str) {
+        std::io::Write::write_all(&mut self.input, keys.as_bytes()).expect("type");
+        std::io::Write::flush(&mut self.input).expect("flush");
+    }
+
+    /// Waits for the prompt to end (after `\q`) and returns its exit status.
+    fn finish(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the prompt did not end:\n{}", self.screen());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn on_a_terminal_query_prompts_goes_on_after_an_error_and_keeps_its_history() {
+    if !Prompt::available() {
+        eprintln!("skipped: no util-linux `script` here to give the prompt a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let archive = dir.path().join("archive");
+    replay_into(
+        &repo("tests/data/scenario.toml"),
+        &archive,
+        &repo("tests/data/scenario.jsonl"),
+        "none",
+    );
+    let state = dir.path().join("state");
+    const PROMPT: &str = "credwatch> ";
+
+    let mut prompt = Prompt::start(&archive, &state);
+    prompt.wait_for(PROMPT, 1);
+    assert!(prompt.screen().contains("Tables: events, alerts"));
+    prompt.type_keys("SELECT count(*) AS n FROM events;\r");
+    prompt.wait_for(PROMPT, 2);
+    let count = format!("| {:<3}|", valid_scenario_events());
+    assert!(prompt.screen().contains(&count), "{}", prompt.screen());
+    // An error is printed and the prompt goes on.
+    prompt.type_keys("SELECT no_such_column FROM events;\r");
+    prompt.wait_for(PROMPT, 3);
+    assert!(prompt.screen().contains("error: "), "{}", prompt.screen());
+    // A statement over two lines, ended by its `;`.
+    prompt.type_keys("SELECT 6 *\r");
+    prompt.wait_for("       ... ", 1);
+    prompt.type_keys("7 AS answer;\r");
+    prompt.wait_for(PROMPT, 4);
+    assert!(
+        prompt.screen().contains("| 42     |"),
+        "{}",
+        prompt.screen()
+    );
+    prompt.type_keys("\\q\r");
+    assert!(prompt.finish().success());
+
+    let history = std::fs::read_to_string(state.join("credwatch/query_history"))
+        .expect("the history is saved at the end");
+    assert!(
+        history.contains("SELECT no_such_column FROM events;"),
+        "{history}"
+    );
+    assert!(history.contains("7 AS answer;"), "{history}");
+
+    // The next session recalls the last statement with the up arrow, twice: as in psql, the
+    // history holds the commands too, and `\q` came last.
+    let mut prompt = Prompt::start(&archive, &state);
+    prompt.wait_for(PROMPT, 1);
+    prompt.type_keys("\u{1b}[A\u{1b}[A\r");
+    prompt.wait_for(PROMPT, 2);
+    assert!(
+        prompt.screen().contains("| 42     |"),
+        "{}",
+        prompt.screen()
+    );
+    prompt.type_keys("\\q\r");
+    assert!(prompt.finish().success());
+}
