@@ -90,6 +90,18 @@ fn replay_into(config: &Path, archive: &Path, input: &Path, output: &str) -> std
     result
 }
 
+/// tests/data/scenario.jsonl replayed into `dir`/archive with its config; returns the archive.
+fn scenario_archive(dir: &Path) -> PathBuf {
+    let archive = dir.join("archive");
+    replay_into(
+        &repo("tests/data/scenario.toml"),
+        &archive,
+        &repo("tests/data/scenario.jsonl"),
+        "none",
+    );
+    archive
+}
+
 #[test]
 fn replayed_events_come_back_identical_from_select() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -185,13 +197,7 @@ fn replayed_events_come_back_identical_from_select() {
 #[test]
 fn query_prints_tables_csv_and_json_with_zone_functions_and_partition_filters() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let archive = dir.path().join("archive");
-    replay_into(
-        &repo("tests/data/scenario.toml"),
-        &archive,
-        &repo("tests/data/scenario.jsonl"),
-        "none",
-    );
+    let archive = scenario_archive(dir.path());
     let query = |format: &str, sql: &str| {
         success(
             &credwatch()
@@ -384,13 +390,7 @@ fn rewrite_with_plain_labels(file: &Path) -> usize {
 #[test]
 fn labels_read_as_dictionaries_and_files_with_plain_labels_still_read() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let archive = dir.path().join("archive");
-    replay_into(
-        &repo("tests/data/scenario.toml"),
-        &archive,
-        &repo("tests/data/scenario.jsonl"),
-        "none",
-    );
+    let archive = scenario_archive(dir.path());
     let query = |format: &str, sql: &str| {
         success(
             &credwatch()
@@ -844,17 +844,23 @@ impl Prompt {
         plain
     }
 
-    /// Waits until `text` has been shown `times` times in all.
-    fn wait_for(&self, text: &str, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.screen().matches(text).count() < times {
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} shown fewer than {times} times:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Waits until `marker` has been shown `times` times and `prompt` after it. Only a drawn
+    /// prompt reads what is typed next (the editor may drop keys typed before it), and it is
+    /// not counted itself: the editor redraws it as keys arrive.
+    fn wait_for(&self, marker: &str, times: usize, prompt: &str) {
+        let after = || {
+            let screen = self.screen();
+            let at = screen.match_indices(marker).nth(times - 1);
+            at.map_or(String::new(), |(at, _)| {
+                screen[at + marker.len()..].to_owned()
+            })
+        };
+        crate::util::wait_for_text(after, prompt, 1);
+    }
+
+    fn assert_shows(&self, text: &str) {
+        let screen = self.screen();
+        assert!(screen.contains(text), "{text:?} not shown:\n{screen}");
     }
 
     /// Types `keys` (a line ends with "\r", as Enter sends).
@@ -886,37 +892,29 @@ fn on_a_terminal_query_prompts_goes_on_after_an_error_and_keeps_its_history() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let archive = dir.path().join("archive");
-    replay_into(
-        &repo("tests/data/scenario.toml"),
-        &archive,
-        &repo("tests/data/scenario.jsonl"),
-        "none",
-    );
+    let archive = scenario_archive(dir.path());
     let state = dir.path().join("state");
     const PROMPT: &str = "credwatch> ";
+    const BANNER_END: &str = "Examples are in examples/queries/.";
+    const TIMED: &str = " rows in ";
 
     let mut prompt = Prompt::start(&archive, &state);
-    prompt.wait_for(PROMPT, 1);
-    assert!(prompt.screen().contains("Tables: events, alerts"));
+    prompt.wait_for(BANNER_END, 1, PROMPT);
+    prompt.assert_shows("Tables: events, alerts");
+    // Each statement ends with its timing line, then the next prompt.
     prompt.type_keys("SELECT count(*) AS n FROM events;\r");
-    prompt.wait_for(PROMPT, 2);
+    prompt.wait_for(TIMED, 1, PROMPT);
     let count = format!("| {:<3}|", valid_scenario_events());
-    assert!(prompt.screen().contains(&count), "{}", prompt.screen());
+    prompt.assert_shows(&count);
     // An error is printed and the prompt goes on.
     prompt.type_keys("SELECT no_such_column FROM events;\r");
-    prompt.wait_for(PROMPT, 3);
-    assert!(prompt.screen().contains("error: "), "{}", prompt.screen());
+    prompt.wait_for("error: ", 1, PROMPT);
     // A statement over two lines, ended by its `;`.
     prompt.type_keys("SELECT 6 *\r");
-    prompt.wait_for("       ... ", 1);
+    prompt.wait_for("SELECT 6 *", 1, "       ... ");
     prompt.type_keys("7 AS answer;\r");
-    prompt.wait_for(PROMPT, 4);
-    assert!(
-        prompt.screen().contains("| 42     |"),
-        "{}",
-        prompt.screen()
-    );
+    prompt.wait_for(TIMED, 2, PROMPT);
+    prompt.assert_shows("| 42     |");
     prompt.type_keys("\\q\r");
     assert!(prompt.finish().success());
 
@@ -931,14 +929,10 @@ fn on_a_terminal_query_prompts_goes_on_after_an_error_and_keeps_its_history() {
     // The next session recalls the last statement with the up arrow, twice: as in psql, the
     // history holds the commands too, and `\q` came last.
     let mut prompt = Prompt::start(&archive, &state);
-    prompt.wait_for(PROMPT, 1);
+    prompt.wait_for(BANNER_END, 1, PROMPT);
     prompt.type_keys("\u{1b}[A\u{1b}[A\r");
-    prompt.wait_for(PROMPT, 2);
-    assert!(
-        prompt.screen().contains("| 42     |"),
-        "{}",
-        prompt.screen()
-    );
+    prompt.wait_for(TIMED, 1, PROMPT);
+    prompt.assert_shows("| 42     |");
     prompt.type_keys("\\q\r");
     assert!(prompt.finish().success());
 }

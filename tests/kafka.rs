@@ -1114,15 +1114,7 @@ impl Member {
 
     /// Waits (at most a minute) until the log holds `text` `times` times.
     fn wait_for(&self, text: &str, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.log().matches(text).count() < times {
-            assert!(
-                Instant::now() < deadline,
-                "no {times}x {text:?} within a minute:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::util::wait_for_text(|| self.log(), text, times);
     }
 
     /// SIGTERM, then the whole log once the process exited cleanly.

@@ -88,3 +88,17 @@ pub fn assert_golden(name: &str, actual: &str) {
         path.display()
     );
 }
+
+/// Waits (at most a minute) until `text` occurs `times` times in what `read` returns, and
+/// fails with it otherwise.
+pub fn wait_for_text(read: impl Fn() -> String, text: &str, times: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read().matches(text).count() < times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {times}x {text:?} within a minute:\n{}",
+            read()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
