@@ -6,6 +6,11 @@
 //! - `decode`: the format's decoder alone;
 //! - `pipeline`: decode + zones + state + the built-in rules + suppression, one engine.
 //!
+//! Group `names` times a name's symbol taken from the shared interner alone and through the
+//! engine's `NameCache` in front of it (4,096 slots), over principals cycled from a set that
+//! fits the cache (1,000) and one that does not (1,000,000): the cache's gain when it hits and
+//! its cost when nearly every lookup misses.
+//!
 //! Run: `cargo bench --bench engine`. Compare the three throughputs of one run: the
 //! pipeline's ratio to `parse_ignored` is what issue 7 tracks.
 
@@ -20,6 +25,7 @@ use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::event::{Event, Kind};
 use credwatch::rules::RuleSet;
+use credwatch::state::{Interner, NameCache};
 
 /// One native event as the CloudTrail record AWS would log for it: accesses as API calls,
 /// issuances as `CreateAccessKey`; other kinds have no CloudTrail form here (`None`).
@@ -219,7 +225,51 @@ fn once_pipeline(lines: &[Vec<u8>], mut engine: Engine) -> (usize, u64) {
     (raised, suppressed)
 }
 
-criterion_group!(benches, stages, cloudtrail_stages);
+/// Principals as the generator names them, `count` distinct, in a shuffled order that
+/// repeats none within `count` lookups (a stride coprime to it).
+fn principal_names(count: usize) -> Vec<String> {
+    let stride = 7_919;
+    (0..count)
+        .map(|i| {
+            format!(
+                "arn:aws:iam::123456789012:user/svc-{}",
+                (i * stride) % count
+            )
+        })
+        .collect()
+}
+
+fn names(c: &mut Criterion) {
+    let mut group = c.benchmark_group("names");
+    const LOOKUPS: usize = 1_000_000;
+    group.throughput(Throughput::Elements(LOOKUPS as u64));
+    for count in [1_000, 1_000_000] {
+        let names = principal_names(count);
+        let interner = Interner::default();
+        for name in &names {
+            interner.intern(name);
+        }
+        let cycle = || names.iter().cycle().take(LOOKUPS);
+        group.bench_function(format!("interner/{count}"), |b| {
+            b.iter(|| {
+                cycle()
+                    .map(|name| interner.intern(name).index())
+                    .sum::<usize>()
+            })
+        });
+        let mut cache = NameCache::new(4_096);
+        group.bench_function(format!("cache/{count}"), |b| {
+            b.iter(|| {
+                cycle()
+                    .map(|name| cache.intern(&interner, name).index())
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, stages, cloudtrail_stages, names);
 
 fn main() {
     if std::env::var_os("ENGINE_ONCE").is_some() {
