@@ -25,7 +25,7 @@ use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::event::{Event, Kind};
 use credwatch::rules::RuleSet;
-use credwatch::state::{Interner, NameCache};
+use credwatch::state::{Interner, NameCache, NameCaches};
 
 /// One native event as the CloudTrail record AWS would log for it: accesses as API calls,
 /// issuances as `CreateAccessKey`; other kinds have no CloudTrail form here (`None`).
@@ -257,7 +257,7 @@ fn names(c: &mut Criterion) {
                     .sum::<usize>()
             })
         });
-        let mut cache = NameCache::new(4_096);
+        let mut cache = NameCache::new(NameCaches::SLOTS);
         group.bench_function(format!("cache/{count}"), |b| {
             b.iter(|| {
                 cycle()

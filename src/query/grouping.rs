@@ -693,14 +693,9 @@ impl Groups {
             for (column, (array, (values, views))) in
                 arrays.iter().zip(strings.iter_mut()).enumerate()
             {
-                let view = array.views()[row];
-                let id = if valid(column, row) {
-                    last[column] = (view, true);
-                    view_id(values, views, array, row, view)
-                } else {
-                    last[column] = (view, false);
-                    values.null_id()
-                };
+                let valid = valid(column, row);
+                last[column] = (array.views()[row], valid);
+                let id = key_id(values, views, array, row, valid);
                 group = match column {
                     0 => id,
                     _ => pairings[column - 1].pair(group, id),
@@ -803,15 +798,10 @@ fn two_view_rows(
     let mut next = 0;
     for (start, end) in valid.into_iter().chain([(rows, rows)]) {
         for row in next..start {
-            let id =
-                |array: &StringViewArray, nulls: Option<&NullBuffer>, values, cache| match nulls
-                    .is_none_or(|n| n.is_valid(row))
-                {
-                    true => view_id(values, cache, array, row, array.views()[row]),
-                    false => Values::null_id(values),
-                };
-            let id_a = id(first, first_nulls, values_a, cache_a);
-            let group = pairing.pair(id_a, id(second, second_nulls, values_b, cache_b));
+            let valid = |nulls: Option<&NullBuffer>| nulls.is_none_or(|n| n.is_valid(row));
+            let id_a = key_id(values_a, cache_a, first, row, valid(first_nulls));
+            let id_b = key_id(values_b, cache_b, second, row, valid(second_nulls));
+            let group = pairing.pair(id_a, id_b);
             if let Some(group_ids) = group_ids.as_deref_mut() {
                 group_ids.push(group);
             }
@@ -1119,6 +1109,21 @@ fn assign_views(
                 .map(|(row, &view)| nulls.is_valid(row).then_some(view));
             assign_runs(rows, null_id, lookup, ids);
         }
+    }
+}
+
+/// The id of the key of `array`'s `row`: NULL's id where the row is not `valid`, else its
+/// value's ([`view_id`]).
+fn key_id(
+    values: &mut Values<Box<str>>,
+    cache: &mut ViewCache,
+    array: &StringViewArray,
+    row: usize,
+    valid: bool,
+) -> usize {
+    match valid {
+        true => view_id(values, cache, array, row, array.views()[row]),
+        false => values.null_id(),
     }
 }
 

@@ -224,9 +224,10 @@ pub struct NameCaches {
 impl NameCaches {
     /// Slots per cache: a demo day of 1,000 credentials names 717 principals, 41 endpoints
     /// and 6 user agents; 4,096 slots of 32 bytes are 128 KiB, which stay in a core's L2 with
-    /// the names they point to. With many more names than slots, most lookups miss and cost
-    /// a hash and a copy of the name more than the interner alone.
-    const SLOTS: usize = 4096;
+    /// the names they point to. With many more names than slots most lookups miss, and a
+    /// cache that seldom hits sends its lookups straight to the interner for a while (see
+    /// [`NameCache`]).
+    pub const SLOTS: usize = 4096;
 }
 
 impl Default for NameCaches {
@@ -288,7 +289,11 @@ impl StateStore {
             }
         }
         if event.kind == crate::event::Kind::Leak {
-            if let Some(owner) = event.owner.as_deref().map(|o| self.principals.intern(o)) {
+            if let Some(owner) = event
+                .owner
+                .as_deref()
+                .map(|o| names.principals.intern(&self.principals, o))
+            {
                 self.add_owner_leak(
                     owner,
                     Leak {
