@@ -39,6 +39,11 @@ impl Timestamp {
         Timestamp::from_micros(secs.saturating_mul(MICROS_PER_SECOND))
     }
 
+    /// The start of the `minutes`-th minute since the epoch.
+    pub const fn from_minutes(minutes: i64) -> Self {
+        Timestamp::from_micros(minutes.saturating_mul(MICROS_PER_MINUTE))
+    }
+
     pub const fn micros(self) -> i64 {
         (self.0.get() ^ SIGN) as i64
     }

@@ -55,7 +55,7 @@ pub fn batch(store: &StateStore, config: &Config) -> Result<RecordBatch, Archive
         first_seen.append_option(micros(state.first_seen));
         last_seen.append_option(micros(state.last_seen));
         issued_at.append_option(micros(state.issued_at));
-        expires_at.append_option(micros(state.expires_at));
+        expires_at.append_option(micros(state.expires_at()));
         revoked_at.append_option(micros(state.revoked_at()));
         let leak = state.leak();
         leaked_at.append_option(leak.map(|l| l.at.micros()));

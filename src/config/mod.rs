@@ -203,6 +203,10 @@ fn default_max_user_agents() -> Spanned<u8> {
     Spanned::new(0..0, 4)
 }
 
+/// The longest `[state] forget_after`: 45 days, inside the 65,535 minutes a baseline's entry
+/// can tell apart (`state::MAX_ENTRY_AGE_MINUTES`).
+pub const MAX_FORGET_AFTER: Period = Period::from_minutes(45 * 24 * 60);
+
 fn default_forget_after() -> Spanned<Period> {
     Spanned::new(0..0, Period::from_minutes(30 * 24 * 60))
 }
@@ -471,6 +475,16 @@ impl Config {
                 text,
                 raw.state.forget_after.span(),
                 format!("[state] forget_after: {forget_after} must be longer than zero"),
+            ));
+        }
+        if forget_after > MAX_FORGET_AFTER {
+            return Err(FileError::at(
+                origin,
+                text,
+                raw.state.forget_after.span(),
+                format!(
+                    "[state] forget_after: {forget_after} is too long (at most {MAX_FORGET_AFTER}: a baseline keeps each network's, endpoint's and agent's last use as 16-bit minutes)"
+                ),
             ));
         }
         let kafka = match raw.kafka {
@@ -826,6 +840,13 @@ zones = ["aws"]
             assert!(error.starts_with("c.toml:2:"), "{error}");
             assert!(error.contains(min), "{error}");
         }
+        let error = Config::parse("c.toml", "[state]\nforget_after = \"46d\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("c.toml:2:"), "{error}");
+        assert!(error.contains("at most 45d"), "{error}");
+        let longest = Config::parse("c.toml", "[state]\nforget_after = \"45d\"\n").expect("config");
+        assert_eq!(longest.bounds.forget_after, MAX_FORGET_AFTER);
         let bounds = Config::parse("c.toml", "[state]\nmax_state_mib = 3\n")
             .expect("config")
             .bounds;

@@ -87,7 +87,7 @@ impl Detector for LeakLookback {
             ),
             expected: json!({
                 "window": self.params.window.to_string(),
-                "seen_networks": before.networks().iter().map(|s| s.key.to_string()).collect::<Vec<_>>(),
+                "seen_networks": before.networks().map(|s| s.key.to_string()).collect::<Vec<_>>(),
                 "seen_zones": super::zone_list(context, before.seen_zones),
             }),
             observed: json!({
@@ -117,7 +117,6 @@ impl Detector for LeakLookback {
                     observed_pattern: "FREQUENT".into(),
                     observations: before
                         .networks()
-                        .iter()
                         .map(|s| Observed::new(s.key.to_string(), Some(u64::from(s.count))))
                         .collect(),
                 },

@@ -221,12 +221,12 @@ pub(crate) fn allowed_zones(
 
 /// Why an access is novel: the remembered keys still in memory, and when the key itself was
 /// last seen if it was remembered once but has been forgotten (`[state] forget_after`).
-pub(crate) struct Novelty<'a, T> {
-    pub known: Vec<&'a crate::state::Seen<T>>,
+pub(crate) struct Novelty<T> {
+    pub known: Vec<crate::state::Seen<T>>,
     pub forgotten: Option<crate::time::Timestamp>,
 }
 
-impl<T> Novelty<'_, T> {
+impl<T> Novelty<T> {
     /// `; last seen <time>, forgotten after <period>` and `; baseline inherited from
     /// <lineage>` for a summary, when they apply.
     pub fn notes(&self, before: &CredentialState, context: &Context<'_>) -> String {
@@ -237,7 +237,7 @@ impl<T> Novelty<'_, T> {
                 context.config.bounds.forget_after
             ));
         }
-        if let Some(lineage) = before.inherited_from {
+        if let Some(lineage) = before.inherited_from() {
             notes.push_str(&format!(
                 "; baseline inherited from {}",
                 context.principals.name(lineage)
@@ -251,16 +251,16 @@ impl<T> Novelty<'_, T> {
 /// list of a baseline that is armed (something remembered, learning period over). Entries
 /// unseen for longer than `[state] forget_after` count as forgotten, so a network that comes
 /// back after months is judged new again.
-pub(crate) fn novelty<'a, T: PartialEq>(
+pub(crate) fn novelty<T: PartialEq>(
     key: &T,
-    seen: &'a [crate::state::Seen<T>],
+    seen: impl ExactSizeIterator<Item = crate::state::Seen<T>> + Clone,
     observation: &Observation<'_>,
     before: &CredentialState,
     context: &Context<'_>,
-) -> Option<Novelty<'a, T>> {
+) -> Option<Novelty<T>> {
     let now = observation.event.ts;
     if observation.event.kind != crate::event::Kind::Access
-        || seen.is_empty()
+        || seen.len() == 0
         || before.is_learning(now, context.config)
     {
         return None;
@@ -268,16 +268,16 @@ pub(crate) fn novelty<'a, T: PartialEq>(
     let forget_after = context.config.bounds.forget_after;
     let fresh = |s: &crate::state::Seen<T>| now.since(s.last_seen()) <= forget_after;
     let mut forgotten = None;
-    for entry in seen {
+    for entry in seen.clone() {
         if entry.key == *key {
-            if fresh(entry) {
+            if fresh(&entry) {
                 return None;
             }
             forgotten = Some(entry.last_seen());
         }
     }
     Some(Novelty {
-        known: seen.iter().filter(|s| fresh(s)).collect(),
+        known: seen.filter(fresh).collect(),
         forgotten,
     })
 }

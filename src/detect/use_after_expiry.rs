@@ -41,7 +41,7 @@ impl Detector for UseAfterExpiry {
         if observation.event.kind != Kind::Access {
             return;
         }
-        let Some(expires) = before.expires_at else {
+        let Some(expires) = before.expires_at() else {
             return;
         };
         let ts = observation.event.ts;

@@ -65,11 +65,7 @@ impl Detector for ZoneViolation {
         }
         let zone = context.config.zones.name(observation.zone);
         let allowed = zone_list(context, allowed);
-        let networks: Vec<String> = before
-            .networks()
-            .iter()
-            .map(|seen| seen.key.to_string())
-            .collect();
+        let networks: Vec<String> = before.networks().map(|seen| seen.key.to_string()).collect();
         out.push(Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {

@@ -113,9 +113,9 @@ mod tests {
         let at = Timestamp::from_micros(1);
         let mut record = CredentialState::with_fields(Fields {
             owner: Some(store.principals.intern("alice")),
-            inherited_from: Some(store.principals.intern("team")),
             ..Fields::default()
         });
+        record.set_inherited_from(Some(store.principals.intern("team")));
         record.set_endpoints_and_user_agents(
             &[Seen::new(store.endpoints.intern("s3:GetObject"), 3, at)],
             &[Seen::new(store.user_agents.intern("aws-cli"), 3, at)],
@@ -143,15 +143,17 @@ mod tests {
         let state = store.get("AKIAKEPT").unwrap();
         assert_eq!(&*store.principals.name(state.owner.unwrap()), "alice");
         assert_eq!(
-            &*store.principals.name(state.inherited_from.unwrap()),
+            &*store.principals.name(state.inherited_from().unwrap()),
             "team"
         );
         assert_eq!(
-            &*store.endpoints.name(state.endpoints()[0].key),
+            &*store.endpoints.name(state.endpoints().next().unwrap().key),
             "s3:GetObject"
         );
         assert_eq!(
-            &*store.user_agents.name(state.user_agents()[0].key),
+            &*store
+                .user_agents
+                .name(state.user_agents().next().unwrap().key),
             "aws-cli"
         );
         let mallory = store.principals.intern("mallory");

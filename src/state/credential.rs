@@ -5,6 +5,8 @@
 //! read the record as it was *before* the event; [`CredentialState::apply`] then folds the
 //! event in, in event time.
 
+use std::cmp::Reverse;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -13,7 +15,7 @@ use crate::state::rate::RateBaseline;
 pub use crate::state::record::CredentialState;
 use crate::state::{Names, Observation, Symbol};
 use crate::time::Timestamp;
-use crate::zones::{Network, ZoneId, ZoneSet};
+use crate::zones::{Network, Prefix48, ZoneId, ZoneSet};
 
 /// Where a credential's allowed zones come from, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -45,46 +47,155 @@ impl AllowedFrom {
     }
 }
 
-/// Something seen repeatedly: how often and when last, to the second.
+/// Something seen repeatedly, as a record reads it out: how often and when last, to the
+/// minute.
 ///
-/// The time is whole seconds since the epoch in 32 bits (1970 to 2106; times outside are
-/// taken as the nearest end), so that an endpoint's entry is 12 bytes rather than 16: a
-/// record keeps a dozen of these, and the times only decide what a baseline forgets (after
-/// days) and which entry a full list replaces. Serialized with the full timestamp, as before.
+/// A record packs each of these into an [`Entry`]: the count in 16 bits (saturating at
+/// 65,535) and the time as minutes before the record's list minute in 16 bits, so that an
+/// endpoint's entry is 8 bytes. The times only decide what a baseline forgets (after days)
+/// and which entry a full list replaces, and the counts are evidence. Serialized with the
+/// count and a whole timestamp, as before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seen<T> {
     pub key: T,
     pub count: u32,
-    second: u32,
+    minute: i64,
 }
 
+/// The most a [`Seen`] counts.
+pub const MAX_SEEN_COUNT: u32 = u16::MAX as u32;
+
+/// The oldest an entry's time can be, in minutes before its record's list minute (45 days
+/// and a half). `[state] forget_after` is at most 45 days, so an entry this old is forgotten
+/// whatever its exact age.
+pub const MAX_ENTRY_AGE_MINUTES: i64 = u16::MAX as i64;
+
 impl<T> Seen<T> {
+    /// A sighting: `count` (at most [`MAX_SEEN_COUNT`]) times, last at `last_seen` (to the
+    /// minute, floor).
     pub fn new(key: T, count: u32, last_seen: Timestamp) -> Seen<T> {
         Seen {
             key,
-            count,
-            second: second_of(last_seen),
+            count: count.min(MAX_SEEN_COUNT),
+            minute: last_seen.minute(),
         }
     }
 
-    /// When it was seen last, to the second (floor).
+    /// When it was seen last, to the minute (floor).
     pub fn last_seen(&self) -> Timestamp {
-        Timestamp::from_secs(i64::from(self.second))
+        Timestamp::from_minutes(self.minute)
+    }
+}
+
+/// A [`Seen`] as a record packs it: its key, its count and its age in minutes before the
+/// record's list minute ([`CredentialState::list_minute`]), each saturating at 65,535. 8 bytes
+/// for a symbol or an IPv4 network, 10 for an IPv6 /48.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Entry<K> {
+    pub(super) key: K,
+    count: u16,
+    age: u16,
+}
+
+/// Minutes from `minute` to `list_minute`, within an entry's age.
+fn age_of(minute: i64, list_minute: i64) -> u16 {
+    list_minute
+        .saturating_sub(minute)
+        .clamp(0, MAX_ENTRY_AGE_MINUTES) as u16
+}
+
+impl<K: Copy> Entry<K> {
+    fn pack<T>(seen: &Seen<T>, key: K, list_minute: i64) -> Entry<K> {
+        Entry {
+            key,
+            count: seen.count.min(MAX_SEEN_COUNT) as u16,
+            age: age_of(seen.minute, list_minute),
+        }
     }
 
-    /// One more sighting at `ts`.
-    fn see(&mut self, ts: Timestamp) {
+    fn read<T>(&self, key: T, list_minute: i64) -> Seen<T> {
+        Seen {
+            key,
+            count: u32::from(self.count),
+            minute: list_minute - i64::from(self.age),
+        }
+    }
+
+    /// One more sighting, `age` minutes before the list minute.
+    fn see(&mut self, age: u16) {
         self.count = self.count.saturating_add(1);
-        self.second = self.second.max(second_of(ts));
+        self.age = self.age.min(age);
+    }
+
+    /// The entry a full list gives up first sorts first: the least recently seen, then the
+    /// least often.
+    fn staleness(&self) -> (Reverse<u16>, u16) {
+        (Reverse(self.age), self.count)
+    }
+
+    /// The list minute moved `by` minutes later (earlier when negative).
+    fn age_by(&mut self, by: i64) {
+        let by = by.clamp(-MAX_ENTRY_AGE_MINUTES, MAX_ENTRY_AGE_MINUTES);
+        self.age = (i64::from(self.age) + by).clamp(0, MAX_ENTRY_AGE_MINUTES) as u16;
     }
 }
 
-/// `ts` in whole seconds since the epoch, within `u32`.
-fn second_of(ts: Timestamp) -> u32 {
-    ts.micros()
-        .div_euclid(1_000_000)
-        .clamp(0, i64::from(u32::MAX)) as u32
+/// A record's endpoints or user agents, read out.
+#[derive(Clone)]
+pub struct Sightings<'a, K> {
+    entries: std::slice::Iter<'a, Entry<K>>,
+    list_minute: i64,
 }
+
+impl<K: Copy> Iterator for Sightings<'_, K> {
+    type Item = Seen<K>;
+
+    fn next(&mut self) -> Option<Seen<K>> {
+        let entry = self.entries.next()?;
+        Some(entry.read(entry.key, self.list_minute))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl<K: Copy> ExactSizeIterator for Sightings<'_, K> {}
+
+/// A record's networks, read out: the IPv4 ones, then the IPv6 ones.
+#[derive(Clone)]
+pub struct Networks<'a> {
+    v4: Sightings<'a, u32>,
+    v6: Sightings<'a, Prefix48>,
+}
+
+impl Iterator for Networks<'_> {
+    type Item = Seen<Network>;
+
+    fn next(&mut self) -> Option<Seen<Network>> {
+        if let Some(seen) = self.v4.next() {
+            return Some(Seen {
+                key: Network::V4(seen.key),
+                count: seen.count,
+                minute: seen.minute,
+            });
+        }
+        let seen = self.v6.next()?;
+        Some(Seen {
+            key: Network::V6(seen.key),
+            count: seen.count,
+            minute: seen.minute,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = self.v4.len() + self.v6.len();
+        (len, Some(len))
+    }
+}
+
+impl ExactSizeIterator for Networks<'_> {}
 
 /// How a [`Seen`] is written: with its time as a [`Timestamp`].
 #[derive(Serialize, Deserialize)]
@@ -135,9 +246,10 @@ pub struct Leak {
 }
 
 /// A credential's fixed-size facts: the part of its record ([`CredentialState`], which
-/// dereferences to them) laid out like a plain struct's fields. 96 bytes: what is rarely set
-/// (a leak report, a revocation, novel uses) sits behind one pointer, and the byte-sized
-/// fields are kept beside the record's list lengths (see `record.rs`).
+/// dereferences to them) laid out like a plain struct's fields. 80 bytes: what not every
+/// credential has (an expiry, an inherited baseline's lineage, and behind one pointer a leak
+/// report, a revocation and novel uses) are optional parts of the record's block, held only
+/// where set (see `record.rs`).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Fields {
     /// Access events seen (saturating).
@@ -145,22 +257,21 @@ pub struct Fields {
     pub first_seen: Option<Timestamp>,
     pub last_seen: Option<Timestamp>,
     pub issued_at: Option<Timestamp>,
-    pub expires_at: Option<Timestamp>,
     /// The owner from issuance, else the principal last seen using it.
     pub owner: Option<Symbol>,
     pub allowed: ZoneSet,
     pub seen_zones: ZoneSet,
-    /// Time of the latest access, for `concurrent_zones` (its zone is a byte of the record's
-    /// tail: [`CredentialState::last_zone`]).
+    /// Time of the latest access, for `concurrent_zones` ([`CredentialState::last_zone`]).
     pub(super) last_zone_at: Option<Timestamp>,
     pub rate: RateBaseline,
-    /// The lineage whose baseline this credential started from at issuance; such a credential
-    /// is armed from its first use.
-    pub inherited_from: Option<Symbol>,
-    pub(super) rare: Option<Box<Rare>>,
+    /// Where the allowed zones come from ([`CredentialState::allowed_from`]).
+    pub(super) allowed_from: AllowedFrom,
+    /// The zone of the latest access, when `last_zone_at` is set.
+    pub(super) last_zone: ZoneId,
 }
 
-/// What few credentials have, boxed so that the others pay 8 bytes for it.
+/// What few credentials have, boxed so that the others pay nothing for it (the record holds
+/// the pointer only when set).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub(super) struct Rare {
     leak: Option<Leak>,
@@ -170,54 +281,44 @@ pub(super) struct Rare {
     novel_uses: Vec<NovelUse>,
 }
 
-impl Fields {
-    fn rare_mut(&mut self) -> &mut Rare {
-        self.rare.get_or_insert_with(Box::default)
-    }
-
+impl CredentialState {
     /// The leak report the credential got (the earliest one).
     pub fn leak(&self) -> Option<&Leak> {
-        self.rare.as_ref().and_then(|rare| rare.leak.as_ref())
+        self.rare().and_then(|rare| rare.leak.as_ref())
     }
 
     pub fn set_leak(&mut self, leak: Option<Leak>) {
-        self.change_rare(leak.is_some(), |rare| rare.leak = leak);
+        if leak.is_some() || self.leak().is_some() {
+            self.change_rare(|rare| rare.leak = leak);
+        }
     }
 
     /// When it was revoked (the earliest revocation).
     pub fn revoked_at(&self) -> Option<Timestamp> {
-        self.rare.as_ref().and_then(|rare| rare.revoked_at)
+        self.rare().and_then(|rare| rare.revoked_at)
     }
 
     pub fn set_revoked_at(&mut self, at: Option<Timestamp>) {
-        self.change_rare(at.is_some(), |rare| rare.revoked_at = at);
+        if at.is_some() || self.revoked_at().is_some() {
+            self.change_rare(|rare| rare.revoked_at = at);
+        }
     }
 
     /// Recent uses from new networks or zones after the baseline was armed, oldest first (at
     /// most [`MAX_NOVEL_USES`]).
     pub fn novel_uses(&self) -> &[NovelUse] {
-        self.rare.as_ref().map_or(&[], |rare| &rare.novel_uses)
+        self.rare().map_or(&[], |rare| &rare.novel_uses)
     }
 
     pub fn set_novel_uses(&mut self, uses: Vec<NovelUse>) {
-        self.change_rare(!uses.is_empty(), |rare| rare.novel_uses = uses);
-    }
-
-    /// Applies `change` to the rare part: allocated only when `setting` something, dropped
-    /// when the change leaves it empty.
-    fn change_rare(&mut self, setting: bool, change: impl FnOnce(&mut Rare)) {
-        if !setting && self.rare.is_none() {
-            return;
-        }
-        change(self.rare_mut());
-        if self.rare.as_deref() == Some(&Rare::default()) {
-            self.rare = None;
+        if !uses.is_empty() || !self.novel_uses().is_empty() {
+            self.change_rare(|rare| rare.novel_uses = uses);
         }
     }
 
     /// Bytes the rare part holds.
     fn rare_bytes(&self) -> usize {
-        self.rare.as_deref().map_or(0, |rare| {
+        self.rare().map_or(0, |rare| {
             std::mem::size_of::<Rare>()
                 + rare.leak.as_ref().map_or(0, |leak| {
                     leak.source.as_ref().map_or(0, String::len)
@@ -241,7 +342,7 @@ impl CredentialState {
         if let Some(owner) = self.owner {
             visit(Names::Principals, owner);
         }
-        if let Some(lineage) = self.inherited_from {
+        if let Some(lineage) = self.inherited_from() {
             visit(Names::Principals, lineage);
         }
         for seen in self.endpoints() {
@@ -252,6 +353,74 @@ impl CredentialState {
         }
     }
 
+    /// The minute the lists' ages count back from: the rate baseline's current minute, the
+    /// latest minute with a recorded access (see [`Entry`]).
+    pub(super) fn list_minute(&self) -> i64 {
+        i64::from(self.rate.minute)
+    }
+
+    /// The networks used from: IPv4, then IPv6, each least recently added first.
+    pub fn networks(&self) -> Networks<'_> {
+        Networks {
+            v4: self.sightings(self.v4_entries()),
+            v6: self.sightings(self.v6_entries()),
+        }
+    }
+
+    /// The endpoints called, interned.
+    pub fn endpoints(&self) -> Sightings<'_, Symbol> {
+        self.sightings(self.endpoint_entries())
+    }
+
+    /// The user agents seen, by product, interned.
+    pub fn user_agents(&self) -> Sightings<'_, Symbol> {
+        self.sightings(self.user_agent_entries())
+    }
+
+    fn sightings<'a, K>(&self, entries: &'a [Entry<K>]) -> Sightings<'a, K> {
+        Sightings {
+            entries: entries.iter(),
+            list_minute: self.list_minute(),
+        }
+    }
+
+    /// Replaces the three lists (each at most 255 entries long: longer lists are cut; counts
+    /// and ages saturate as [`Entry`] says). A record with no recorded access yet takes its
+    /// list minute from the latest sighting given.
+    pub fn set_lists(
+        &mut self,
+        networks: &[Seen<Network>],
+        endpoints: &[Seen<Symbol>],
+        user_agents: &[Seen<Symbol>],
+    ) {
+        if self.rate.count == 0 {
+            let latest = networks
+                .iter()
+                .map(|seen| seen.minute)
+                .chain(endpoints.iter().map(|seen| seen.minute))
+                .chain(user_agents.iter().map(|seen| seen.minute))
+                .max();
+            if let Some(latest) = latest {
+                self.rate.minute = crate::state::rate::minute_of(latest);
+            }
+        }
+        let minute = self.list_minute();
+        let symbols = |list: &[Seen<Symbol>]| -> Vec<Entry<Symbol>> {
+            list.iter()
+                .map(|seen| Entry::pack(seen, seen.key, minute))
+                .collect()
+        };
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for seen in networks {
+            match seen.key {
+                Network::V4(bits) => v4.push(Entry::pack(seen, bits, minute)),
+                Network::V6(prefix) => v6.push(Entry::pack(seen, prefix, minute)),
+            }
+        }
+        self.set_entries(&symbols(endpoints), &symbols(user_agents), &v4, &v6);
+    }
+
     /// Replaces the endpoints and user agents (at most 255 of each are kept, which
     /// `[bounds]` cannot exceed).
     pub fn set_endpoints_and_user_agents(
@@ -259,15 +428,90 @@ impl CredentialState {
         endpoints: &[Seen<Symbol>],
         user_agents: &[Seen<Symbol>],
     ) {
-        let networks = self.networks().to_vec();
+        let networks: Vec<_> = self.networks().collect();
         self.set_lists(&networks, endpoints, user_agents);
     }
 
     /// Replaces the networks (at most 255 are kept).
     pub fn set_networks(&mut self, networks: &[Seen<Network>]) {
-        let endpoints = self.endpoints().to_vec();
-        let user_agents = self.user_agents().to_vec();
+        let endpoints: Vec<_> = self.endpoints().collect();
+        let user_agents: Vec<_> = self.user_agents().collect();
         self.set_lists(networks, &endpoints, &user_agents);
+    }
+
+    /// Every entry's age, after the list minute moved `by` minutes.
+    fn age_entries_by(&mut self, by: i64) {
+        if by == 0 {
+            return;
+        }
+        self.endpoint_entries_mut()
+            .iter_mut()
+            .for_each(|e| e.age_by(by));
+        self.user_agent_entries_mut()
+            .iter_mut()
+            .for_each(|e| e.age_by(by));
+        self.v4_entries_mut().iter_mut().for_each(|e| e.age_by(by));
+        self.v6_entries_mut().iter_mut().for_each(|e| e.age_by(by));
+    }
+
+    /// Counts `network` in the networks (at most `max` of them, IPv4 and IPv6 together),
+    /// replacing the least recently seen when full. Returns the age it had when it was known.
+    fn remember_network(&mut self, network: Network, age: u16, max: usize) -> Option<u16> {
+        let found = match network {
+            Network::V4(bits) => see(self.v4_entries_mut(), bits, age),
+            Network::V6(prefix) => see(self.v6_entries_mut(), prefix, age),
+        };
+        if found.is_some() {
+            return found;
+        }
+        let held = self.v4_entries().len() + self.v6_entries().len();
+        if held < max.min(usize::from(u8::MAX)) {
+            match network {
+                Network::V4(bits) => self.push_v4(Entry::new(bits, age)),
+                Network::V6(prefix) => self.push_v6(Entry::new(prefix, age)),
+            }
+            return None;
+        }
+        // Full: the least recently seen network gives way, the IPv4 one on a tie.
+        fn stalest<K: Copy>(entries: &[Entry<K>]) -> Option<(usize, (Reverse<u16>, u16))> {
+            entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, entry)| entry.staleness())
+                .map(|(index, entry)| (index, entry.staleness()))
+        }
+        let v4 = stalest(self.v4_entries());
+        let v6 = stalest(self.v6_entries());
+        let v4_gives_way = match (v4, v6) {
+            (Some((_, a)), Some((_, b))) => a <= b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match (network, v4_gives_way) {
+            (Network::V4(bits), true) => {
+                if let Some((index, _)) = v4 {
+                    self.v4_entries_mut()[index] = Entry::new(bits, age);
+                }
+            }
+            (Network::V6(prefix), false) => {
+                if let Some((index, _)) = v6 {
+                    self.v6_entries_mut()[index] = Entry::new(prefix, age);
+                }
+            }
+            (Network::V4(bits), false) => {
+                if let Some((index, _)) = v6 {
+                    self.remove_v6(index);
+                    self.push_v4(Entry::new(bits, age));
+                }
+            }
+            (Network::V6(prefix), true) => {
+                if let Some((index, _)) = v4 {
+                    self.remove_v4(index);
+                    self.push_v6(Entry::new(prefix, age));
+                }
+            }
+        }
+        None
     }
 
     /// Zone of the latest access and its time.
@@ -287,14 +531,15 @@ impl CredentialState {
         if let Some(owner) = &mut self.owner {
             apply(Names::Principals, owner);
         }
-        if let Some(lineage) = &mut self.inherited_from {
-            apply(Names::Principals, lineage);
+        if let Some(mut lineage) = self.inherited_from() {
+            apply(Names::Principals, &mut lineage);
+            self.set_inherited_from(Some(lineage));
         }
-        for seen in self.endpoints_mut() {
-            apply(Names::Endpoints, &mut seen.key);
+        for entry in self.endpoint_entries_mut() {
+            apply(Names::Endpoints, &mut entry.key);
         }
-        for seen in self.user_agents_mut() {
-            apply(Names::UserAgents, &mut seen.key);
+        for entry in self.user_agent_entries_mut() {
+            apply(Names::UserAgents, &mut entry.key);
         }
         known
     }
@@ -302,7 +547,7 @@ impl CredentialState {
     /// Still in its learning period at `now`: too few events, or too young.
     pub fn is_learning(&self, now: Timestamp, config: &Config) -> bool {
         let learning = &config.learning;
-        if self.inherited_from.is_some() {
+        if self.inherited_from().is_some() {
             return false;
         }
         match self.first_seen {
@@ -349,7 +594,7 @@ impl CredentialState {
             Kind::Issue => {
                 self.issued_at = Some(self.issued_at.map_or(ts, |at| at.max(ts)));
                 if event.expires_at.is_some() {
-                    self.expires_at = event.expires_at;
+                    self.set_expires_at(event.expires_at);
                 }
                 if let Some(owner) = observation.owner {
                     self.owner = Some(owner);
@@ -395,25 +640,30 @@ impl CredentialState {
     /// with what agents and how fast. Zones learned (not declared) come along too.
     fn inherit(&mut self, inherited: &crate::state::Inherited) {
         let parent = &inherited.state;
-        self.set_lists(parent.networks(), parent.endpoints(), parent.user_agents());
-        self.seen_zones = parent.seen_zones;
+        // The rate first: the lists count their ages from its minute.
         self.rate = parent.rate;
+        let networks: Vec<_> = parent.networks().collect();
+        let endpoints: Vec<_> = parent.endpoints().collect();
+        let user_agents: Vec<_> = parent.user_agents().collect();
+        self.set_lists(&networks, &endpoints, &user_agents);
+        self.seen_zones = parent.seen_zones;
         if self.allowed_from() == AllowedFrom::Nothing
             && parent.allowed_from() == AllowedFrom::Learned
         {
             self.allowed = parent.allowed;
             self.set_allowed_from(AllowedFrom::Learned);
         }
-        self.inherited_from = Some(inherited.lineage);
+        self.set_inherited_from(Some(inherited.lineage));
     }
 
     /// Keeps the newest [`MAX_NOVEL_USES`] uses from new places.
     fn record_novel_use(&mut self, novel: NovelUse) {
-        let uses = &mut self.rare_mut().novel_uses;
-        if uses.len() == MAX_NOVEL_USES {
-            uses.remove(0);
-        }
-        uses.push(novel);
+        self.change_rare(|rare| {
+            if rare.novel_uses.len() == MAX_NOVEL_USES {
+                rare.novel_uses.remove(0);
+            }
+            rare.novel_uses.push(novel);
+        });
     }
 
     fn apply_access(&mut self, observation: &Observation<'_>, config: &Config) -> bool {
@@ -457,16 +707,19 @@ impl CredentialState {
                 self.last_zone_at = Some(ts);
             }
         }
+        // The lists count their entries' ages back from the rate's minute: move it first.
+        let list_minute = self.list_minute();
+        let on_time = self.rate.record(ts.minute(), config.bounds.rate_alpha);
+        self.age_entries_by(self.list_minute() - list_minute);
+        let age = age_of(ts.minute(), self.list_minute());
         // The network's previous last use, from the same pass that records this one.
         let new_network = observation.network.is_some_and(|network| {
-            let max = config.bounds.max_networks;
-            match remember(self.networks_mut(), network, ts, max) {
-                Remembered::Known(last) => ts.since(last) > config.bounds.forget_after,
-                Remembered::Replaced => true,
-                Remembered::Missing(entry) => {
-                    self.push_network(entry);
-                    true
+            match self.remember_network(network, age, config.bounds.max_networks) {
+                Some(previous) => {
+                    let last = Timestamp::from_minutes(self.list_minute() - i64::from(previous));
+                    ts.since(last) > config.bounds.forget_after
                 }
+                None => true,
             }
         });
         if !learning && (new_network || new_zone) {
@@ -479,50 +732,67 @@ impl CredentialState {
         }
         if let Some(endpoint) = observation.endpoint {
             let max = config.bounds.max_endpoints;
-            if let Remembered::Missing(entry) = remember(self.endpoints_mut(), endpoint, ts, max) {
+            if let Remembered::Missing(entry) =
+                remember(self.endpoint_entries_mut(), endpoint, age, max)
+            {
                 self.push_endpoint(entry);
             }
         }
         if let Some(agent) = observation.user_agent {
             let max = config.bounds.max_user_agents;
-            if let Remembered::Missing(entry) = remember(self.user_agents_mut(), agent, ts, max) {
+            if let Remembered::Missing(entry) =
+                remember(self.user_agent_entries_mut(), agent, age, max)
+            {
                 self.push_user_agent(entry);
             }
         }
-        self.rate.record(ts.minute(), config.bounds.rate_alpha)
+        on_time
     }
 }
 
 /// What [`remember`] found.
 #[derive(Debug, PartialEq)]
-enum Remembered<T> {
-    /// The key was in the list, last seen then.
-    Known(Timestamp),
+enum Remembered<K> {
+    /// The key was in the list, this many minutes old.
+    Known(u16),
     /// The list was full: the key took its least recently seen entry's place.
     Replaced,
     /// The list has room: this entry is to be appended.
-    Missing(Seen<T>),
+    Missing(Entry<K>),
+}
+
+impl<K> Entry<K> {
+    /// A first sighting, `age` minutes before the list minute.
+    pub(super) fn new(key: K, age: u16) -> Entry<K> {
+        Entry { key, count: 1, age }
+    }
+}
+
+/// Counts `key` in `list` if it is there, returning the age it had.
+fn see<K: Copy + PartialEq>(list: &mut [Entry<K>], key: K, age: u16) -> Option<u16> {
+    let entry = list.iter_mut().find(|entry| entry.key == key)?;
+    let previous = entry.age;
+    entry.see(age);
+    Some(previous)
 }
 
 /// Counts `key` in the bounded list (at most `max` long), replacing its least recently seen
 /// entry when full.
-fn remember<T: Copy + PartialEq>(
-    list: &mut [Seen<T>],
-    key: T,
-    ts: Timestamp,
+fn remember<K: Copy + PartialEq>(
+    list: &mut [Entry<K>],
+    key: K,
+    age: u16,
     max: usize,
-) -> Remembered<T> {
-    if let Some(seen) = list.iter_mut().find(|seen| seen.key == key) {
-        let previous = seen.last_seen();
-        seen.see(ts);
+) -> Remembered<K> {
+    if let Some(previous) = see(list, key, age) {
         return Remembered::Known(previous);
     }
-    let entry = Seen::new(key, 1, ts);
+    let entry = Entry::new(key, age);
     if list.len() < max.min(usize::from(u8::MAX)) {
         return Remembered::Missing(entry);
     }
-    if let Some(oldest) = list.iter_mut().min_by_key(|seen| (seen.second, seen.count)) {
-        *oldest = entry;
+    if let Some(stalest) = list.iter_mut().min_by_key(|entry| entry.staleness()) {
+        *stalest = entry;
     }
     Remembered::Replaced
 }
@@ -543,12 +813,25 @@ struct CredentialFormRef<'a> {
     allowed_from: AllowedFrom,
     seen_zones: ZoneSet,
     last_zone: Option<(ZoneId, Timestamp)>,
-    networks: &'a [Seen<Network>],
-    endpoints: &'a [Seen<Symbol>],
-    user_agents: &'a [Seen<Symbol>],
+    networks: Listed<Networks<'a>>,
+    endpoints: Listed<Sightings<'a, Symbol>>,
+    user_agents: Listed<Sightings<'a, Symbol>>,
     rate: RateBaseline,
     inherited_from: Option<Symbol>,
     novel_uses: Option<&'a [NovelUse]>,
+}
+
+/// A list read out of a record, written as a sequence (as the slice it once was).
+struct Listed<I>(I);
+
+impl<I> Serialize for Listed<I>
+where
+    I: Iterator + Clone,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.clone())
+    }
 }
 
 /// [`CredentialFormRef`], read back.
@@ -581,7 +864,7 @@ impl Serialize for CredentialState {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             issued_at: self.issued_at,
-            expires_at: self.expires_at,
+            expires_at: self.expires_at(),
             revoked_at: self.revoked_at(),
             leak: self.leak(),
             owner: self.owner,
@@ -589,11 +872,11 @@ impl Serialize for CredentialState {
             allowed_from: self.allowed_from(),
             seen_zones: self.seen_zones,
             last_zone: self.last_zone(),
-            networks: self.networks(),
-            endpoints: self.endpoints(),
-            user_agents: self.user_agents(),
+            networks: Listed(self.networks()),
+            endpoints: Listed(self.endpoints()),
+            user_agents: Listed(self.user_agents()),
             rate: self.rate,
-            inherited_from: self.inherited_from,
+            inherited_from: self.inherited_from(),
             novel_uses: Some(self.novel_uses()).filter(|uses| !uses.is_empty()),
         }
         .serialize(serializer)
@@ -622,26 +905,25 @@ impl TryFrom<CredentialForm> for CredentialState {
                 ));
             }
         }
-        let mut fields = Fields {
+        let fields = Fields {
             accesses: form.accesses,
             first_seen: form.first_seen,
             last_seen: form.last_seen,
             issued_at: form.issued_at,
-            expires_at: form.expires_at,
             owner: form.owner,
             allowed: form.allowed,
             seen_zones: form.seen_zones,
             last_zone_at: form.last_zone.map(|(_, at)| at),
             rate: form.rate,
-            inherited_from: form.inherited_from,
-            rare: None,
+            allowed_from: form.allowed_from,
+            last_zone: form.last_zone.map_or(ZoneId::UNKNOWN, |(zone, _)| zone),
         };
-        fields.set_leak(form.leak);
-        fields.set_revoked_at(form.revoked_at);
-        fields.set_novel_uses(form.novel_uses.unwrap_or_default());
         let mut state = CredentialState::with_fields(fields);
-        state.set_allowed_from(form.allowed_from);
-        state.set_last_zone_byte(form.last_zone.map_or(ZoneId::UNKNOWN, |(zone, _)| zone));
+        state.set_expires_at(form.expires_at);
+        state.set_inherited_from(form.inherited_from);
+        state.set_leak(form.leak);
+        state.set_revoked_at(form.revoked_at);
+        state.set_novel_uses(form.novel_uses.unwrap_or_default());
         state.set_lists(&form.networks, &form.endpoints, &form.user_agents);
         Ok(state)
     }
@@ -652,7 +934,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sighting_keeps_its_time_to_the_second_and_is_written_as_before() {
+    fn a_sighting_keeps_its_time_to_the_minute_and_is_written_as_before() {
         /// The layout `Seen` had when its time was a whole `Timestamp`.
         #[derive(Serialize)]
         struct Before {
@@ -660,10 +942,11 @@ mod tests {
             count: u32,
             last_seen: Timestamp,
         }
-        assert_eq!(std::mem::size_of::<Seen<Network>>(), 16);
-        assert_eq!(std::mem::size_of::<Seen<Symbol>>(), 12);
+        assert_eq!(std::mem::size_of::<Entry<Symbol>>(), 8);
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 8);
+        assert_eq!(std::mem::size_of::<Entry<Prefix48>>(), 10);
         let network = Network::of("203.0.113.9".parse().unwrap());
-        let at = Timestamp::from_micros(1_772_323_200_999_999);
+        let at = Timestamp::from_micros(1_772_323_259_999_999);
         let seen = Seen::new(network, 3, at);
         assert_eq!(seen.last_seen(), Timestamp::from_secs(1_772_323_200));
         let whole = Timestamp::from_secs(1_772_323_200);
@@ -675,13 +958,35 @@ mod tests {
         let bytes = postcard::to_stdvec(&seen).unwrap();
         assert_eq!(bytes, postcard::to_stdvec(&before).unwrap());
         assert_eq!(postcard::from_bytes::<Seen<Network>>(&bytes).unwrap(), seen);
-        // Times outside 1970..2106 are held as the nearest end.
+        // Counts saturate at 16 bits.
+        assert_eq!(Seen::new(network, 1 << 20, at).count, MAX_SEEN_COUNT);
+    }
+
+    #[test]
+    fn entries_age_from_the_list_minute_and_saturate() {
+        let list_minute = 29_538_720;
+        let seen = Seen::new(7u32, 2, Timestamp::from_minutes(list_minute - 90));
+        let entry = Entry::pack(&seen, seen.key, list_minute);
+        assert_eq!(entry.age, 90);
+        assert_eq!(entry.read(7u32, list_minute), seen);
+        // The list minute moves on: the entry keeps its time.
+        let mut moved = entry;
+        moved.age_by(30);
+        assert_eq!(moved.read(7u32, list_minute + 30), seen);
+        // Older than 65,535 minutes reads as that old; newer than the list minute as it.
+        let old = Seen::new(7u32, 1, Timestamp::from_minutes(list_minute - 100_000));
+        let read = Entry::pack(&old, 7u32, list_minute).read(7u32, list_minute);
         assert_eq!(
-            Seen::new(network, 1, Timestamp::from_secs(-5)).last_seen(),
-            Timestamp::from_secs(0)
+            read.last_seen(),
+            Timestamp::from_minutes(list_minute - 65_535)
         );
-        let late = Seen::new(network, 1, Timestamp::from_secs(1 << 40)).last_seen();
-        assert_eq!(late, Timestamp::from_secs(i64::from(u32::MAX)));
+        let new = Seen::new(7u32, 1, Timestamp::from_minutes(list_minute + 5));
+        let read = Entry::pack(&new, 7u32, list_minute).read(7u32, list_minute);
+        assert_eq!(read.last_seen(), Timestamp::from_minutes(list_minute));
+        moved.age_by(1 << 40);
+        assert_eq!(moved.age, u16::MAX);
+        moved.age_by(-(1 << 40));
+        assert_eq!(moved.age, 0);
     }
 
     #[test]
@@ -708,11 +1013,8 @@ mod tests {
             event.user_agent = Some(format!("{agent}/1.0"));
             state.apply(&store.locate(&event, &config), &config);
         }
-        let names = |list: &[Seen<Symbol>], interner: &crate::state::Interner| {
-            let mut names: Vec<String> = list
-                .iter()
-                .map(|s| interner.name(s.key).to_string())
-                .collect();
+        let names = |list: Sightings<'_, Symbol>, interner: &crate::state::Interner| {
+            let mut names: Vec<String> = list.map(|s| interner.name(s.key).to_string()).collect();
             names.sort();
             names
         };
@@ -765,9 +1067,9 @@ mod tests {
             allowed_from: state.allowed_from(),
             seen_zones: state.seen_zones,
             last_zone: state.last_zone(),
-            networks: state.networks().to_vec(),
-            endpoints: state.endpoints().to_vec(),
-            user_agents: state.user_agents().to_vec(),
+            networks: state.networks().collect(),
+            endpoints: state.endpoints().collect(),
+            user_agents: state.user_agents().collect(),
             rate: state.rate,
             inherited_from: None,
             novel_uses: Some(state.novel_uses()).filter(|uses| !uses.is_empty()),
@@ -782,38 +1084,94 @@ mod tests {
 
     #[test]
     fn bounded_lists_forget_the_least_recently_seen() {
-        let mut list: Vec<Seen<u32>> = Vec::new();
-        for (i, key) in [1, 2, 3].into_iter().enumerate() {
-            if let Remembered::Missing(entry) =
-                remember(&mut list, key, Timestamp::from_secs(i as i64), 2)
-            {
+        let mut list: Vec<Entry<u32>> = Vec::new();
+        for (age, key) in [(12, 1), (11, 2), (10, 3)] {
+            if let Remembered::Missing(entry) = remember(&mut list, key, age, 2) {
                 list.push(entry);
             }
         }
         let keys: Vec<_> = list.iter().map(|s| s.key).collect();
         assert_eq!(keys, vec![3, 2]);
-        assert_eq!(
-            remember(&mut list, 2, Timestamp::from_secs(10), 2),
-            Remembered::Known(Timestamp::from_secs(1))
-        );
+        assert_eq!(remember(&mut list, 2, 5, 2), Remembered::Known(11));
         assert_eq!(list.iter().find(|s| s.key == 2).unwrap().count, 2);
-        assert_eq!(
-            remember(&mut list, 4, Timestamp::from_secs(11), 2),
-            Remembered::Replaced
-        );
+        assert_eq!(remember(&mut list, 4, 4, 2), Remembered::Replaced);
         assert_eq!(list.iter().map(|s| s.key).collect::<Vec<_>>(), vec![4, 2]);
+    }
+
+    fn access(ts: Timestamp, ip: &str) -> crate::event::Event {
+        let mut event = crate::event::Event::new(ts, Kind::Access, "AKIA".to_owned());
+        event.source_ip = Some(ip.to_owned());
+        event
+    }
+
+    #[test]
+    fn networks_of_both_families_share_one_bound_and_keep_their_times() {
+        let config = Config::parse("test", "[state]\nmax_networks = 3\n").unwrap();
+        let store = crate::state::StateStore::new();
+        let mut state = CredentialState::default();
+        let start = 29_538_720;
+        let uses = [
+            (0, "10.0.1.5"),
+            (1, "2001:db8:1::5"),
+            (2, "10.0.2.5"),
+            (3, "10.0.1.6"),
+            // Full: the least recently seen (2001:db8:1::/48 at minute 1) gives way.
+            (4, "10.0.3.5"),
+            // Full again: 10.0.2.0/24 (minute 2) gives way to an IPv6 network.
+            (70_000, "2001:db8:2::1"),
+        ];
+        for (minute, ip) in uses {
+            let event = access(Timestamp::from_minutes(start + minute), ip);
+            state.apply(&store.locate(&event, &config), &config);
+        }
+        let networks: Vec<(String, u32, Timestamp)> = state
+            .networks()
+            .map(|seen| (seen.key.to_string(), seen.count, seen.last_seen()))
+            .collect();
+        // The list minute is the last use's: minutes 3 and 4 are 69,996 and more minutes
+        // older, as old as an entry gets.
+        let oldest = Timestamp::from_minutes(start + 70_000 - 65_535);
+        assert_eq!(
+            networks,
+            [
+                ("10.0.1.0/24".to_owned(), 2, oldest),
+                ("10.0.3.0/24".to_owned(), 1, oldest),
+                (
+                    "2001:db8:2::/48".to_owned(),
+                    1,
+                    Timestamp::from_minutes(start + 70_000)
+                ),
+            ]
+        );
+        assert_eq!(state.networks().len(), 3);
     }
 
     #[test]
     fn rare_facts_take_no_room_until_set() {
-        let mut fields = Fields::default();
-        fields.set_leak(None);
-        fields.set_novel_uses(Vec::new());
-        assert!(fields.rare.is_none());
-        fields.set_revoked_at(Some(Timestamp::from_secs(5)));
-        assert_eq!(fields.revoked_at(), Some(Timestamp::from_secs(5)));
-        assert!(fields.leak().is_none());
-        fields.set_revoked_at(None);
-        assert!(fields.rare.is_none(), "an emptied rare part goes");
+        let mut state = CredentialState::default();
+        let empty = state.block_size();
+        state.set_leak(None);
+        state.set_novel_uses(Vec::new());
+        state.set_expires_at(None);
+        assert_eq!(state.block_size(), empty);
+        state.set_revoked_at(Some(Timestamp::from_secs(5)));
+        assert_eq!(state.revoked_at(), Some(Timestamp::from_secs(5)));
+        assert!(state.leak().is_none());
+        assert_eq!(state.block_size(), empty + 8, "a pointer to the rare part");
+        state.set_expires_at(Some(Timestamp::from_secs(9)));
+        state.set_inherited_from(Some(Symbol::from_index(4)));
+        assert_eq!(state.block_size(), empty + 8 + 8 + 4);
+        let copy = state.clone();
+        state.set_revoked_at(None);
+        assert_eq!(state.block_size(), empty + 12, "an emptied rare part goes");
+        assert_eq!(copy.revoked_at(), Some(Timestamp::from_secs(5)));
+        assert_eq!(
+            (state.expires_at(), state.inherited_from()),
+            (Some(Timestamp::from_secs(9)), Some(Symbol::from_index(4)))
+        );
+        state.set_expires_at(None);
+        state.set_inherited_from(None);
+        assert_eq!(state.block_size(), empty);
+        assert_ne!(copy, state);
     }
 }

@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dashmap::DashMap;
 
 pub use compaction::{next_compaction, Compacted, MIN_COMPACTION_GROWTH};
-pub use credential::{AllowedFrom, CredentialState, Fields, Leak, NovelUse, Seen, MAX_NOVEL_USES};
+pub use credential::{
+    AllowedFrom, CredentialState, Fields, Leak, Networks, NovelUse, Seen, Sightings,
+    MAX_ENTRY_AGE_MINUTES, MAX_NOVEL_USES, MAX_SEEN_COUNT,
+};
 pub use eviction::Evicted;
 pub use interner::{Interner, NameCache, Symbol};
 pub use partition::{Absorbed, Home, Names};
@@ -405,17 +408,14 @@ impl StateStore {
         };
         let networks: Vec<serde_json::Value> = state
             .networks()
-            .iter()
             .map(|seen| serde_json::json!({"network": seen.key.to_string(), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let endpoints: Vec<serde_json::Value> = state
             .endpoints()
-            .iter()
             .map(|seen| serde_json::json!({"endpoint": &*self.endpoints.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let user_agents: Vec<serde_json::Value> = state
             .user_agents()
-            .iter()
             .map(|seen| serde_json::json!({"user_agent": &*self.user_agents.name(seen.key), "count": seen.count, "last_seen": seen.last_seen()}))
             .collect();
         let learning = state
@@ -428,14 +428,14 @@ impl StateStore {
             "first_seen": state.first_seen,
             "last_seen": state.last_seen,
             "issued_at": state.issued_at,
-            "expires_at": state.expires_at,
+            "expires_at": state.expires_at(),
             "revoked_at": state.revoked_at(),
             "leak": state.leak().map(|leak| serde_json::json!({"at": leak.at, "source": leak.source, "url": leak.url})),
             "allowed_zones": zones(state.allowed),
             "allowed_from": state.allowed_from().as_str(),
             "seen_zones": zones(state.seen_zones),
             "learning": learning,
-            "inherited_from": state.inherited_from.map(|l| self.principals.name(l).to_string()),
+            "inherited_from": state.inherited_from().map(|l| self.principals.name(l).to_string()),
             "recent_novel_uses": state.novel_uses().iter().map(|u| serde_json::json!({
                 "time": u.at,
                 "network": u.network.map(|n| n.to_string()),

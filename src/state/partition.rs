@@ -342,10 +342,13 @@ mod tests {
         let state = store.get(credential).unwrap();
         (
             store.principals.name(state.owner.unwrap()).to_string(),
-            store.endpoints.name(state.endpoints()[0].key).to_string(),
+            store
+                .endpoints
+                .name(state.endpoints().next().unwrap().key)
+                .to_string(),
             store
                 .user_agents
-                .name(state.user_agents()[0].key)
+                .name(state.user_agents().next().unwrap().key)
                 .to_string(),
         )
     }
