@@ -68,6 +68,24 @@ const RARE: Part = Part {
 };
 const PARTS_IN_ORDER: [Part; 3] = [EXPIRY, LINEAGE, RARE];
 
+/// The bytes the parts take, for each set of them held (indexed by [`Tail::parts`]), so that
+/// finding the lists on the per-event path is one load.
+const HELD_SIZE: [usize; 8] = {
+    let mut sizes = [0; 8];
+    let mut held = 0;
+    while held < sizes.len() {
+        let mut i = 0;
+        while i < PARTS_IN_ORDER.len() {
+            if held as u8 & PARTS_IN_ORDER[i].bit != 0 {
+                sizes[held] += PARTS_IN_ORDER[i].size;
+            }
+            i += 1;
+        }
+        held += 1;
+    }
+    sizes
+};
+
 /// An id of this many bytes or more keeps its length in its own area.
 const LONG_ID: u8 = u8::MAX;
 
@@ -171,25 +189,12 @@ impl CredentialState {
 
     /// Where `part` is, or would be: after the tail and the parts before it.
     fn part_at(&self, part: Part) -> usize {
-        let parts = self.tail().parts;
-        PARTS
-            + PARTS_IN_ORDER
-                .iter()
-                .take_while(|held| held.bit != part.bit)
-                .filter(|held| parts & held.bit != 0)
-                .map(|held| held.size)
-                .sum::<usize>()
+        PARTS + HELD_SIZE[usize::from(self.tail().parts & (part.bit - 1))]
     }
 
     /// Where the lists start: after the parts held.
     fn lists_at(&self) -> usize {
-        let parts = self.tail().parts;
-        PARTS
-            + PARTS_IN_ORDER
-                .iter()
-                .filter(|held| parts & held.bit != 0)
-                .map(|held| held.size)
-                .sum::<usize>()
+        PARTS + HELD_SIZE[usize::from(self.tail().parts)]
     }
 
     fn holds(&self, part: Part) -> bool {
