@@ -85,6 +85,15 @@ impl<T> Seen<T> {
     pub fn last_seen(&self) -> Timestamp {
         Timestamp::from_minutes(self.minute)
     }
+
+    /// The same sighting under another key.
+    fn keyed<U>(&self, key: U) -> Seen<U> {
+        Seen {
+            key,
+            count: self.count,
+            minute: self.minute,
+        }
+    }
 }
 
 /// A [`Seen`] as a record packs it: its key, its count and its age in minutes before the
@@ -175,18 +184,9 @@ impl Iterator for Networks<'_> {
 
     fn next(&mut self) -> Option<Seen<Network>> {
         if let Some(seen) = self.v4.next() {
-            return Some(Seen {
-                key: Network::V4(seen.key),
-                count: seen.count,
-                minute: seen.minute,
-            });
+            return Some(seen.keyed(Network::V4(seen.key)));
         }
-        let seen = self.v6.next()?;
-        Some(Seen {
-            key: Network::V6(seen.key),
-            count: seen.count,
-            minute: seen.minute,
-        })
+        self.v6.next().map(|seen| seen.keyed(Network::V6(seen.key)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -263,6 +263,8 @@ pub struct Fields {
     pub seen_zones: ZoneSet,
     /// Time of the latest access, for `concurrent_zones` ([`CredentialState::last_zone`]).
     pub(super) last_zone_at: Option<Timestamp>,
+    /// The call rate. Its minute is also the one the record's list entries count their ages
+    /// back from ([`CredentialState::list_minute`]): only `apply` moves it, ageing them.
     pub rate: RateBaseline,
     /// Where the allowed zones come from ([`CredentialState::allowed_from`]).
     pub(super) allowed_from: AllowedFrom,

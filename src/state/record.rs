@@ -448,67 +448,65 @@ impl CredentialState {
         }
     }
 
-    /// Opens room for one `T` at `at` and writes `entry` there.
+    /// Appends `entry` to a list that ends at byte `at` and whose length `len` picks out of
+    /// the tail (at most 255 entries: `what` names them in the panic).
     ///
     /// # Safety
-    /// `at` is aligned for `T` once the room is made (it is the start or the end of a list
-    /// of `T`s).
-    unsafe fn insert<T>(&mut self, at: usize, entry: T) {
+    /// The list holds `T`s, so `at` is aligned for one.
+    unsafe fn append<T>(&mut self, at: usize, entry: T, len: fn(&mut Tail) -> &mut u8, what: &str) {
+        assert!(*len(self.tail_mut()) < u8::MAX, "at most 255 {what}");
         self.open(at, size_of::<T>());
         // SAFETY: `open` made the room, aligned by the caller's promise.
         unsafe { self.base().add(at).cast::<T>().write(entry) };
+        *len(self.tail_mut()) += 1;
+    }
+
+    /// Removes the `index`-th `T` of a list that starts at byte `at` and whose length `len`
+    /// picks out of the tail.
+    fn remove<T>(&mut self, at: usize, index: usize, len: fn(&mut Tail) -> &mut u8) {
+        assert!(index < usize::from(*len(self.tail_mut())));
+        self.close(at + size_of::<T>() * index, size_of::<T>());
+        *len(self.tail_mut()) -= 1;
     }
 
     /// Appends an endpoint (at most 255).
     pub(super) fn push_endpoint(&mut self, entry: SymbolEntry) {
-        assert!(self.tail().endpoints < u8::MAX, "at most 255 endpoints");
         let at = self.lists_at() + SYMBOL * usize::from(self.tail().endpoints);
-        // SAFETY: the end of the endpoints, where symbol entries are aligned.
-        unsafe { self.insert(at, entry) };
-        self.tail_mut().endpoints += 1;
+        // SAFETY: the end of the endpoints, among symbol entries.
+        unsafe { self.append(at, entry, |tail| &mut tail.endpoints, "endpoints") }
     }
 
     /// Appends a user agent (at most 255).
     pub(super) fn push_user_agent(&mut self, entry: SymbolEntry) {
-        assert!(self.tail().agents < u8::MAX, "at most 255 user agents");
         let at = self.v4_at();
         // SAFETY: the end of the symbol entries.
-        unsafe { self.insert(at, entry) };
-        self.tail_mut().agents += 1;
+        unsafe { self.append(at, entry, |tail| &mut tail.agents, "user agents") }
     }
 
     /// Appends an IPv4 network (at most 255).
     pub(super) fn push_v4(&mut self, entry: V4Entry) {
-        assert!(self.tail().v4 < u8::MAX, "at most 255 IPv4 networks");
         let at = self.v6_at();
         // SAFETY: the end of the IPv4 entries.
-        unsafe { self.insert(at, entry) };
-        self.tail_mut().v4 += 1;
+        unsafe { self.append(at, entry, |tail| &mut tail.v4, "IPv4 networks") }
     }
 
     /// Appends an IPv6 network (at most 255).
     pub(super) fn push_v6(&mut self, entry: V6Entry) {
-        assert!(self.tail().v6 < u8::MAX, "at most 255 IPv6 networks");
         let at = self.id_at();
         // SAFETY: the end of the IPv6 entries.
-        unsafe { self.insert(at, entry) };
-        self.tail_mut().v6 += 1;
+        unsafe { self.append(at, entry, |tail| &mut tail.v6, "IPv6 networks") }
     }
 
     /// Removes the `index`-th IPv4 network.
     pub(super) fn remove_v4(&mut self, index: usize) {
-        assert!(index < usize::from(self.tail().v4));
-        let at = self.v4_at() + V4 * index;
-        self.close(at, V4);
-        self.tail_mut().v4 -= 1;
+        let at = self.v4_at();
+        self.remove::<V4Entry>(at, index, |tail| &mut tail.v4);
     }
 
     /// Removes the `index`-th IPv6 network.
     pub(super) fn remove_v6(&mut self, index: usize) {
-        assert!(index < usize::from(self.tail().v6));
-        let at = self.v6_at() + V6 * index;
-        self.close(at, V6);
-        self.tail_mut().v6 -= 1;
+        let at = self.v6_at();
+        self.remove::<V6Entry>(at, index, |tail| &mut tail.v6);
     }
 
     /// Replaces the lists (each at most 255 entries long: longer lists are cut).
