@@ -223,7 +223,9 @@ pub(crate) fn allowed_zones(
 /// last seen if it was remembered once but has been forgotten (`[state] forget_after`).
 pub(crate) struct Novelty<T> {
     pub known: Vec<crate::state::Seen<T>>,
-    pub forgotten: Option<crate::time::Timestamp>,
+    /// When it was last seen, and whether that is as old as an entry tells (then it was seen
+    /// then or before).
+    pub forgotten: Option<(crate::time::Timestamp, bool)>,
 }
 
 impl<T> Novelty<T> {
@@ -231,9 +233,10 @@ impl<T> Novelty<T> {
     /// <lineage>` for a summary, when they apply.
     pub fn notes(&self, before: &CredentialState, context: &Context<'_>) -> String {
         let mut notes = String::new();
-        if let Some(last) = self.forgotten {
+        if let Some((last, aged_out)) = self.forgotten {
             notes.push_str(&format!(
-                "; last seen {last}, forgotten after {}",
+                "; last seen {}{last}, forgotten after {}",
+                if aged_out { "before " } else { "" },
                 context.config.bounds.forget_after
             ));
         }
@@ -266,14 +269,14 @@ pub(crate) fn novelty<T: PartialEq>(
         return None;
     }
     let forget_after = context.config.bounds.forget_after;
-    let fresh = |s: &crate::state::Seen<T>| now.since(s.last_seen()) <= forget_after;
+    let fresh = |s: &crate::state::Seen<T>| s.is_fresh(now, forget_after);
     let mut forgotten = None;
     for entry in seen.clone() {
         if entry.key == *key {
             if fresh(&entry) {
                 return None;
             }
-            forgotten = Some(entry.last_seen());
+            forgotten = Some((entry.last_seen(), entry.aged_out()));
         }
     }
     Some(Novelty {

@@ -133,6 +133,29 @@ mod tests {
             .is_empty());
     }
 
+    #[test]
+    fn a_network_older_than_an_entry_tells_is_forgotten_even_for_a_late_event() {
+        let mut bench = Bench::new(DetectorKind::NewNetwork, "");
+        bench.config.bounds.forget_after = crate::time::Period::from_minutes(45 * 24 * 60);
+        for m in 0..12 {
+            bench.feed(access(at(m, 0), "k", "10.0.1.5", "a"));
+        }
+        bench.feed(access(at(12, 0), "k", "10.0.2.5", "a"));
+        // 60 days later 10.0.2.0/24's entry is as old as an entry gets (45.5 days) ...
+        let later = 60 * 24 * 60;
+        bench.feed(access(at(later, 0), "k", "10.0.1.5", "a"));
+        // ... so an event 20 days late, 40 days after its true last use, does not find it
+        // fresh, though the oldest time the entry can read is only 25.5 days before it.
+        let late = at(later - 20 * 24 * 60, 0);
+        let findings = bench.feed(access(late, "k", "10.0.2.6", "a"));
+        assert_eq!(findings.len(), 1, "aged out: forgotten");
+        let summary = &findings[0].summary;
+        assert!(
+            summary.contains("; last seen before 2026-03-15T11:45:00Z, forgotten after 45d"),
+            "{summary}"
+        );
+    }
+
     fn issue_to(minute: i64, credential: &str, owner: &str) -> crate::event::Event {
         let mut event =
             crate::detect::testkit::lifecycle(at(minute, 0), crate::event::Kind::Issue, credential);

@@ -60,6 +60,9 @@ pub struct Seen<T> {
     pub key: T,
     pub count: u32,
     minute: i64,
+    /// Read from an entry as old as an entry gets ([`MAX_ENTRY_AGE_MINUTES`]): last seen then
+    /// or before.
+    aged_out: bool,
 }
 
 /// The most a [`Seen`] counts.
@@ -78,6 +81,7 @@ impl<T> Seen<T> {
             key,
             count: count.min(MAX_SEEN_COUNT),
             minute: last_seen.minute(),
+            aged_out: false,
         }
     }
 
@@ -86,12 +90,26 @@ impl<T> Seen<T> {
         Timestamp::from_minutes(self.minute)
     }
 
+    /// Older than an entry can tell: [`last_seen`](Self::last_seen) is then the latest it
+    /// can have been.
+    pub fn aged_out(&self) -> bool {
+        self.aged_out
+    }
+
+    /// Still remembered at `now`: seen within `forget_after`. An aged-out sighting never is
+    /// (`forget_after` is shorter than an entry's reach), even for an event older than the
+    /// record's latest use.
+    pub fn is_fresh(&self, now: Timestamp, forget_after: crate::time::Period) -> bool {
+        !self.aged_out && now.since(self.last_seen()) <= forget_after
+    }
+
     /// The same sighting under another key.
     fn keyed<U>(&self, key: U) -> Seen<U> {
         Seen {
             key,
             count: self.count,
             minute: self.minute,
+            aged_out: self.aged_out,
         }
     }
 }
@@ -128,6 +146,7 @@ impl<K: Copy> Entry<K> {
             key,
             count: u32::from(self.count),
             minute: list_minute - i64::from(self.age),
+            aged_out: i64::from(self.age) == MAX_ENTRY_AGE_MINUTES,
         }
     }
 
@@ -718,8 +737,8 @@ impl CredentialState {
         let new_network = observation.network.is_some_and(|network| {
             match self.remember_network(network, age, config.bounds.max_networks) {
                 Some(previous) => {
-                    let last = Timestamp::from_minutes(self.list_minute() - i64::from(previous));
-                    ts.since(last) > config.bounds.forget_after
+                    let known = Entry::new((), previous).read((), self.list_minute());
+                    !known.is_fresh(ts, config.bounds.forget_after)
                 }
                 None => true,
             }
@@ -966,6 +985,7 @@ mod tests {
 
     #[test]
     fn entries_age_from_the_list_minute_and_saturate() {
+        use crate::time::Period;
         let list_minute = 29_538_720;
         let seen = Seen::new(7u32, 2, Timestamp::from_minutes(list_minute - 90));
         let entry = Entry::pack(&seen, seen.key, list_minute);
@@ -982,6 +1002,9 @@ mod tests {
             read.last_seen(),
             Timestamp::from_minutes(list_minute - 65_535)
         );
+        let minute = Period::from_minutes(1);
+        assert!(read.aged_out() && !read.is_fresh(read.last_seen(), minute));
+        assert!(!seen.aged_out() && seen.is_fresh(seen.last_seen(), minute));
         let new = Seen::new(7u32, 1, Timestamp::from_minutes(list_minute + 5));
         let read = Entry::pack(&new, 7u32, list_minute).read(7u32, list_minute);
         assert_eq!(read.last_seen(), Timestamp::from_minutes(list_minute));
