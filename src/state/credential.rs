@@ -465,10 +465,7 @@ impl CredentialState {
         if by == 0 {
             return;
         }
-        self.endpoint_entries_mut()
-            .iter_mut()
-            .for_each(|e| e.age_by(by));
-        self.user_agent_entries_mut()
+        self.symbol_entries_mut()
             .iter_mut()
             .for_each(|e| e.age_by(by));
         self.v4_entries_mut().iter_mut().for_each(|e| e.age_by(by));
@@ -487,52 +484,46 @@ impl CredentialState {
         }
         let held = self.v4_entries().len() + self.v6_entries().len();
         if held < max.min(usize::from(u8::MAX)) {
-            match network {
-                Network::V4(bits) => self.push_v4(Entry::new(bits, age)),
-                Network::V6(prefix) => self.push_v6(Entry::new(prefix, age)),
-            }
+            self.push_network(network, age);
             return None;
         }
-        // Full: the least recently seen network gives way, the IPv4 one on a tie.
+        // Full: the least recently seen network gives way, the IPv4 one on a tie; it is
+        // replaced in place when the new one is of its family.
         fn stalest<K: Copy>(entries: &[Entry<K>]) -> Option<(usize, (Reverse<u16>, u16))> {
             entries
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, entry)| entry.staleness())
                 .map(|(index, entry)| (index, entry.staleness()))
+                .min_by_key(|&(_, staleness)| staleness)
         }
-        let v4 = stalest(self.v4_entries());
-        let v6 = stalest(self.v6_entries());
-        let v4_gives_way = match (v4, v6) {
-            (Some((_, a)), Some((_, b))) => a <= b,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let (in_v4, index) = match (stalest(self.v4_entries()), stalest(self.v6_entries())) {
+            (Some((index, a)), Some((_, b))) if a <= b => (true, index),
+            (Some((index, _)), None) => (true, index),
+            (_, Some((index, _))) => (false, index),
+            (None, None) => return None,
         };
-        match (network, v4_gives_way) {
-            (Network::V4(bits), true) => {
-                if let Some((index, _)) = v4 {
-                    self.v4_entries_mut()[index] = Entry::new(bits, age);
-                }
+        match (network, in_v4) {
+            (Network::V4(bits), true) => self.v4_entries_mut()[index] = Entry::new(bits, age),
+            (Network::V6(prefix), false) => self.v6_entries_mut()[index] = Entry::new(prefix, age),
+            (_, true) => {
+                self.remove_v4(index);
+                self.push_network(network, age);
             }
-            (Network::V6(prefix), false) => {
-                if let Some((index, _)) = v6 {
-                    self.v6_entries_mut()[index] = Entry::new(prefix, age);
-                }
-            }
-            (Network::V4(bits), false) => {
-                if let Some((index, _)) = v6 {
-                    self.remove_v6(index);
-                    self.push_v4(Entry::new(bits, age));
-                }
-            }
-            (Network::V6(prefix), true) => {
-                if let Some((index, _)) = v4 {
-                    self.remove_v4(index);
-                    self.push_v6(Entry::new(prefix, age));
-                }
+            (_, false) => {
+                self.remove_v6(index);
+                self.push_network(network, age);
             }
         }
         None
+    }
+
+    /// Appends `network`, first seen `age` minutes before the list minute, to its family's
+    /// list.
+    fn push_network(&mut self, network: Network, age: u16) {
+        match network {
+            Network::V4(bits) => self.push_v4(Entry::new(bits, age)),
+            Network::V6(prefix) => self.push_v6(Entry::new(prefix, age)),
+        }
     }
 
     /// Zone of the latest access and its time.

@@ -338,7 +338,8 @@ impl CredentialState {
         unsafe { slice(self.base(), self.lists_at(), self.symbol_count()) }
     }
 
-    fn symbol_entries_mut(&mut self) -> &mut [SymbolEntry] {
+    /// The endpoints' entries, then the user agents'.
+    pub(super) fn symbol_entries_mut(&mut self) -> &mut [SymbolEntry] {
         let (at, len) = (self.lists_at(), self.symbol_count());
         // SAFETY: as `symbol_entries`, with `&mut self` the only access.
         unsafe { slice_mut(self.base(), at, len) }
@@ -607,13 +608,12 @@ impl Clone for CredentialState {
             }
             block.cast::<Fields>().write(fields);
             ptr::copy_nonoverlapping(self.base().add(TAIL), block.add(TAIL), size - TAIL);
-            let clone = CredentialState {
+            let mut clone = CredentialState {
                 block: NonNull::new_unchecked(block),
             };
             // The copied pointer is the original's: the clone gets a rare part of its own.
             if let Some(rare) = self.rare() {
-                let own = Box::into_raw(Box::new(rare.clone()));
-                ptr::write_unaligned(clone.base().add(clone.part_at(RARE)).cast(), own);
+                clone.set_part(RARE, Some(Box::into_raw(Box::new(rare.clone()))));
             }
             clone
         }
