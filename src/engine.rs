@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{Alert, OpenWindow, Suppressor, SuppressorSnapshot};
 use crate::checkpoint::CheckpointError;
 use crate::config::Config;
-use crate::detect::{Context, Finding};
+use crate::detect::{access_place, Context, Finding, Findings};
 use crate::event::{Event, Kind};
-use crate::rules::RuleSet;
-use crate::state::{Absorbed, Home, NameCaches, StateStore, StoreSnapshot};
+use crate::rules::{ExceptionSet, Rule, RuleSet};
+use crate::state::{Absorbed, Home, NameCaches, Observation, StateStore, StoreSnapshot};
 use crate::time::{Period, Timestamp};
 use crate::zones::{Network, ZoneId};
 
@@ -238,9 +238,12 @@ impl Engine {
             user_agents: &self.store.user_agents,
         };
         let rules = self.rules.rules();
+        let exceptions = self.rules.exceptions();
         let home = self.home;
         let scratch = &mut self.scratch;
         let fired = &mut self.fired;
+        let suppressor = &mut self.suppressor;
+        let stats = &mut self.stats;
         let mut late = false;
         fired.clear();
         let owner = self.store.with_credential(
@@ -251,8 +254,26 @@ impl Engine {
                         continue;
                     }
                     scratch.clear();
+                    // While no finding of this event waits to be offered, a finding that
+                    // would only be counted is counted here and never built; it would be
+                    // counted the same below (a waiting alert could close a window first).
+                    let waiting = !fired.is_empty();
+                    let mut counted = || {
+                        !waiting && {
+                            let place = access_place(&observation, &context);
+                            counted_silently(
+                                rule,
+                                &observation,
+                                Some((&place.0, &place.1)),
+                                exceptions,
+                                suppressor,
+                                stats,
+                            )
+                        }
+                    };
+                    let mut out = Findings::new(scratch, &mut counted);
                     rule.detector
-                        .evaluate(&observation, before, &context, scratch);
+                        .evaluate(&observation, before, &context, &mut out);
                     if !scratch.is_empty() {
                         fired.extend(scratch.drain(..).map(|finding| (index, finding)));
                     }
@@ -271,33 +292,17 @@ impl Engine {
             return;
         }
         let owner = owner.map(|symbol| self.store.principals.name(symbol).to_string());
-        let exceptions = self.rules.exceptions();
         for (index, finding) in self.fired.drain(..) {
             let rule = &rules[index];
-            if let Some(covering) = exceptions.covering(&rule.id, &observation) {
-                let exception = &exceptions.all()[covering];
-                if let Some(counts) = self.stats.exceptions.get_mut(&exception.id) {
-                    counts.suppressed += 1;
-                }
-                if let Some(counts) = self.stats.rules.get_mut(&rule.id) {
-                    counts.excepted += 1;
-                }
-                continue;
-            }
-            // A repeat inside its suppression window is only counted: no alert to build.
-            if self.suppressor.fold(
-                &rule.id,
-                &event.credential,
-                event.ts,
-                event.ts.millis(),
-                &finding.observed,
-                rule.suppress,
+            let place = crate::alerts::place_of(&finding.observed);
+            if counted_silently(
+                rule,
+                &observation,
+                place.as_ref().map(|(zone, network)| (&**zone, &**network)),
+                exceptions,
+                &mut self.suppressor,
+                &mut self.stats,
             ) {
-                self.stats
-                    .rules
-                    .entry(rule.id.clone())
-                    .or_default()
-                    .suppressed += 1;
                 continue;
             }
             let alert = Alert::new(rule, event, owner.clone(), finding);
@@ -587,6 +592,46 @@ impl Engine {
     }
 }
 
+/// Counts a finding of `rule` at `place` (its evidence's zone and network) that raises no
+/// alert, and says so: one an exception covers, or a repeat inside its rule's open suppression
+/// window on the credential, from a place the window knows. False, changing nothing, when the
+/// finding needs its alert.
+fn counted_silently(
+    rule: &Rule,
+    observation: &Observation<'_>,
+    place: Option<(&str, &str)>,
+    exceptions: &ExceptionSet,
+    suppressor: &mut Suppressor,
+    stats: &mut EngineStats,
+) -> bool {
+    if let Some(covering) = exceptions.covering(&rule.id, observation) {
+        let exception = &exceptions.all()[covering];
+        if let Some(counts) = stats.exceptions.get_mut(&exception.id) {
+            counts.suppressed += 1;
+        }
+        if let Some(counts) = stats.rules.get_mut(&rule.id) {
+            counts.excepted += 1;
+        }
+        return true;
+    }
+    let event = observation.event;
+    if suppressor.fold(
+        &rule.id,
+        &event.credential,
+        event.ts,
+        event.ts.millis(),
+        place,
+        rule.suppress,
+    ) {
+        match stats.rules.get_mut(&rule.id) {
+            Some(counts) => counts.suppressed += 1,
+            None => stats.rules.entry(rule.id.clone()).or_default().suppressed += 1,
+        }
+        return true;
+    }
+    false
+}
+
 /// Events between checks of the credential bound, at most: a check costs a walk over the
 /// store's shards, and the bound may be overshot by this many new credentials (or by 5% of
 /// the bound, when that is fewer: checks are then that much more frequent).
@@ -638,6 +683,38 @@ mod tests {
         assert_eq!(alerts[1].resources[0].uid, "k");
         assert_eq!(stats.by_kind, [1, 1, 0, 1]);
         assert_eq!(stats.rules["zone-violation"].alerts, 1);
+    }
+
+    #[test]
+    fn repeats_in_a_window_are_counted_and_a_repeat_from_a_new_network_escalates() {
+        let (alerts, stats) = run(&[
+            r#"{"ts":"2026-03-01T00:00:00Z","kind":"issue","credential":"k","allowed_zones":["prod"]}"#,
+            r#"{"ts":"2026-03-01T00:01:00Z","kind":"access","credential":"k","source_ip":"10.0.0.1"}"#,
+            r#"{"ts":"2026-03-01T00:02:00Z","kind":"revoke","credential":"k"}"#,
+            r#"{"ts":"2026-03-01T00:03:00Z","kind":"access","credential":"k","source_ip":"10.0.0.1"}"#,
+            r#"{"ts":"2026-03-01T00:04:00Z","kind":"access","credential":"k","source_ip":"10.0.0.1"}"#,
+            r#"{"ts":"2026-03-01T00:05:00Z","kind":"access","credential":"k","source_ip":"10.0.0.2"}"#,
+            r#"{"ts":"2026-03-01T00:06:00Z","kind":"access","credential":"k","source_ip":"10.0.9.1"}"#,
+            r#"{"ts":"2026-03-01T00:07:00Z","kind":"access","credential":"k","source_ip":"10.0.9.1"}"#,
+            r#"{"ts":"2026-03-01T00:08:00Z","kind":"access","credential":"k","source_ip":"10.0.0.3"}"#,
+        ]);
+        let revoked: Vec<(String, u32)> = alerts
+            .iter()
+            .filter(|a| a.rule == "use-after-revoke")
+            .map(|a| (a.evidence.observed["network"].to_string(), a.count))
+            .collect();
+        // The first use after the revocation, the escalation from 10.0.9.0/24, and at the end
+        // the window's roll-up: six findings, of which four were only counted.
+        assert_eq!(
+            revoked,
+            [
+                ("\"10.0.0.0/24\"".to_owned(), 1),
+                ("\"10.0.9.0/24\"".to_owned(), 1),
+                ("\"10.0.0.0/24\"".to_owned(), 5),
+            ]
+        );
+        assert_eq!(stats.rules["use-after-revoke"].alerts, 2);
+        assert_eq!(stats.rules["use-after-revoke"].suppressed, 4);
     }
 
     #[test]

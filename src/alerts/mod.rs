@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use kafka_sink::{dead_letter_headers, KafkaAlertSink, Producer};
 pub use sink::{AlertSink, Fanout, JsonLinesSink, TextSink};
+pub(crate) use suppress::place_of;
 pub use suppress::{OpenWindow, Suppressor, SuppressorSnapshot};
 
 /// A string that is nearly always a constant, but owned when read back (from a checkpoint).

@@ -61,7 +61,7 @@ fn place(alert: &Alert) -> Option<(String, String)> {
 }
 
 /// The (zone, network) an alert's or a finding's `observed` evidence names, if any.
-fn place_of(observed: &serde_json::Value) -> Option<(String, String)> {
+pub(crate) fn place_of(observed: &serde_json::Value) -> Option<(String, String)> {
     let zone = observed.get("zone").and_then(|v| v.as_str());
     let network = observed.get("network").and_then(|v| v.as_str());
     if zone.is_none() && network.is_none() {
@@ -162,13 +162,16 @@ impl Suppressor {
     /// everything as it was, when [`Suppressor::offer`] would emit the finding's alert (no
     /// open window, the window has ended, or a new zone or network escalates). Lets the engine
     /// skip building an alert that would only be counted.
+    ///
+    /// `place` is where the finding happened as its evidence tells: the (zone, network) of
+    /// its `observed` object (see [`place_of`]), if any.
     pub fn fold(
         &mut self,
         rule: &str,
         credential: &str,
         ts: Timestamp,
         time: i64,
-        observed: &serde_json::Value,
+        place: Option<(&str, &str)>,
         window: Period,
     ) -> bool {
         if window <= Period::ZERO || self.open.is_empty() {
@@ -181,7 +184,9 @@ impl Suppressor {
         if ts >= open.end {
             return false;
         }
-        if place_of(observed).is_some_and(|place| !open.places.contains(&place)) {
+        if place.is_some_and(|(zone, network)| {
+            !open.places.iter().any(|(z, n)| z == zone && n == network)
+        }) {
             return false;
         }
         open.count = open.count.saturating_add(1);
@@ -196,13 +201,13 @@ impl Suppressor {
             out.push(alert);
             return;
         }
-        let observed = &alert.evidence.observed;
+        let at = place(&alert);
         if self.fold(
             &alert.rule,
             &alert.credential,
             ts,
             alert.time,
-            observed,
+            at.as_ref().map(|(zone, network)| (&**zone, &**network)),
             window,
         ) {
             return;
@@ -211,7 +216,7 @@ impl Suppressor {
         if let Some(open) = self.open.get_mut(&key) {
             if ts < open.end {
                 // Inside the window and not folded: it comes from a new zone or network.
-                open.places.extend(place(&alert));
+                open.places.extend(at);
                 self.escalated += 1;
                 out.push(alert);
                 return;
@@ -239,7 +244,7 @@ impl Suppressor {
             key,
             Box::new(Open {
                 last_time: alert.time,
-                places: place(&alert).into_iter().collect(),
+                places: at.into_iter().collect(),
                 first: alert,
                 count: 1,
                 end,
@@ -404,8 +409,9 @@ mod tests {
                 plain.advance(ts, &mut plain_out);
                 plain.offer(alert.clone(), ts, window, &mut plain_out);
                 folding.advance(ts, &mut folding_out);
-                let observed = alert.evidence.observed.clone();
-                if !folding.fold(&alert.rule, credential, ts, alert.time, &observed, window) {
+                let at = place(&alert);
+                let at = at.as_ref().map(|(zone, network)| (&**zone, &**network));
+                if !folding.fold(&alert.rule, credential, ts, alert.time, at, window) {
                     folding.offer(alert, ts, window, &mut folding_out);
                 }
             }

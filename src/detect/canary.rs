@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
+use super::{address, observed_access, Context, Detector, Finding, Findings};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 
@@ -31,25 +31,27 @@ impl Detector for Canary {
         observation: &Observation<'_>,
         _before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         let event = observation.event;
         if event.kind != Kind::Access || !context.config.is_canary(&event.credential) {
             return;
         }
-        let network = observation
-            .network
-            .map_or_else(|| "no network".to_owned(), |n| n.to_string());
-        out.push(Finding {
-            analysis: None,
-            summary: format!(
-                "decoy credential used from zone {} ({}, network {network}), user agent {}",
-                context.config.zones.name(observation.zone),
-                address(observation),
-                event.user_agent.as_deref().unwrap_or("none")
-            ),
-            expected: json!({ "use": "never: a decoy credential" }),
-            observed: observed_access(observation, context),
+        out.push(|| {
+            let network = observation
+                .network
+                .map_or_else(|| "no network".to_owned(), |n| n.to_string());
+            Finding {
+                analysis: None,
+                summary: format!(
+                    "decoy credential used from zone {} ({}, network {network}), user agent {}",
+                    context.config.zones.name(observation.zone),
+                    address(observation),
+                    event.user_agent.as_deref().unwrap_or("none")
+                ),
+                expected: json!({ "use": "never: a decoy credential" }),
+                observed: observed_access(observation, context),
+            }
         });
     }
 }

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
+use super::{address, observed_access, Context, Detector, Finding, Findings};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -45,7 +45,7 @@ impl Detector for ConcurrentZones {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access || observation.zone == ZoneId::UNKNOWN {
             return;
@@ -68,7 +68,7 @@ impl Detector for ConcurrentZones {
             return;
         }
         let zones = &context.config.zones;
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: None,
             summary: format!(
                 "used from zone {} ({}) {}s after a use from zone {}; window {}",

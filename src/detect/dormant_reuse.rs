@@ -6,7 +6,9 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Analysis, Anomaly, Context, Detector, Finding, Observed};
+use super::{
+    address, observed_access, Analysis, Anomaly, Context, Detector, Finding, Findings, Observed,
+};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -50,7 +52,7 @@ impl Detector for DormantReuse {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access || before.accesses < self.params.min_history {
             return;
@@ -62,7 +64,7 @@ impl Detector for DormantReuse {
         if idle < self.params.idle {
             return;
         }
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
                     observation_parameter: "idle_time".into(),

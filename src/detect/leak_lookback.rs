@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Analysis, Anomaly, Context, Detector, Finding, Observed};
+use super::{Analysis, Anomaly, Context, Detector, Finding, Findings, Observed};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -48,7 +48,7 @@ impl Detector for LeakLookback {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         let event = observation.event;
         // Only the first report: a second one about the same leak adds nothing.
@@ -77,7 +77,7 @@ impl Detector for LeakLookback {
         };
         let places: Vec<String> = recent.iter().map(|u| describe(u)).collect();
         let source = event.leak_source.as_deref().unwrap_or("an unnamed source");
-        out.push(Finding {
+        out.push(|| Finding {
             summary: format!(
                 "reported leaked by {source}; in the {} before the report it was used from {} new place{}: {}",
                 self.params.window,

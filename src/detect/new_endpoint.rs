@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{novelty, observed_access, Analysis, Context, Detector, Finding};
+use super::{novelty, observed_access, Analysis, Context, Detector, Finding, Findings};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,7 +29,7 @@ impl Detector for NewEndpoint {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         let (Some(endpoint), Some(name)) =
             (observation.endpoint, observation.event.endpoint.as_deref())
@@ -40,27 +40,29 @@ impl Detector for NewEndpoint {
         else {
             return;
         };
-        let known: Vec<String> = novelty
-            .known
-            .iter()
-            .map(|seen| context.endpoints.name(seen.key).to_string())
-            .collect();
-        out.push(Finding {
-            analysis: Some(Analysis::unseen(
-                "endpoint",
-                name,
-                novelty
-                    .known
-                    .iter()
-                    .map(|seen| (context.endpoints.name(seen.key).to_string(), seen.count)),
-            )),
-            summary: format!(
-                "called new endpoint {name}; known endpoints [{}]{}",
-                known.join(", "),
-                novelty.notes(before, context)
-            ),
-            expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
-            observed: observed_access(observation, context),
+        out.push(|| {
+            let known: Vec<String> = novelty
+                .known
+                .iter()
+                .map(|seen| context.endpoints.name(seen.key).to_string())
+                .collect();
+            Finding {
+                analysis: Some(Analysis::unseen(
+                    "endpoint",
+                    name,
+                    novelty
+                        .known
+                        .iter()
+                        .map(|seen| (context.endpoints.name(seen.key).to_string(), seen.count)),
+                )),
+                summary: format!(
+                    "called new endpoint {name}; known endpoints [{}]{}",
+                    known.join(", "),
+                    novelty.notes(before, context)
+                ),
+                expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
+                observed: observed_access(observation, context),
+            }
         });
     }
 }

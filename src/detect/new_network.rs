@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding, Findings};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,7 +30,7 @@ impl Detector for NewNetwork {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         let Some(network) = observation.network else {
             return;
@@ -39,29 +39,31 @@ impl Detector for NewNetwork {
         else {
             return;
         };
-        let known: Vec<String> = novelty
-            .known
-            .iter()
-            .map(|seen| seen.key.to_string())
-            .collect();
-        out.push(Finding {
-            analysis: Some(Analysis::unseen(
-                "network",
-                network.to_string(),
-                novelty
-                    .known
-                    .iter()
-                    .map(|seen| (seen.key.to_string(), seen.count)),
-            )),
-            summary: format!(
-                "called from new network {network} ({}, zone {}); known networks [{}]{}",
-                address(observation),
-                context.config.zones.name(observation.zone),
-                known.join(", "),
-                novelty.notes(before, context)
-            ),
-            expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
-            observed: observed_access(observation, context),
+        out.push(|| {
+            let known: Vec<String> = novelty
+                .known
+                .iter()
+                .map(|seen| seen.key.to_string())
+                .collect();
+            Finding {
+                analysis: Some(Analysis::unseen(
+                    "network",
+                    network.to_string(),
+                    novelty
+                        .known
+                        .iter()
+                        .map(|seen| (seen.key.to_string(), seen.count)),
+                )),
+                summary: format!(
+                    "called from new network {network} ({}, zone {}); known networks [{}]{}",
+                    address(observation),
+                    context.config.zones.name(observation.zone),
+                    known.join(", "),
+                    novelty.notes(before, context)
+                ),
+                expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
+                observed: observed_access(observation, context),
+            }
         });
     }
 }

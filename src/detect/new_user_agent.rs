@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding};
+use super::{address, novelty, observed_access, Analysis, Context, Detector, Finding, Findings};
 use crate::state::{CredentialState, Observation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,7 +50,7 @@ impl Detector for NewUserAgent {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         let (Some(agent), Some(full)) = (
             observation.user_agent,
@@ -62,35 +62,37 @@ impl Detector for NewUserAgent {
         else {
             return;
         };
-        let known: Vec<String> = novelty
-            .known
-            .iter()
-            .map(|seen| context.user_agents.name(seen.key).to_string())
-            .collect();
-        let what = automation(full)
-            .map(|name| format!(" ({name})"))
-            .unwrap_or_default();
-        out.push(Finding {
-            analysis: Some(Analysis::unseen(
-                "user_agent",
-                full,
-                novelty
-                    .known
-                    .iter()
-                    .map(|seen| (context.user_agents.name(seen.key).to_string(), seen.count)),
-            )),
-            summary: format!(
-                "called with new user agent {full}{what} from {}; known agents [{}]{}",
-                address(observation),
-                known.join(", "),
-                novelty.notes(before, context)
-            ),
-            expected: json!({ "seen_user_agents": known, "baseline_events": before.accesses }),
-            observed: {
-                let mut observed = observed_access(observation, context);
-                observed["automation"] = json!(automation(full));
-                observed
-            },
+        out.push(|| {
+            let known: Vec<String> = novelty
+                .known
+                .iter()
+                .map(|seen| context.user_agents.name(seen.key).to_string())
+                .collect();
+            let what = automation(full)
+                .map(|name| format!(" ({name})"))
+                .unwrap_or_default();
+            Finding {
+                analysis: Some(Analysis::unseen(
+                    "user_agent",
+                    full,
+                    novelty
+                        .known
+                        .iter()
+                        .map(|seen| (context.user_agents.name(seen.key).to_string(), seen.count)),
+                )),
+                summary: format!(
+                    "called with new user agent {full}{what} from {}; known agents [{}]{}",
+                    address(observation),
+                    known.join(", "),
+                    novelty.notes(before, context)
+                ),
+                expected: json!({ "seen_user_agents": known, "baseline_events": before.accesses }),
+                observed: {
+                    let mut observed = observed_access(observation, context);
+                    observed["automation"] = json!(automation(full));
+                    observed
+                },
+            }
         });
     }
 }

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{observed_access, Analysis, Anomaly, Context, Detector, Finding, Observed};
+use super::{observed_access, Analysis, Anomaly, Context, Detector, Finding, Findings, Observed};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 
@@ -70,7 +70,7 @@ impl Detector for RateSpike {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access {
             return;
@@ -87,7 +87,7 @@ impl Detector for RateSpike {
         if !(count > threshold && count - 1.0 <= threshold) {
             return;
         }
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
                     observation_parameter: "calls_per_minute".into(),

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, observed_access, Context, Detector, Finding};
+use super::{address, observed_access, Context, Detector, Finding, Findings};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 
@@ -30,7 +30,7 @@ impl Detector for UnknownCredential {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access
             || before.issued_at.is_some()
@@ -38,7 +38,7 @@ impl Detector for UnknownCredential {
         {
             return;
         }
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: None,
             summary: format!(
                 "used but never issued, from zone {} ({})",

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, minutes, observed_access, Context, Detector, Finding};
+use super::{address, minutes, observed_access, Context, Detector, Finding, Findings};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -36,7 +36,7 @@ impl Detector for UseAfterLeak {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access {
             return;
@@ -55,7 +55,7 @@ impl Detector for UseAfterLeak {
         }
         let after = ts.since(leak.at);
         let source = leak.source.as_deref().unwrap_or("an unnamed source");
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: None,
             summary: format!(
                 "used {} minutes after it was reported leaked by {source}{}, from zone {} ({})",

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{address, minutes, observed_access, Context, Detector, Finding};
+use super::{address, minutes, observed_access, Context, Detector, Finding, Findings};
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
 use crate::time::Period;
@@ -36,7 +36,7 @@ impl Detector for UseAfterRevoke {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access {
             return;
@@ -48,7 +48,7 @@ impl Detector for UseAfterRevoke {
         if ts <= revoked.saturating_add(self.params.grace) {
             return;
         }
-        out.push(Finding {
+        out.push(|| Finding {
             analysis: None,
             summary: format!(
                 "used {} minutes after it was revoked, from zone {} ({}), outcome {}",

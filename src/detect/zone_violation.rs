@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     address, allowed_zones, observed_access, zone_list, Analysis, Anomaly, Context, Detector,
-    Finding, Observed,
+    Finding, Findings, Observed,
 };
 use crate::event::Kind;
 use crate::state::{CredentialState, Observation};
@@ -47,7 +47,7 @@ impl Detector for ZoneViolation {
         observation: &Observation<'_>,
         before: &CredentialState,
         context: &Context<'_>,
-        out: &mut Vec<Finding>,
+        out: &mut Findings<'_>,
     ) {
         if observation.event.kind != Kind::Access {
             return;
@@ -63,10 +63,12 @@ impl Detector for ZoneViolation {
         if allowed.contains(observation.zone) {
             return;
         }
-        let zone = context.config.zones.name(observation.zone);
-        let allowed = zone_list(context, allowed);
-        let networks: Vec<String> = before.networks().map(|seen| seen.key.to_string()).collect();
-        out.push(Finding {
+        out.push(|| {
+            let zone = context.config.zones.name(observation.zone);
+            let allowed = zone_list(context, allowed);
+            let networks: Vec<String> =
+                before.networks().map(|seen| seen.key.to_string()).collect();
+            Finding {
             analysis: Some(Analysis {
                 anomaly: Anomaly {
                     observation_parameter: "zone".into(),
@@ -94,6 +96,7 @@ impl Detector for ZoneViolation {
             ),
             expected: json!({ "allowed_zones": allowed, "allowed_from": from.as_str(), "seen_networks": networks }),
             observed: observed_access(observation, context),
+            }
         });
     }
 }
