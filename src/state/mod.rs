@@ -164,8 +164,11 @@ impl StateStore {
             let result = inspect(entry);
             update(entry);
             let after = entry.approx_bytes();
-            self.bytes
-                .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
+            // Most events change no list's length: no atomic write then.
+            if after != before {
+                self.bytes
+                    .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
+            }
             result
         })
     }
