@@ -164,7 +164,7 @@ impl Suppressor {
     /// skip building an alert that would only be counted.
     ///
     /// `place` is where the finding happened as its evidence tells: the (zone, network) of
-    /// its `observed` object (see [`place_of`]), if any.
+    /// its `observed` object (see `place_of`), if any.
     pub fn fold(
         &mut self,
         rule: &str,

@@ -1,7 +1,10 @@
 //! Detect: detectors judge one event against the credential's state before it.
 //!
 //! Each detector lives in its own file and implements [`Detector`]: given an [`Observation`]
-//! and the [`CredentialState`] before the event, push zero or more [`Finding`]s. Detectors are
+//! and the [`CredentialState`] before the event, push zero or more [`Finding`]s, each built by
+//! a closure that [`Findings`] calls only when the finding may raise an alert. A finding's
+//! `observed` evidence names the access's zone and network (`observed_access`) or no place
+//! at all: the engine decides whether it would be counted by that place. Detectors are
 //! pure: no clock, no I/O, no state of their own; everything they know comes from the event and
 //! the baseline, which is what makes replays reproducible. Rules (see `rules`) instantiate a
 //! detector with parameters; [`DetectorKind::build`] validates those parameters.
