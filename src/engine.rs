@@ -5,6 +5,7 @@
 //! events yields the same alerts. Sources (files, stdin, later Kafka) push decoded events in;
 //! sinks take the alerts out.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -110,6 +111,8 @@ pub struct Engine {
     scratch: Vec<Finding>,
     fired: Vec<(usize, Finding)>,
     created: Vec<Alert>,
+    /// The latest access's network as text, for suppression's place (kept, not reallocated).
+    network: String,
     allowed_lateness: Period,
     newest: Option<Timestamp>,
     /// Where the zones stage placed the latest event.
@@ -159,6 +162,7 @@ impl Engine {
             scratch: Vec::new(),
             fired: Vec::new(),
             created: Vec::new(),
+            network: String::new(),
             allowed_lateness: Period::ZERO,
             newest: None,
             placement: (ZoneId::UNKNOWN, None),
@@ -244,36 +248,43 @@ impl Engine {
         let fired = &mut self.fired;
         let suppressor = &mut self.suppressor;
         let stats = &mut self.stats;
+        let network = &mut self.network;
         let mut late = false;
         fired.clear();
         let owner = self.store.with_credential(
             &event.credential,
             |before| {
+                // While no finding of this event waits to be offered, a finding that would
+                // only be counted is counted here and never built; it would be counted the
+                // same below (a waiting alert could close a window first). One gate for the
+                // event, told which rule asks: a closure per rule cost more than it saved.
+                let asking = Cell::new((0, false));
+                let mut counted = || {
+                    let (index, waiting) = asking.get();
+                    !waiting && {
+                        let zone = access_place(&observation, &context, network);
+                        counted_silently(
+                            &rules[index],
+                            &observation,
+                            Some((zone, network.as_str())),
+                            exceptions,
+                            suppressor,
+                            stats,
+                        )
+                    }
+                };
                 for (index, rule) in rules.iter().enumerate() {
                     if !rule.enabled || !rule.scope.matches(&observation, config) {
                         continue;
                     }
                     scratch.clear();
-                    // While no finding of this event waits to be offered, a finding that
-                    // would only be counted is counted here and never built; it would be
-                    // counted the same below (a waiting alert could close a window first).
-                    let waiting = !fired.is_empty();
-                    let mut counted = || {
-                        !waiting && {
-                            let place = access_place(&observation, &context);
-                            counted_silently(
-                                rule,
-                                &observation,
-                                Some((&place.0, &place.1)),
-                                exceptions,
-                                suppressor,
-                                stats,
-                            )
-                        }
-                    };
-                    let mut out = Findings::new(scratch, &mut counted);
-                    rule.detector
-                        .evaluate(&observation, before, &context, &mut out);
+                    asking.set((index, !fired.is_empty()));
+                    rule.detector.evaluate(
+                        &observation,
+                        before,
+                        &context,
+                        &mut Findings::new(scratch, &mut counted),
+                    );
                     if !scratch.is_empty() {
                         fired.extend(scratch.drain(..).map(|finding| (index, finding)));
                     }

@@ -9,7 +9,9 @@
 //! emits one `Update` alert carrying the count. Windows close in (end, rule, credential) order,
 //! all in event time, so the output is deterministic.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::{Equivalent, HashMap};
 
 use super::Alert;
 use crate::time::{Period, Timestamp};
@@ -60,6 +62,17 @@ fn place(alert: &Alert) -> Option<(String, String)> {
     place_of(&alert.evidence.observed)
 }
 
+/// A window's (rule, credential) key, borrowed: finds the window without copying either.
+/// Hashes as the owned `(String, String)` does (each part in order, as `str`).
+#[derive(Hash)]
+struct Key<'a>(&'a str, &'a str);
+
+impl Equivalent<(String, String)> for Key<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// The (zone, network) an alert's or a finding's `observed` evidence names, if any.
 pub(crate) fn place_of(observed: &serde_json::Value) -> Option<(String, String)> {
     let zone = observed.get("zone").and_then(|v| v.as_str());
@@ -99,7 +112,7 @@ pub struct Suppressor {
     /// Boxed: a window holds its whole first alert, and when the map grows it moves every
     /// entry; with values inline, growing past some 30,000 windows moved tens of MB into
     /// freshly faulted pages and held one event for up to 100 ms (BENCHMARKS.md, section 3).
-    open: HashMap<(String, String), Box<Open>>,
+    open: HashMap<(String, String), Box<Open>, foldhash::fast::RandomState>,
     closing: BTreeSet<(Timestamp, String, String)>,
     watermark: Option<Timestamp>,
     suppressed: u64,
@@ -113,7 +126,7 @@ pub struct Suppressor {
 impl Default for Suppressor {
     fn default() -> Self {
         Suppressor {
-            open: HashMap::new(),
+            open: HashMap::default(),
             closing: BTreeSet::new(),
             watermark: None,
             suppressed: 0,
@@ -177,8 +190,7 @@ impl Suppressor {
         if window <= Period::ZERO || self.open.is_empty() {
             return false;
         }
-        let key = (rule.to_owned(), credential.to_owned());
-        let Some(open) = self.open.get_mut(&key) else {
+        let Some(open) = self.open.get_mut(&Key(rule, credential)) else {
             return false;
         };
         if ts >= open.end {
@@ -291,7 +303,7 @@ impl Suppressor {
         let mut groups: std::collections::BTreeMap<K, Vec<OpenWindow>> =
             std::collections::BTreeMap::new();
         for (_, rule, credential) in &self.closing {
-            let Some(open) = self.open.get(&(rule.clone(), credential.clone())) else {
+            let Some(open) = self.open.get(&Key(rule, credential)) else {
                 continue;
             };
             groups
@@ -325,7 +337,7 @@ impl Suppressor {
         self.open.retain(|(_, credential), _| !gone(credential));
         let open = &self.open;
         self.closing
-            .retain(|(_, rule, credential)| open.contains_key(&(rule.clone(), credential.clone())));
+            .retain(|(_, rule, credential)| open.contains_key(&Key(rule, credential)));
     }
 
     /// A suppressor as it was when `snapshot` was taken, keeping this one's limit.

@@ -328,18 +328,20 @@ pub(crate) fn observed_access(observation: &Observation<'_>, context: &Context<'
     })
 }
 
-/// Where an access happened, as suppression tells places apart: the zone's name and the
-/// network (empty when it has none), as [`observed_access`] writes them.
-pub(crate) fn access_place(
+/// Where an access happened, as suppression tells places apart and as [`observed_access`]
+/// writes it: the zone's name, returned, and the network, written over `network` (left empty
+/// when there is none; a buffer the caller keeps, so that asking allocates nothing).
+pub(crate) fn access_place<'c>(
     observation: &Observation<'_>,
-    context: &Context<'_>,
-) -> (String, String) {
-    let zone = context.config.zones.name(observation.zone).to_owned();
-    let network = observation
-        .network
-        .map(|n| n.to_string())
-        .unwrap_or_default();
-    (zone, network)
+    context: &Context<'c>,
+    network: &mut String,
+) -> &'c str {
+    use std::fmt::Write;
+    network.clear();
+    if let Some(n) = observation.network {
+        write!(network, "{n}").expect("writing to a String");
+    }
+    context.config.zones.name(observation.zone)
 }
 
 /// The address of an access for a summary: `203.0.113.7`, or `no address`.
@@ -491,11 +493,9 @@ mod tests {
             event.source_ip = ip.map(str::to_owned);
             let observation = store.locate(&event, &config);
             let evidence = crate::alerts::place_of(&observed_access(&observation, &context));
-            assert_eq!(
-                evidence,
-                Some(access_place(&observation, &context)),
-                "{ip:?}"
-            );
+            let mut network = "left over".to_owned();
+            let zone = access_place(&observation, &context, &mut network);
+            assert_eq!(evidence, Some((zone.to_owned(), network)), "{ip:?}");
         }
     }
 }
