@@ -305,11 +305,10 @@ impl Engine {
         let owner = owner.map(|symbol| self.store.principals.name(symbol).to_string());
         for (index, finding) in self.fired.drain(..) {
             let rule = &rules[index];
-            let place = crate::alerts::place_of(&finding.observed);
             if counted_silently(
                 rule,
                 &observation,
-                place.as_ref().map(|(zone, network)| (&**zone, &**network)),
+                crate::alerts::place_of(&finding.observed),
                 exceptions,
                 &mut self.suppressor,
                 &mut self.stats,

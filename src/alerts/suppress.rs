@@ -58,7 +58,7 @@ impl Open {
 
 /// Where an alert's triggering call came from, as its evidence says; `None` when it says
 /// nothing (lifecycle findings), which never escalates.
-fn place(alert: &Alert) -> Option<(String, String)> {
+fn place(alert: &Alert) -> Option<(&str, &str)> {
     place_of(&alert.evidence.observed)
 }
 
@@ -74,16 +74,13 @@ impl Equivalent<(String, String)> for Key<'_> {
 }
 
 /// The (zone, network) an alert's or a finding's `observed` evidence names, if any.
-pub(crate) fn place_of(observed: &serde_json::Value) -> Option<(String, String)> {
+pub(crate) fn place_of(observed: &serde_json::Value) -> Option<(&str, &str)> {
     let zone = observed.get("zone").and_then(|v| v.as_str());
     let network = observed.get("network").and_then(|v| v.as_str());
     if zone.is_none() && network.is_none() {
         return None;
     }
-    Some((
-        zone.unwrap_or_default().to_owned(),
-        network.unwrap_or_default().to_owned(),
-    ))
+    Some((zone.unwrap_or_default(), network.unwrap_or_default()))
 }
 
 /// An open window as a checkpoint keeps it.
@@ -214,16 +211,10 @@ impl Suppressor {
             return;
         }
         let at = place(&alert);
-        if self.fold(
-            &alert.rule,
-            &alert.credential,
-            ts,
-            alert.time,
-            at.as_ref().map(|(zone, network)| (&**zone, &**network)),
-            window,
-        ) {
+        if self.fold(&alert.rule, &alert.credential, ts, alert.time, at, window) {
             return;
         }
+        let at = at.map(|(zone, network)| (zone.to_owned(), network.to_owned()));
         let key = (alert.rule.clone(), alert.credential.clone());
         if let Some(open) = self.open.get_mut(&key) {
             if ts < open.end {
@@ -421,9 +412,7 @@ mod tests {
                 plain.advance(ts, &mut plain_out);
                 plain.offer(alert.clone(), ts, window, &mut plain_out);
                 folding.advance(ts, &mut folding_out);
-                let at = place(&alert);
-                let at = at.as_ref().map(|(zone, network)| (&**zone, &**network));
-                if !folding.fold(&alert.rule, credential, ts, alert.time, at, window) {
+                if !folding.fold(&alert.rule, credential, ts, alert.time, place(&alert), window) {
                     folding.offer(alert, ts, window, &mut folding_out);
                 }
             }

@@ -492,10 +492,11 @@ mod tests {
             let mut event = access(at(0, 0), "k", "10.0.1.5", "s3:GetObject");
             event.source_ip = ip.map(str::to_owned);
             let observation = store.locate(&event, &config);
-            let evidence = crate::alerts::place_of(&observed_access(&observation, &context));
+            let observed = observed_access(&observation, &context);
+            let evidence = crate::alerts::place_of(&observed);
             let mut network = "left over".to_owned();
             let zone = access_place(&observation, &context, &mut network);
-            assert_eq!(evidence, Some((zone.to_owned(), network)), "{ip:?}");
+            assert_eq!(evidence, Some((zone, network.as_str())), "{ip:?}");
         }
     }
 }
