@@ -108,8 +108,9 @@ pub struct Engine {
     store: Arc<StateStore>,
     suppressor: Suppressor,
     stats: EngineStats,
-    scratch: Vec<Finding>,
-    fired: Vec<(usize, Finding)>,
+    /// The event's findings, and the index of the rule behind each.
+    fired: Vec<Finding>,
+    fired_by: Vec<usize>,
     created: Vec<Alert>,
     /// The latest access's network as text, for suppression's place (kept, not reallocated).
     network: String,
@@ -159,8 +160,8 @@ impl Engine {
             store: Arc::new(StateStore::new()),
             suppressor,
             stats,
-            scratch: Vec::new(),
             fired: Vec::new(),
+            fired_by: Vec::new(),
             created: Vec::new(),
             network: String::new(),
             allowed_lateness: Period::ZERO,
@@ -244,50 +245,45 @@ impl Engine {
         let rules = self.rules.rules();
         let exceptions = self.rules.exceptions();
         let home = self.home;
-        let scratch = &mut self.scratch;
         let fired = &mut self.fired;
+        let fired_by = &mut self.fired_by;
         let suppressor = &mut self.suppressor;
         let stats = &mut self.stats;
         let network = &mut self.network;
         let mut late = false;
         fired.clear();
+        fired_by.clear();
         let owner = self.store.with_credential(
             &event.credential,
             |before| {
-                // While no finding of this event waits to be offered, a finding that would
-                // only be counted is counted here and never built; it would be counted the
-                // same below (a waiting alert could close a window first). One gate for the
-                // event, told which rule asks: a closure per rule cost more than it saved.
-                let asking = Cell::new((0, false));
+                // A finding that would only be counted is counted here and never built, while
+                // no finding of this event waits to be offered (`Findings` asks only then: a
+                // waiting alert could close a window first); below it would be counted the same.
+                // One gate for the event, told which rule asks.
+                let asking = Cell::new(0);
                 let mut counted = || {
-                    let (index, waiting) = asking.get();
-                    !waiting && {
-                        let zone = access_place(&observation, &context, network);
-                        counted_silently(
-                            &rules[index],
-                            &observation,
-                            Some((zone, network.as_str())),
-                            exceptions,
-                            suppressor,
-                            stats,
-                        )
-                    }
+                    let zone = access_place(&observation, &context, network);
+                    counted_silently(
+                        &rules[asking.get()],
+                        &observation,
+                        Some((zone, network.as_str())),
+                        exceptions,
+                        suppressor,
+                        stats,
+                    )
                 };
                 for (index, rule) in rules.iter().enumerate() {
                     if !rule.enabled || !rule.scope.matches(&observation, config) {
                         continue;
                     }
-                    scratch.clear();
-                    asking.set((index, !fired.is_empty()));
+                    asking.set(index);
                     rule.detector.evaluate(
                         &observation,
                         before,
                         &context,
-                        &mut Findings::new(scratch, &mut counted),
+                        &mut Findings::new(fired, &mut counted),
                     );
-                    if !scratch.is_empty() {
-                        fired.extend(scratch.drain(..).map(|finding| (index, finding)));
-                    }
+                    fired_by.resize(fired.len(), index);
                 }
                 before.owner.or(observation.owner).or(observation.principal)
             },
@@ -303,7 +299,7 @@ impl Engine {
             return;
         }
         let owner = owner.map(|symbol| self.store.principals.name(symbol).to_string());
-        for (index, finding) in self.fired.drain(..) {
+        for (index, finding) in self.fired_by.drain(..).zip(self.fired.drain(..)) {
             let rule = &rules[index];
             if counted_silently(
                 rule,

@@ -121,12 +121,14 @@ pub struct Findings<'a> {
 
 impl<'a> Findings<'a> {
     /// Findings go to `found`, unless `counted` says it has counted one instead of building it.
+    /// `counted` is asked only while `found` is empty: one list serves a whole event.
     pub fn new(found: &'a mut Vec<Finding>, counted: &'a mut dyn FnMut() -> bool) -> Self {
         Findings { found, counted }
     }
 
     /// A finding: built by `build` unless the engine counts it without. Once one is built,
-    /// the rest are too: a later one may fold into the alert the first one raises.
+    /// the rest are too: a later one may fold into the window the first one's alert opens,
+    /// or lose its own when that alert closes windows past the limit.
     pub fn push(&mut self, build: impl FnOnce() -> Finding) {
         if !self.found.is_empty() || !(self.counted)() {
             self.found.push(build());
