@@ -59,9 +59,11 @@ impl Timestamp {
 
     /// Parses RFC 3339 (`2026-03-01T12:00:00Z`, `2026-03-01T13:00:00.250+01:00`).
     pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
-        if let Some(ts) = fast_rfc3339(text.as_bytes()) {
-            return Ok(ts);
-        }
+        Rfc3339Reader::default().parse(text)
+    }
+
+    /// [`Timestamp::parse_rfc3339`] by chrono alone, for what the fast path leaves.
+    fn parse_rfc3339_slow(text: &str) -> Result<Self, String> {
         let parsed = DateTime::parse_from_rfc3339(text)
             .map_err(|e| format!("invalid RFC 3339 timestamp `{text}`: {e}"))?;
         Ok(Timestamp::from_micros(parsed.timestamp_micros()))
@@ -149,61 +151,74 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// Reads the RFC 3339 timestamps of a stream ([`Timestamp::parse_rfc3339`] for each), keeping
+/// the minute of the last one it read: a stream's timestamps mostly share the minute of the
+/// one before, whose date and time of day are then neither checked nor converted again.
+#[derive(Debug, Default, Clone)]
+pub struct Rfc3339Reader {
+    /// The last `YYYY-MM-DDTHH:MM` read, as `fast_rfc3339` loads it (0: none, as no valid
+    /// text loads as 0), and its seconds since the epoch before any offset.
+    minute: u128,
+    minute_seconds: i64,
+}
+
+impl Rfc3339Reader {
+    /// `Timestamp::parse_rfc3339(text)`.
+    pub fn parse(&mut self, text: &str) -> Result<Timestamp, String> {
+        match fast_rfc3339(text.as_bytes(), self) {
+            Some(ts) => Ok(ts),
+            None => Timestamp::parse_rfc3339_slow(text),
+        }
+    }
+}
+
 /// The form nearly every log writes, `2026-03-01T12:00:00[.fraction](Z|+hh:mm|-hh:mm)`, read
 /// without chrono (a third of the native decode's time went there); `None` for anything else,
 /// valid or not, which chrono then reads or rejects with its reason. Same result as chrono's
-/// RFC 3339 parser on every input it accepts (a property test checks).
-fn fast_rfc3339(b: &[u8]) -> Option<Timestamp> {
+/// RFC 3339 parser on every input it accepts (a property test checks), with or without the
+/// minute `reader` remembers.
+fn fast_rfc3339(b: &[u8], reader: &mut Rfc3339Reader) -> Option<Timestamp> {
+    /// The value of a run of digits (the fraction's, the offset's).
     fn digits(b: &[u8]) -> Option<i64> {
         b.iter().try_fold(0i64, |n, &c| {
             c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
         })
     }
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    if b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (
-        digits(&b[11..13])?,
-        digits(&b[14..16])?,
-        digits(&b[17..19])?,
-    );
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > month_days[month as usize - 1]
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    let (head, _) = b.split_first_chunk::<19>()?;
+    let minute = u128::from_le_bytes(*head.first_chunk::<16>()?);
+    let [s1, s2] = [head[17].wrapping_sub(b'0'), head[18].wrapping_sub(b'0')];
+    if head[16] != b':' || s1 > 9 || s2 > 9 || s1 * 10 + s2 > 59 {
         return None; // Leap seconds and errors: chrono's answer.
+    }
+    let second = i64::from(s1 * 10 + s2);
+    if minute != reader.minute {
+        reader.minute_seconds = minute_seconds(minute)?;
+        reader.minute = minute;
     }
     let mut rest = &b[19..];
     let mut micros = 0;
     if let [b'.', fraction @ ..] = rest {
-        let count = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        // One pass over the digits, then one scaling to microseconds (nanoseconds truncated,
+        // as chrono reads them).
+        const POW10: [i64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 0, 0, 0];
+        let mut value = 0i64;
+        let mut count = 0;
+        for &c in fraction.iter().take(10) {
+            let digit = c.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            value = value * 10 + i64::from(digit);
+            count += 1;
+        }
         if !(1..=9).contains(&count) {
             return None;
         }
-        let nanos = digits(&fraction[..count])? * 10i64.pow(9 - count as u32);
-        micros = nanos / 1_000;
+        micros = if count <= 6 {
+            value * POW10[6 - count]
+        } else {
+            value / POW10[count - 6]
+        };
         rest = &fraction[count..];
     }
     let offset = match rest {
@@ -222,6 +237,41 @@ fn fast_rfc3339(b: &[u8]) -> Option<Timestamp> {
         }
         _ => return None,
     };
+    let seconds = reader.minute_seconds + second - offset;
+    Some(Timestamp::from_micros(seconds * MICROS_PER_SECOND + micros))
+}
+
+/// The seconds since the epoch of `YYYY-MM-DDTHH:MM` (its 16 bytes as a little-endian
+/// word), if it is a valid date and time of day. The separators are compared at once and the
+/// twelve digits checked at once: a byte is a digit when its high half is 3 and adding 6
+/// keeps it so, and a carry out of a byte comes only from a byte that fails its own test.
+fn minute_seconds(word: u128) -> Option<i64> {
+    const SEPARATORS: u128 = 0xff << 32 | 0xff << 56 | 0xff << 80 | 0xff << 104;
+    const EXPECTED: u128 =
+        (b'-' as u128) << 32 | (b'-' as u128) << 56 | (b'T' as u128) << 80 | (b':' as u128) << 104;
+    const DIGITS: u128 = !SEPARATORS;
+    const ZEROS: u128 = 0x3030_3030_3030_3030_3030_3030_3030_3030 & DIGITS;
+    const HIGH: u128 = 0xf0f0_f0f0_f0f0_f0f0_f0f0_f0f0_f0f0_f0f0 & DIGITS;
+    const SIXES: u128 = 0x0606_0606_0606_0606_0606_0606_0606_0606 & DIGITS;
+    const MONTH_DAYS: [i64; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if word & SEPARATORS != EXPECTED
+        || word & HIGH != ZEROS
+        || word.wrapping_add(SIXES) & HIGH != ZEROS
+    {
+        return None;
+    }
+    let d = word.wrapping_sub(ZEROS).to_le_bytes();
+    let two = |i: usize| i64::from(d[i]) * 10 + i64::from(d[i + 1]);
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute) = (two(11), two(14));
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = MONTH_DAYS[month as usize - 1] + i64::from(month == 2 && leap);
+    if day < 1 || day > month_days {
+        return None;
+    }
     // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -229,8 +279,7 @@ fn fast_rfc3339(b: &[u8]) -> Option<Timestamp> {
     let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(Timestamp::from_micros(seconds * MICROS_PER_SECOND + micros))
+    Some(days * 86_400 + hour * 3600 + minute * 60)
 }
 
 /// A length of event time in microseconds, written in config as `30s`, `5m`, `2h`, `30d`.
@@ -385,7 +434,7 @@ mod tests {
             offset in "Z|z|[+-](0[0-9]|1[0-9]|2[0-5]):[0-6][0-9]|",
         ) {
             let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{offset}");
-            if let Some(fast) = fast_rfc3339(text.as_bytes()) {
+            if let Some(fast) = fast_rfc3339(text.as_bytes(), &mut Rfc3339Reader::default()) {
                 prop_assert_eq!(Some(fast.micros()), chrono_micros(&text), "{}", text);
             }
             prop_assert_eq!(
@@ -393,6 +442,30 @@ mod tests {
                 chrono_micros(&text),
                 "{}", text
             );
+        }
+
+        /// A reader that remembers a minute reads each text as chrono does, whether the text
+        /// before it had the same minute, another valid one or none at all.
+        #[test]
+        fn a_reader_remembering_a_minute_agrees_with_chrono(
+            texts in prop::collection::vec((
+                prop_oneof![Just("2026-03-01T12:00".to_owned()), Just("2026-03-01T12:01".to_owned()),
+                    Just("2024-02-29T23:59".to_owned()),
+                    "[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]"],
+                ":[0-6][0-9]",
+                "(\\.[0-9]{0,10})?",
+                "Z|[+-](0[0-9]|2[0-5]):[0-6][0-9]|x",
+            ), 1..12),
+        ) {
+            let mut reader = Rfc3339Reader::default();
+            for (minute, second, fraction, offset) in texts {
+                let text = format!("{minute}{second}{fraction}{offset}");
+                prop_assert_eq!(
+                    reader.parse(&text).ok().map(Timestamp::micros),
+                    chrono_micros(&text),
+                    "{}", text
+                );
+            }
         }
     }
 
@@ -404,15 +477,15 @@ mod tests {
             "2024-02-29T23:59:59.123456789+01:00",
             "1969-12-31T23:59:59.5-05:30",
         ] {
-            let fast = fast_rfc3339(text.as_bytes()).expect(text);
+            let fast = fast_rfc3339(text.as_bytes(), &mut Rfc3339Reader::default()).expect(text);
             assert_eq!(Some(fast.micros()), chrono_micros(text), "{text}");
         }
-        assert!(fast_rfc3339(b"2023-02-29T00:00:00Z").is_none());
+        assert!(fast_rfc3339(b"2023-02-29T00:00:00Z", &mut Rfc3339Reader::default()).is_none());
         assert!(
-            fast_rfc3339(b"2026-03-01T12:00:60Z").is_none(),
+            fast_rfc3339(b"2026-03-01T12:00:60Z", &mut Rfc3339Reader::default()).is_none(),
             "leap second: chrono's"
         );
-        assert!(fast_rfc3339(b"2026-03-01 12:00:00Z").is_none());
+        assert!(fast_rfc3339(b"2026-03-01 12:00:00Z", &mut Rfc3339Reader::default()).is_none());
     }
 
     #[test]

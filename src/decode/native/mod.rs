@@ -22,7 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::{record_hash_id, record_hash_id_into, DecodeError, Decoder};
 use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
-use crate::time::Timestamp;
+use crate::time::{Rfc3339Reader, Timestamp};
 
 /// Recycled events kept for reuse: many records' worth, and a whole batch of
 /// `replay --threads 2` (256 lines), which hands its events back to be decoded into again.
@@ -37,6 +37,8 @@ pub struct NativeDecoder {
     pool: Vec<Event>,
     /// A record longer than [`MAX_POOLED_RECORD`] was decoded since the last `recycle`.
     large: bool,
+    /// Reads the records' timestamps, remembering the last one's minute.
+    times: Rfc3339Reader,
 }
 
 impl NativeDecoder {
@@ -61,7 +63,7 @@ impl Decoder for NativeDecoder {
         }
         let event = out.last_mut().expect("an event to read into");
         // The scanner reads the common shape; whatever it leaves, serde reads from the start.
-        let parsed = match scan::read(text, event) {
+        let parsed = match scan::read(text, event, &mut self.times) {
             Some(()) => Ok(()),
             None => parse_into(text, event),
         };
@@ -672,7 +674,7 @@ mod tests {
         #[test]
         fn records_of_the_common_shape_take_the_fast_path(text in common_record()) {
             let mut event = blank();
-            prop_assert!(scan::read(&text, &mut event).is_some(), "{}", text);
+            prop_assert!(scan::read(&text, &mut event, &mut Rfc3339Reader::default()).is_some(), "{}", text);
             let derived: Event = serde_json::from_str(&text).expect("a valid record");
             prop_assert_eq!(event, derived, "{}", text);
         }

@@ -19,15 +19,16 @@ use serde::de::{value, Deserialize, IntoDeserializer};
 
 use super::{overwrite, reset_unseen, Field, REQUIRED};
 use crate::event::Event;
-use crate::time::Timestamp;
+use crate::time::Rfc3339Reader;
 
 /// Reads `text` into `event` (writing or resetting every field), or `None` to hand the record
 /// to the serde reader; `event` is then in no particular state, which that reader overwrites.
-pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
+pub(super) fn read(text: &str, event: &mut Event, times: &mut Rfc3339Reader) -> Option<()> {
     let mut scanner = Scanner {
         text,
         at: 0,
         stops: Stops::new(),
+        times,
     };
     scanner.whitespace();
     scanner.byte(b'{')?;
@@ -64,13 +65,15 @@ pub(super) fn read(text: &str, event: &mut Event) -> Option<()> {
     Some(())
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, 't> {
     text: &'a str,
     at: usize,
     stops: Stops,
+    /// The decoder's reader of timestamps, which remembers the last one's minute.
+    times: &'t mut Rfc3339Reader,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.text.as_bytes().get(self.at).copied()
@@ -131,7 +134,10 @@ impl<'a> Scanner<'a> {
 
     fn value(&mut self, field: Field, event: &mut Event) -> Option<()> {
         match field {
-            Field::Ts => event.ts = timestamp(self.string()?)?,
+            Field::Ts => {
+                let text = self.string()?;
+                event.ts = self.times.parse(text).ok()?;
+            }
             Field::Kind => event.kind = variant(self.string()?)?,
             Field::Credential => overwrite(&mut event.credential, self.string()?),
             Field::EventId => overwrite(&mut event.event_id, self.string()?),
@@ -139,7 +145,7 @@ impl<'a> Scanner<'a> {
             Field::Format => event.format = variant(self.string()?)?,
             Field::ExpiresAt => {
                 event.expires_at = match self.optional_string()? {
-                    Some(text) => Some(timestamp(text)?),
+                    Some(text) => Some(self.times.parse(text).ok()?),
                     None => None,
                 }
             }
@@ -188,10 +194,6 @@ impl<'a> Scanner<'a> {
 fn variant<T: for<'de> Deserialize<'de>>(text: &str) -> Option<T> {
     let deserializer: value::StrDeserializer<'_, value::Error> = text.into_deserializer();
     T::deserialize(deserializer).ok()
-}
-
-fn timestamp(text: &str) -> Option<Timestamp> {
-    Timestamp::parse_rfc3339(text).ok()
 }
 
 /// The bytes that end a plain string (a quote, a backslash or a control character), one bit
@@ -373,7 +375,7 @@ mod tests {
         let mut event = super::super::blank();
         let common = r#" {"ts": "2026-03-01T12:00:00Z", "kind":"access","credential":"AKIA1","source_ip":"10.0.1.7","zone":null,"allowed_zones":[],"event_id":"e"}
 "#;
-        assert!(read(common, &mut event).is_some());
+        assert!(read(common, &mut event, &mut Rfc3339Reader::default()).is_some());
         assert_eq!(
             event,
             super::super::decode_as_derived(common.as_bytes()).unwrap()
@@ -394,7 +396,10 @@ mod tests {
             r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","zone":nul}"#,
             r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","allowed_zones":["a",]}"#,
         ] {
-            assert!(read(other, &mut event).is_none(), "{other}");
+            assert!(
+                read(other, &mut event, &mut Rfc3339Reader::default()).is_none(),
+                "{other}"
+            );
         }
     }
 }
