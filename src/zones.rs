@@ -147,7 +147,7 @@ impl fmt::Display for Network {
 
 /// Parses an address as logs write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
+    let text = trim(text);
     if let Some(v4) = dotted_quad(text.as_bytes()) {
         return Some(IpAddr::V4(v4));
     }
@@ -168,25 +168,39 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
 /// answers, the answer is `std`'s (a property test checks).
 fn dotted_quad(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = text.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut value = 0u16;
-        for &digit in part {
-            if !digit.is_ascii_digit() {
-                return None;
+    let (mut octet, mut value, mut digits) = (0, 0u16, 0);
+    for &byte in text {
+        match byte {
+            b'0'..=b'9' => {
+                // No leading zero, at most three digits.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
             }
-            value = value * 10 + u16::from(digit - b'0');
+            b'.' if digits > 0 && octet < 3 => {
+                octets[octet] = u8::try_from(value).ok()?;
+                (octet, value, digits) = (octet + 1, 0, 0);
+            }
+            _ => return None,
         }
-        *octet = u8::try_from(value).ok()?;
     }
-    parts
-        .next()
-        .is_none()
-        .then(|| std::net::Ipv4Addr::from(octets))
+    if octet != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// `text.trim()`, without decoding characters at either end when both are visible ASCII
+/// (neither can then be whitespace, ASCII or not): the usual field from a log.
+pub(crate) fn trim(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
@@ -457,6 +471,12 @@ mod tests {
     }
 
     proptest! {
+        /// The shortcut trims as `str::trim` does, with ASCII and Unicode whitespace.
+        #[test]
+        fn trim_is_str_trim(text in "[ \t\n\x0b\u{a0}\u{2003}\u{85}a.é]{0,8}") {
+            prop_assert_eq!(trim(&text), text.trim());
+        }
+
         /// The one-pass IPv4 reader agrees with `std` wherever it answers, and answers for
         /// every address `std` prints.
         #[test]

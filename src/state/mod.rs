@@ -99,7 +99,14 @@ pub fn product(user_agent: &str) -> &str {
         .position(|&b| b == b'/' || b.is_ascii_whitespace() || odd(b))
         .map_or(bytes.len(), |n| start + n);
     if !bytes.get(end).is_some_and(|&b| odd(b)) {
-        return user_agent[start..end].trim_matches(|c: char| c == '[' || c == ']' || c == '"');
+        let token = &user_agent[start..end];
+        // The brackets and quotes to trim are ASCII: a token without one at either end is
+        // its own trim, known without decoding characters.
+        let bracket = |b: Option<&u8>| matches!(b, Some(b'[' | b']' | b'"'));
+        if bracket(token.as_bytes().first()) || bracket(token.as_bytes().last()) {
+            return token.trim_matches(|c: char| c == '[' || c == ']' || c == '"');
+        }
+        return token;
     }
     product_of_any(user_agent)
 }
