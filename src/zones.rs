@@ -544,6 +544,32 @@ mod tests {
     }
 
     #[test]
+    fn the_one_pass_reader_takes_plain_quads_and_leaves_the_rest() {
+        for text in ["0.0.0.0", "10.0.1.5", "255.255.255.255", "1.22.103.4"] {
+            assert_eq!(dotted_quad(text.as_bytes()), text.parse().ok(), "{text}");
+        }
+        for text in [
+            "01.2.3.4",
+            "1.2.3.00",
+            "256.1.1.1",
+            "1000.1.1.1",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3",
+            "1..2.3",
+            "1.2.3.4.5",
+            "1.2.3.x",
+            "",
+            " 1.2.3.4",
+        ] {
+            assert_eq!(dotted_quad(text.as_bytes()), None, "{text:?}");
+        }
+        // What it leaves, std reads or rejects: surrounding space is trimmed first.
+        assert_eq!(parse_ip(" 10.0.1.5\t"), Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(parse_ip("01.2.3.4"), None);
+    }
+
+    #[test]
     fn addresses_with_ports_and_mapped_v4_parse() {
         assert_eq!(parse_ip("10.0.1.5:443"), Some("10.0.1.5".parse().unwrap()));
         assert_eq!(

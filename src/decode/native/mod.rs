@@ -674,7 +674,8 @@ mod tests {
         #[test]
         fn records_of_the_common_shape_take_the_fast_path(text in common_record()) {
             let mut event = blank();
-            prop_assert!(scan::read(&text, &mut event, &mut Rfc3339Reader::default()).is_some(), "{}", text);
+            let read = scan::read(&text, &mut event, &mut Rfc3339Reader::default());
+            prop_assert!(read.is_some(), "{}", text);
             let derived: Event = serde_json::from_str(&text).expect("a valid record");
             prop_assert_eq!(event, derived, "{}", text);
         }
