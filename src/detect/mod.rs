@@ -259,6 +259,15 @@ pub(crate) struct Novelty<T> {
 }
 
 impl<T> Novelty<T> {
+    /// The known entries as (name, count), each named once by `name`: what the baseline side
+    /// of an `unseen` analysis lists, and whose names the summary and `expected` show.
+    pub fn named(&self, name: impl Fn(&T) -> String) -> Vec<(String, u32)> {
+        self.known
+            .iter()
+            .map(|seen| (name(&seen.key), seen.count))
+            .collect()
+    }
+
     /// `; last seen <time>, forgotten after <period>` and `; baseline inherited from
     /// <lineage>` for a summary, when they apply.
     pub fn notes(&self, before: &CredentialState, context: &Context<'_>) -> String {

@@ -41,26 +41,18 @@ impl Detector for NewEndpoint {
             return;
         };
         out.push(|| {
-            let known: Vec<String> = novelty
-                .known
-                .iter()
-                .map(|seen| context.endpoints.name(seen.key).to_string())
-                .collect();
+            let known = novelty.named(|key| context.endpoints.name(*key).to_string());
+            let names: Vec<&str> = known.iter().map(|(name, _)| name.as_str()).collect();
+            let summary = format!(
+                "called new endpoint {name}; known endpoints [{}]{}",
+                names.join(", "),
+                novelty.notes(before, context)
+            );
+            let expected = json!({ "seen_endpoints": names, "baseline_events": before.accesses });
             Finding {
-                analysis: Some(Analysis::unseen(
-                    "endpoint",
-                    name,
-                    novelty
-                        .known
-                        .iter()
-                        .map(|seen| (context.endpoints.name(seen.key).to_string(), seen.count)),
-                )),
-                summary: format!(
-                    "called new endpoint {name}; known endpoints [{}]{}",
-                    known.join(", "),
-                    novelty.notes(before, context)
-                ),
-                expected: json!({ "seen_endpoints": known, "baseline_events": before.accesses }),
+                analysis: Some(Analysis::unseen("endpoint", name, known)),
+                summary,
+                expected,
                 observed: observed_access(observation, context),
             }
         });

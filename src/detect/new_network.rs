@@ -40,28 +40,20 @@ impl Detector for NewNetwork {
             return;
         };
         out.push(|| {
-            let known: Vec<String> = novelty
-                .known
-                .iter()
-                .map(|seen| seen.key.to_string())
-                .collect();
+            let known = novelty.named(|key| key.to_string());
+            let names: Vec<&str> = known.iter().map(|(name, _)| name.as_str()).collect();
+            let summary = format!(
+                "called from new network {network} ({}, zone {}); known networks [{}]{}",
+                address(observation),
+                context.config.zones.name(observation.zone),
+                names.join(", "),
+                novelty.notes(before, context)
+            );
+            let expected = json!({ "seen_networks": names, "baseline_events": before.accesses });
             Finding {
-                analysis: Some(Analysis::unseen(
-                    "network",
-                    network.to_string(),
-                    novelty
-                        .known
-                        .iter()
-                        .map(|seen| (seen.key.to_string(), seen.count)),
-                )),
-                summary: format!(
-                    "called from new network {network} ({}, zone {}); known networks [{}]{}",
-                    address(observation),
-                    context.config.zones.name(observation.zone),
-                    known.join(", "),
-                    novelty.notes(before, context)
-                ),
-                expected: json!({ "seen_networks": known, "baseline_events": before.accesses }),
+                analysis: Some(Analysis::unseen("network", network.to_string(), known)),
+                summary,
+                expected,
                 observed: observed_access(observation, context),
             }
         });

@@ -63,35 +63,25 @@ impl Detector for NewUserAgent {
             return;
         };
         out.push(|| {
-            let known: Vec<String> = novelty
-                .known
-                .iter()
-                .map(|seen| context.user_agents.name(seen.key).to_string())
-                .collect();
+            let known = novelty.named(|key| context.user_agents.name(*key).to_string());
+            let names: Vec<&str> = known.iter().map(|(name, _)| name.as_str()).collect();
             let what = automation(full)
                 .map(|name| format!(" ({name})"))
                 .unwrap_or_default();
+            let summary = format!(
+                "called with new user agent {full}{what} from {}; known agents [{}]{}",
+                address(observation),
+                names.join(", "),
+                novelty.notes(before, context)
+            );
+            let expected = json!({ "seen_user_agents": names, "baseline_events": before.accesses });
+            let mut observed = observed_access(observation, context);
+            observed["automation"] = json!(automation(full));
             Finding {
-                analysis: Some(Analysis::unseen(
-                    "user_agent",
-                    full,
-                    novelty
-                        .known
-                        .iter()
-                        .map(|seen| (context.user_agents.name(seen.key).to_string(), seen.count)),
-                )),
-                summary: format!(
-                    "called with new user agent {full}{what} from {}; known agents [{}]{}",
-                    address(observation),
-                    known.join(", "),
-                    novelty.notes(before, context)
-                ),
-                expected: json!({ "seen_user_agents": known, "baseline_events": before.accesses }),
-                observed: {
-                    let mut observed = observed_access(observation, context);
-                    observed["automation"] = json!(automation(full));
-                    observed
-                },
+                analysis: Some(Analysis::unseen("user_agent", full, known)),
+                summary,
+                expected,
+                observed,
             }
         });
     }
