@@ -100,11 +100,11 @@ pub fn product(user_agent: &str) -> &str {
         .map_or(bytes.len(), |n| start + n);
     if !bytes.get(end).is_some_and(|&b| odd(b)) {
         let token = &user_agent[start..end];
-        // The brackets and quotes to trim are ASCII: a token without one at either end is
-        // its own trim, known without decoding characters.
-        let bracket = |b: Option<&u8>| matches!(b, Some(b'[' | b']' | b'"'));
-        if bracket(token.as_bytes().first()) || bracket(token.as_bytes().last()) {
-            return token.trim_matches(|c: char| c == '[' || c == ']' || c == '"');
+        // The characters to trim are ASCII: a token without one at either end is its own
+        // trim, known without decoding characters.
+        let trimmed = |b: Option<&u8>| b.is_some_and(|&b| TRIMMED.contains(&char::from(b)));
+        if trimmed(token.as_bytes().first()) || trimmed(token.as_bytes().last()) {
+            return token.trim_matches(TRIMMED);
         }
         return token;
     }
@@ -118,8 +118,11 @@ fn product_of_any(user_agent: &str) -> &str {
         .split('/')
         .next()
         .unwrap_or(first)
-        .trim_matches(|c: char| c == '[' || c == ']' || c == '"')
+        .trim_matches(TRIMMED)
 }
+
+/// What a product token is trimmed of at either end.
+const TRIMMED: [char; 3] = ['[', ']', '"'];
 
 /// The hash of every map on the per-event path: foldhash, seeded at random per process like
 /// std's SipHash and several times faster on short keys. Credential ids and names come from
