@@ -17,13 +17,22 @@
 
 use serde::de::{value, Deserialize, IntoDeserializer};
 
-use super::{overwrite, reset_unseen, Field, REQUIRED};
+use super::{overwrite, reset_unseen, Field, FIELDS, REQUIRED};
 use crate::event::Event;
 use crate::time::Rfc3339Reader;
 
 /// Reads `text` into `event` (writing or resetting every field), or `None` to hand the record
 /// to the serde reader; `event` is then in no particular state, which that reader overwrites.
-pub(super) fn read(text: &str, event: &mut Event, times: &mut Rfc3339Reader) -> Option<()> {
+///
+/// `shape` is the order of the fields of the record read before: each key is first compared
+/// with the one at the same place there, as a whole, and read byte by byte only when it is
+/// not that one. `shape` is then this record's.
+pub(super) fn read(
+    text: &str,
+    event: &mut Event,
+    times: &mut Rfc3339Reader,
+    shape: &mut Shape,
+) -> Option<()> {
     let mut scanner = Scanner {
         text,
         at: 0,
@@ -35,16 +44,24 @@ pub(super) fn read(text: &str, event: &mut Event, times: &mut Rfc3339Reader) -> 
     scanner.whitespace();
     let mut seen = 0u32;
     if scanner.peek() != Some(b'}') {
-        loop {
-            scanner.byte(b'"')?;
-            let name = scanner.plain_string()?;
-            let field = Field::from_name(name.as_bytes())?;
+        for place in 0.. {
+            let field = match shape.0.get(place).copied().flatten() {
+                Some(expected) if scanner.key(expected) => expected,
+                _ => {
+                    scanner.byte(b'"')?;
+                    let name = scanner.plain_string()?;
+                    let field = Field::from_name(name.as_bytes())?;
+                    scanner.whitespace();
+                    scanner.byte(b':')?;
+                    field
+                }
+            };
             if seen & field.bit() != 0 {
                 return None;
             }
             seen |= field.bit();
-            scanner.whitespace();
-            scanner.byte(b':')?;
+            // At most one place per field: a seventeenth key is a duplicate or unknown.
+            shape.0[place] = Some(field);
             scanner.whitespace();
             scanner.value(field, event)?;
             scanner.whitespace();
@@ -64,6 +81,39 @@ pub(super) fn read(text: &str, event: &mut Event, times: &mut Rfc3339Reader) -> 
     reset_unseen(event, seen);
     Some(())
 }
+
+/// The fields of the last record read, in its order: where most writers put the same keys in
+/// the same order, the next record's keys are compared with these whole.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Shape([Option<Field>; FIELDS.len()]);
+
+/// Each field's key as compact JSON spells it (`"name":`): its bytes as a little-endian word,
+/// the mask of those bytes and their count.
+const KEYS: [(u128, u128, usize); FIELDS.len()] = {
+    let mut keys = [(0, 0, 0); FIELDS.len()];
+    let mut field = 0;
+    while field < FIELDS.len() {
+        let name = FIELDS[field].as_bytes();
+        let len = name.len() + 3;
+        assert!(len <= 16, "a key longer than one word");
+        let mut word = b'"' as u128;
+        let mut at = 0;
+        while at < name.len() {
+            word |= (name[at] as u128) << (8 * (at + 1));
+            at += 1;
+        }
+        word |= (b'"' as u128) << (8 * (name.len() + 1));
+        word |= (b':' as u128) << (8 * (name.len() + 2));
+        let mask = if len == 16 {
+            u128::MAX
+        } else {
+            (1 << (8 * len)) - 1
+        };
+        keys[field] = (word, mask, len);
+        field += 1;
+    }
+    keys
+};
 
 struct Scanner<'a, 't> {
     text: &'a str,
@@ -89,6 +139,25 @@ impl<'a> Scanner<'a, '_> {
     #[inline(always)]
     fn byte(&mut self, expected: u8) -> Option<()> {
         (self.next()? == expected).then_some(())
+    }
+
+    /// Whether the key `"name":` of `field` comes next, as compact JSON writes it; if so it is
+    /// read (the colon too). Sixteen bytes compared at once: the longest key is that long.
+    #[inline(always)]
+    fn key(&mut self, field: Field) -> bool {
+        let (word, mask, len) = KEYS[field as usize];
+        let next = self
+            .text
+            .as_bytes()
+            .get(self.at..)
+            .and_then(<[u8]>::first_chunk::<16>);
+        match next {
+            Some(next) if (u128::from_le_bytes(*next) ^ word) & mask == 0 => {
+                self.at += len;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// JSON's whitespace, as serde_json skips it.
@@ -375,7 +444,13 @@ mod tests {
         let mut event = super::super::blank();
         let common = r#" {"ts": "2026-03-01T12:00:00Z", "kind":"access","credential":"AKIA1","source_ip":"10.0.1.7","zone":null,"allowed_zones":[],"event_id":"e"}
 "#;
-        assert!(read(common, &mut event, &mut Rfc3339Reader::default()).is_some());
+        assert!(read(
+            common,
+            &mut event,
+            &mut Rfc3339Reader::default(),
+            &mut Shape::default()
+        )
+        .is_some());
         assert_eq!(
             event,
             super::super::decode_as_derived(common.as_bytes()).unwrap()
@@ -397,7 +472,13 @@ mod tests {
             r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","allowed_zones":["a",]}"#,
         ] {
             assert!(
-                read(other, &mut event, &mut Rfc3339Reader::default()).is_none(),
+                read(
+                    other,
+                    &mut event,
+                    &mut Rfc3339Reader::default(),
+                    &mut Shape::default()
+                )
+                .is_none(),
                 "{other}"
             );
         }
