@@ -29,5 +29,6 @@ pub mod run;
 pub mod send;
 pub mod source;
 pub mod state;
+mod text;
 pub mod time;
 pub mod zones;

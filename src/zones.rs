@@ -147,7 +147,7 @@ impl fmt::Display for Network {
 
 /// Parses an address as logs write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = trim(text);
+    let text = crate::text::trim(text);
     if let Some(v4) = dotted_quad(text.as_bytes()) {
         return Some(IpAddr::V4(v4));
     }
@@ -191,16 +191,6 @@ fn dotted_quad(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     }
     octets[3] = u8::try_from(value).ok()?;
     Some(std::net::Ipv4Addr::from(octets))
-}
-
-/// `text.trim()`, without decoding characters at either end when both are visible ASCII
-/// (neither can then be whitespace, ASCII or not): the usual field from a log.
-pub(crate) fn trim(text: &str) -> &str {
-    let bytes = text.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
-        _ => text.trim(),
-    }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
@@ -471,12 +461,6 @@ mod tests {
     }
 
     proptest! {
-        /// The shortcut trims as `str::trim` does, with ASCII and Unicode whitespace.
-        #[test]
-        fn trim_is_str_trim(text in "[ \t\n\x0b\u{a0}\u{2003}\u{85}a.é]{0,8}") {
-            prop_assert_eq!(trim(&text), text.trim());
-        }
-
         /// The one-pass IPv4 reader agrees with `std` wherever it answers, and answers for
         /// every address `std` prints.
         #[test]

@@ -238,7 +238,7 @@ impl NameCache {
         let index = self.hasher.hash_one(name) as usize & (self.slots.len() - 1);
         let slot = &mut self.slots[index];
         let symbol = match slot.symbol {
-            Some(symbol) if slot.name == name => {
+            Some(symbol) if crate::text::same(&slot.name, name) => {
                 self.hits += 1;
                 symbol
             }

@@ -555,7 +555,7 @@ impl CredentialState {
 
     /// Sets the record's id (its key in the store).
     pub(super) fn set_id(&mut self, id: &str) {
-        if self.id() == id {
+        if crate::text::same(self.id(), id) {
             return;
         }
         let (start, len) = self.id_bytes();

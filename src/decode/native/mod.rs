@@ -137,7 +137,7 @@ fn utf8(record: &[u8]) -> Result<&str, DecodeError> {
 
 /// What the native format asks beyond the fields' types.
 fn check(event: &Event) -> Result<(), DecodeError> {
-    if crate::zones::trim(&event.credential).is_empty() {
+    if crate::text::trim(&event.credential).is_empty() {
         return Err(DecodeError::new(
             "invalid native event: `credential` is empty",
         ));
