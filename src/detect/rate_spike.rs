@@ -82,8 +82,14 @@ impl Detector for RateSpike {
         if view.minutes < self.params.min_minutes {
             return;
         }
-        let threshold = self.threshold(view.mean, view.std_dev);
         let count = view.count as f64;
+        // The threshold is never below `min_calls`: a count at most that (nearly every call)
+        // is decided without the square root.
+        if count <= self.params.min_calls as f64 {
+            return;
+        }
+        let std_dev = view.std_dev();
+        let threshold = self.threshold(view.mean, std_dev);
         if !(count > threshold && count - 1.0 <= threshold) {
             return;
         }
@@ -100,18 +106,18 @@ impl Detector for RateSpike {
                     observation_type: "Volume Analysis".into(),
                     observed_pattern: "NORMAL_VOLUME".into(),
                     observations: vec![Observed::new(
-                        format!("{:.1} ± {:.1} per active minute over {} minutes", view.mean, view.std_dev, view.minutes),
+                        format!("{:.1} ± {:.1} per active minute over {} minutes", view.mean, std_dev, view.minutes),
                         Some(u64::from(view.minutes)),
                     )],
                 },
             }),
             summary: format!(
                 "{} calls within one minute; usual {:.1} ± {:.1} per active minute (threshold {:.0})",
-                view.count, view.mean, view.std_dev, threshold
+                view.count, view.mean, std_dev, threshold
             ),
             expected: json!({
                 "mean_per_minute": round2(view.mean),
-                "std_dev": round2(view.std_dev),
+                "std_dev": round2(std_dev),
                 "baseline_minutes": view.minutes,
                 "threshold": round2(threshold),
             }),

@@ -28,7 +28,13 @@ pub struct RateView {
     pub count: u32,
     pub minutes: u32,
     pub mean: f64,
-    pub std_dev: f64,
+    pub variance: f64,
+}
+
+impl RateView {
+    pub fn std_dev(&self) -> f64 {
+        self.variance.sqrt()
+    }
 }
 
 /// An event-time minute as the baseline keeps it.
@@ -45,7 +51,7 @@ impl RateBaseline {
                 count: self.count.saturating_add(1),
                 minutes: self.minutes,
                 mean: self.mean as f64,
-                std_dev: (self.variance as f64).sqrt(),
+                variance: self.variance as f64,
             };
         }
         let folded = if self.count > 0 && minute > self.minute {
@@ -62,7 +68,7 @@ impl RateBaseline {
             },
             minutes: folded.minutes,
             mean: folded.mean as f64,
-            std_dev: (folded.variance as f64).sqrt(),
+            variance: folded.variance as f64,
         }
     }
 
@@ -126,7 +132,7 @@ mod tests {
         }
         let view = rate.view_at(200, 0.1);
         assert!((view.mean - 11.0).abs() < 1.0, "{view:?}");
-        assert!(view.std_dev < 2.0, "{view:?}");
+        assert!(view.std_dev() < 2.0, "{view:?}");
         assert_eq!(view.minutes, 200);
         assert_eq!(view.count, 1);
     }
