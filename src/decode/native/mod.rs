@@ -22,7 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::{record_hash_id, record_hash_id_into, DecodeError, Decoder};
 use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
-use crate::time::{Rfc3339Reader, Timestamp};
+use crate::time::Timestamp;
 
 /// Recycled events kept for reuse: many records' worth, and a whole batch of
 /// `replay --threads 2` (256 lines), which hands its events back to be decoded into again.
@@ -37,10 +37,8 @@ pub struct NativeDecoder {
     pool: Vec<Event>,
     /// A record longer than [`MAX_POOLED_RECORD`] was decoded since the last `recycle`.
     large: bool,
-    /// Reads the records' timestamps, remembering the last one's minute.
-    times: Rfc3339Reader,
-    /// The last record's field order, which the next record's keys are compared with.
-    shape: scan::Shape,
+    /// What the scanner remembers of the last record: its minute and its field order.
+    memory: scan::Memory,
 }
 
 impl NativeDecoder {
@@ -65,7 +63,7 @@ impl Decoder for NativeDecoder {
         }
         let event = out.last_mut().expect("an event to read into");
         // The scanner reads the common shape; whatever it leaves, serde reads from the start.
-        let parsed = match scan::read(text, event, &mut self.times, &mut self.shape) {
+        let parsed = match scan::read(text, event, &mut self.memory) {
             Some(()) => Ok(()),
             None => parse_into(text, event),
         };
@@ -747,7 +745,7 @@ mod tests {
         #[test]
         fn records_of_the_common_shape_take_the_fast_path(text in common_record()) {
             let mut event = blank();
-            let read = scan::read(&text, &mut event, &mut Rfc3339Reader::default(), &mut scan::Shape::default());
+            let read = scan::read(&text, &mut event, &mut scan::Memory::default());
             prop_assert!(read.is_some(), "{}", text);
             let derived: Event = serde_json::from_str(&text).expect("a valid record");
             prop_assert_eq!(event, derived, "{}", text);

@@ -21,18 +21,22 @@ use super::{overwrite, reset_unseen, Field, FIELDS, REQUIRED};
 use crate::event::Event;
 use crate::time::Rfc3339Reader;
 
+/// What the scanner keeps from one record to the next, for records that resemble the one
+/// before: its timestamps' last minute and its field order.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Memory {
+    times: Rfc3339Reader,
+    shape: Shape,
+}
+
 /// Reads `text` into `event` (writing or resetting every field), or `None` to hand the record
 /// to the serde reader; `event` is then in no particular state, which that reader overwrites.
 ///
-/// `shape` is the order of the fields of the record read before: each key is first compared
-/// with the one at the same place there, as a whole, and read byte by byte only when it is
-/// not that one. `shape` is then this record's.
-pub(super) fn read(
-    text: &str,
-    event: &mut Event,
-    times: &mut Rfc3339Reader,
-    shape: &mut Shape,
-) -> Option<()> {
+/// Each key is first compared, as a whole, with the one at the same place in the record read
+/// before (`memory`'s shape), and read byte by byte only when it is not that one; `memory`
+/// then holds this record's.
+pub(super) fn read(text: &str, event: &mut Event, memory: &mut Memory) -> Option<()> {
+    let Memory { times, shape } = memory;
     let mut scanner = Scanner {
         text,
         at: 0,
@@ -85,7 +89,7 @@ pub(super) fn read(
 /// The fields of the last record read, in its order: where most writers put the same keys in
 /// the same order, the next record's keys are compared with these whole.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Shape([Option<Field>; FIELDS.len()]);
+struct Shape([Option<Field>; FIELDS.len()]);
 
 /// Each field's key as compact JSON spells it (`"name":`): its bytes as a little-endian word,
 /// the mask of those bytes and their count.
@@ -444,13 +448,7 @@ mod tests {
         let mut event = super::super::blank();
         let common = r#" {"ts": "2026-03-01T12:00:00Z", "kind":"access","credential":"AKIA1","source_ip":"10.0.1.7","zone":null,"allowed_zones":[],"event_id":"e"}
 "#;
-        assert!(read(
-            common,
-            &mut event,
-            &mut Rfc3339Reader::default(),
-            &mut Shape::default()
-        )
-        .is_some());
+        assert!(read(common, &mut event, &mut Memory::default()).is_some());
         assert_eq!(
             event,
             super::super::decode_as_derived(common.as_bytes()).unwrap()
@@ -472,13 +470,7 @@ mod tests {
             r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","allowed_zones":["a",]}"#,
         ] {
             assert!(
-                read(
-                    other,
-                    &mut event,
-                    &mut Rfc3339Reader::default(),
-                    &mut Shape::default()
-                )
-                .is_none(),
+                read(other, &mut event, &mut Memory::default()).is_none(),
                 "{other}"
             );
         }
