@@ -332,6 +332,12 @@ impl CredentialState {
         }
     }
 
+    /// Whether the record's id is `id`: how the store finds a record (ids are short, so
+    /// compared inline, see [`crate::text::same`]).
+    pub(super) fn has_id(&self, id: &str) -> bool {
+        crate::text::same(self.id(), id)
+    }
+
     /// The endpoints' entries, then the user agents'.
     fn symbol_entries(&self) -> &[SymbolEntry] {
         // SAFETY: the symbol entries start after the parts, aligned (see the asserts above).
@@ -555,7 +561,7 @@ impl CredentialState {
 
     /// Sets the record's id (its key in the store).
     pub(super) fn set_id(&mut self, id: &str) {
-        if crate::text::same(self.id(), id) {
+        if self.has_id(id) {
             return;
         }
         let (start, len) = self.id_bytes();

@@ -59,7 +59,7 @@ impl Table {
     ) -> Entry<'a, CredentialState> {
         shard.entry(
             hash,
-            |record| crate::text::same(record.id(), id),
+            |record| record.has_id(id),
             |record| hashing.hash_one(record.id()),
         )
     }
@@ -82,9 +82,7 @@ impl Table {
     pub fn get<R>(&self, id: &str, read: impl FnOnce(&CredentialState) -> R) -> Option<R> {
         let hash = self.hash(id);
         let shard = self.shard(hash).read();
-        shard
-            .find(hash, |record| crate::text::same(record.id(), id))
-            .map(read)
+        shard.find(hash, |record| record.has_id(id)).map(read)
     }
 
     /// Runs `change` on the record of `id`, made empty first if there was none; `change` is
@@ -126,9 +124,7 @@ impl Table {
     pub fn remove(&self, id: &str) -> Option<CredentialState> {
         let hash = self.hash(id);
         let mut shard = self.shard(hash).write();
-        let entry = shard
-            .find_entry(hash, |record| crate::text::same(record.id(), id))
-            .ok()?;
+        let entry = shard.find_entry(hash, |record| record.has_id(id)).ok()?;
         let (record, _) = entry.remove();
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(record)
