@@ -99,16 +99,19 @@ pub fn product(user_agent: &str) -> &str {
         .position(|&b| b == b'/' || b.is_ascii_whitespace() || odd(b))
         .map_or(bytes.len(), |n| start + n);
     if !bytes.get(end).is_some_and(|&b| odd(b)) {
-        let token = &user_agent[start..end];
-        // The characters to trim are ASCII: a token without one at either end is its own
-        // trim, known without decoding characters.
-        let trimmed = |b: Option<&u8>| b.is_some_and(|&b| TRIMMED.contains(&char::from(b)));
-        if trimmed(token.as_bytes().first()) || trimmed(token.as_bytes().last()) {
-            return token.trim_matches(TRIMMED);
-        }
-        return token;
+        return trim_token(&user_agent[start..end]);
     }
     product_of_any(user_agent)
+}
+
+/// `token.trim_matches(TRIMMED)`, byte by byte: the trimmed characters are ASCII, and an ASCII
+/// byte is a whole character in UTF-8, so no character needs decoding.
+fn trim_token(token: &str) -> &str {
+    let kept = |b: &u8| !TRIMMED.contains(&char::from(*b));
+    let bytes = token.as_bytes();
+    let start = bytes.iter().position(kept).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(kept).map_or(start, |last| last + 1);
+    &token[start..end]
 }
 
 /// [`product`] for any text: Unicode whitespace, char by char.
