@@ -156,7 +156,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// one before, whose date and time of day are then neither checked nor converted again.
 #[derive(Debug, Default, Clone)]
 pub struct Rfc3339Reader {
-    /// The last `YYYY-MM-DDTHH:MM` read, as `fast_rfc3339` loads it (0: none, as no valid
+    /// The last `YYYY-MM-DDTHH:MM` read, as `fast` loads it (0: none, as no valid
     /// text loads as 0), and its seconds since the epoch before any offset.
     minute: u128,
     minute_seconds: i64,
@@ -165,80 +165,80 @@ pub struct Rfc3339Reader {
 impl Rfc3339Reader {
     /// `Timestamp::parse_rfc3339(text)`.
     pub fn parse(&mut self, text: &str) -> Result<Timestamp, String> {
-        match fast_rfc3339(text.as_bytes(), self) {
+        match self.fast(text.as_bytes()) {
             Some(ts) => Ok(ts),
             None => Timestamp::parse_rfc3339_slow(text),
         }
     }
-}
 
-/// The form nearly every log writes, `2026-03-01T12:00:00[.fraction](Z|+hh:mm|-hh:mm)`, read
-/// without chrono (a third of the native decode's time went there); `None` for anything else,
-/// valid or not, which chrono then reads or rejects with its reason. Same result as chrono's
-/// RFC 3339 parser on every input it accepts (a property test checks), with or without the
-/// minute `reader` remembers.
-fn fast_rfc3339(b: &[u8], reader: &mut Rfc3339Reader) -> Option<Timestamp> {
-    /// The value of a run of digits (the fraction's, the offset's).
-    fn digits(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-        })
-    }
-    let (head, _) = b.split_first_chunk::<19>()?;
-    let minute = u128::from_le_bytes(*head.first_chunk::<16>()?);
-    let [s1, s2] = [head[17].wrapping_sub(b'0'), head[18].wrapping_sub(b'0')];
-    if head[16] != b':' || s1 > 9 || s2 > 9 || s1 * 10 + s2 > 59 {
-        return None; // Leap seconds and errors: chrono's answer.
-    }
-    let second = i64::from(s1 * 10 + s2);
-    if minute != reader.minute {
-        reader.minute_seconds = minute_seconds(minute)?;
-        reader.minute = minute;
-    }
-    let mut rest = &b[19..];
-    let mut micros = 0;
-    if let [b'.', fraction @ ..] = rest {
-        // One pass over the digits, then one scaling to microseconds (nanoseconds truncated,
-        // as chrono reads them).
-        const POW10: [i64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 0, 0, 0];
-        let mut value = 0i64;
-        let mut count = 0;
-        for &c in fraction.iter().take(10) {
-            let digit = c.wrapping_sub(b'0');
-            if digit > 9 {
-                break;
+    /// The form nearly every log writes, `2026-03-01T12:00:00[.fraction](Z|+hh:mm|-hh:mm)`,
+    /// read without chrono (a third of the native decode's time went there); `None` for
+    /// anything else, valid or not, which chrono then reads or rejects with its reason. Same
+    /// result as chrono's RFC 3339 parser on every input it accepts (a property test checks),
+    /// with or without the minute the reader remembers.
+    fn fast(&mut self, b: &[u8]) -> Option<Timestamp> {
+        /// The value of a run of digits (the offset's hours and minutes).
+        fn digits(b: &[u8]) -> Option<i64> {
+            b.iter().try_fold(0i64, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+            })
+        }
+        let (head, _) = b.split_first_chunk::<19>()?;
+        let minute = u128::from_le_bytes(*head.first_chunk::<16>()?);
+        let [s1, s2] = [head[17].wrapping_sub(b'0'), head[18].wrapping_sub(b'0')];
+        if head[16] != b':' || s1 > 9 || s2 > 9 || s1 * 10 + s2 > 59 {
+            return None; // Leap seconds and errors: chrono's answer.
+        }
+        let second = i64::from(s1 * 10 + s2);
+        if minute != self.minute {
+            self.minute_seconds = minute_seconds(minute)?;
+            self.minute = minute;
+        }
+        let mut rest = &b[19..];
+        let mut micros = 0;
+        if let [b'.', fraction @ ..] = rest {
+            // One pass over the digits, then one scaling to microseconds (nanoseconds truncated,
+            // as chrono reads them).
+            const POW10: [i64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
+            let mut value = 0i64;
+            let mut count = 0;
+            for &c in fraction.iter().take(10) {
+                let digit = c.wrapping_sub(b'0');
+                if digit > 9 {
+                    break;
+                }
+                value = value * 10 + i64::from(digit);
+                count += 1;
             }
-            value = value * 10 + i64::from(digit);
-            count += 1;
-        }
-        if !(1..=9).contains(&count) {
-            return None;
-        }
-        micros = if count <= 6 {
-            value * POW10[6 - count]
-        } else {
-            value / POW10[count - 6]
-        };
-        rest = &fraction[count..];
-    }
-    let offset = match rest {
-        [b'Z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
-            if hours > 23 || minutes > 59 {
+            if !(1..=9).contains(&count) {
                 return None;
             }
-            let seconds = hours * 3600 + minutes * 60;
-            if *sign == b'-' {
-                -seconds
+            micros = if count <= 6 {
+                value * POW10[6 - count]
             } else {
-                seconds
-            }
+                value / POW10[count - 6]
+            };
+            rest = &fraction[count..];
         }
-        _ => return None,
-    };
-    let seconds = reader.minute_seconds + second - offset;
-    Some(Timestamp::from_micros(seconds * MICROS_PER_SECOND + micros))
+        let offset = match rest {
+            [b'Z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                let seconds = hours * 3600 + minutes * 60;
+                if *sign == b'-' {
+                    -seconds
+                } else {
+                    seconds
+                }
+            }
+            _ => return None,
+        };
+        let seconds = self.minute_seconds + second - offset;
+        Some(Timestamp::from_micros(seconds * MICROS_PER_SECOND + micros))
+    }
 }
 
 /// The seconds since the epoch of `YYYY-MM-DDTHH:MM` (its 16 bytes as a little-endian
@@ -434,7 +434,7 @@ mod tests {
             offset in "Z|z|[+-](0[0-9]|1[0-9]|2[0-5]):[0-6][0-9]|",
         ) {
             let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{offset}");
-            if let Some(fast) = fast_rfc3339(text.as_bytes(), &mut Rfc3339Reader::default()) {
+            if let Some(fast) = Rfc3339Reader::default().fast(text.as_bytes()) {
                 prop_assert_eq!(Some(fast.micros()), chrono_micros(&text), "{}", text);
             }
             prop_assert_eq!(
@@ -449,7 +449,9 @@ mod tests {
         #[test]
         fn a_reader_remembering_a_minute_agrees_with_chrono(
             texts in prop::collection::vec((
-                prop_oneof![Just("2026-03-01T12:00".to_owned()), Just("2026-03-01T12:01".to_owned()),
+                prop_oneof![
+                    Just("2026-03-01T12:00".to_owned()),
+                    Just("2026-03-01T12:01".to_owned()),
                     Just("2024-02-29T23:59".to_owned()),
                     "[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]"],
                 ":[0-6][0-9]",
@@ -477,15 +479,21 @@ mod tests {
             "2024-02-29T23:59:59.123456789+01:00",
             "1969-12-31T23:59:59.5-05:30",
         ] {
-            let fast = fast_rfc3339(text.as_bytes(), &mut Rfc3339Reader::default()).expect(text);
+            let fast = Rfc3339Reader::default().fast(text.as_bytes()).expect(text);
             assert_eq!(Some(fast.micros()), chrono_micros(text), "{text}");
         }
-        assert!(fast_rfc3339(b"2023-02-29T00:00:00Z", &mut Rfc3339Reader::default()).is_none());
+        assert!(Rfc3339Reader::default()
+            .fast(b"2023-02-29T00:00:00Z")
+            .is_none());
         assert!(
-            fast_rfc3339(b"2026-03-01T12:00:60Z", &mut Rfc3339Reader::default()).is_none(),
+            Rfc3339Reader::default()
+                .fast(b"2026-03-01T12:00:60Z")
+                .is_none(),
             "leap second: chrono's"
         );
-        assert!(fast_rfc3339(b"2026-03-01 12:00:00Z", &mut Rfc3339Reader::default()).is_none());
+        assert!(Rfc3339Reader::default()
+            .fast(b"2026-03-01 12:00:00Z")
+            .is_none());
     }
 
     #[test]
