@@ -461,13 +461,18 @@ mod tests {
     }
 
     proptest! {
-        /// The one-pass IPv4 reader agrees with `std` wherever it answers, and answers for
-        /// every address `std` prints.
+        /// The one-pass IPv4 reader agrees with `std` wherever it answers, answers wherever
+        /// `std` does on digits and dots, and answers for every address `std` prints.
         #[test]
-        fn dotted_quads_read_as_std_reads_them(text in "[0-9.a]{0,16}", octets: [u8; 4]) {
+        fn dotted_quads_read_as_std_reads_them(
+            text in "[0-9.a]{0,16}",
+            near in "([0-9]{1,4}\\.){2,4}[0-9]{0,4}",
+            octets: [u8; 4],
+        ) {
             if let Some(fast) = dotted_quad(text.as_bytes()) {
                 prop_assert_eq!(Ok(fast), text.parse::<std::net::Ipv4Addr>());
             }
+            prop_assert_eq!(dotted_quad(near.as_bytes()), near.parse::<std::net::Ipv4Addr>().ok());
             let printed = std::net::Ipv4Addr::from(octets).to_string();
             prop_assert_eq!(dotted_quad(printed.as_bytes()), Some(std::net::Ipv4Addr::from(octets)));
         }
