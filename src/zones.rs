@@ -163,34 +163,47 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
-/// The plain IPv4 form `a.b.c.d` (decimal, no leading zeros), in one pass: most addresses
-/// in logs. `None` for anything else, which `std`'s parsers then read or reject; where this
-/// answers, the answer is `std`'s (a property test checks).
+/// The plain IPv4 form `a.b.c.d` (decimal, no leading zeros), octet by octet: most addresses
+/// in logs. `None` for anything else, which `std`'s parsers then read or reject; on digits and
+/// dots the answer is `std`'s (a property test checks).
 fn dotted_quad(text: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let (mut octet, mut value, mut digits) = (0, 0u16, 0);
-    for &byte in text {
-        match byte {
-            b'0'..=b'9' => {
-                // No leading zero, at most three digits.
-                if digits == 3 || (digits == 1 && value == 0) {
-                    return None;
-                }
-                value = value * 10 + u16::from(byte - b'0');
-                digits += 1;
+    let mut at = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if text.get(at) != Some(&b'.') {
+                return None;
             }
-            b'.' if digits > 0 && octet < 3 => {
-                octets[octet] = u8::try_from(value).ok()?;
-                (octet, value, digits) = (octet + 1, 0, 0);
-            }
-            _ => return None,
+            at += 1;
         }
+        let (value, len) = decimal_octet(text.get(at..)?)?;
+        *octet = value;
+        at += len;
     }
-    if octet != 3 || digits == 0 {
+    (at == text.len()).then(|| std::net::Ipv4Addr::from(octets))
+}
+
+/// The octet at the start of `text`, and how many bytes it takes: one to three digits, no
+/// leading zero, at most 255. What follows is the caller's to check (a fourth digit is not a
+/// dot).
+fn decimal_octet(text: &[u8]) -> Option<(u8, usize)> {
+    let digit = |at: usize| {
+        text.get(at)
+            .map(|byte| byte.wrapping_sub(b'0'))
+            .filter(|d| *d < 10)
+    };
+    let first = digit(0)?;
+    let Some(second) = digit(1) else {
+        return Some((first, 1));
+    };
+    if first == 0 {
         return None;
     }
-    octets[3] = u8::try_from(value).ok()?;
-    Some(std::net::Ipv4Addr::from(octets))
+    let Some(third) = digit(2) else {
+        return Some((first * 10 + second, 2));
+    };
+    let value = u16::from(first) * 100 + u16::from(second) * 10 + u16::from(third);
+    Some((u8::try_from(value).ok()?, 3))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are treated as the IPv4 address.
