@@ -223,10 +223,25 @@ impl NameCache {
     }
 
     /// `interner.intern(name)`, from the cache when the slot holds `name`.
+    #[inline]
     pub fn intern(&mut self, interner: &Interner, name: &str) -> Symbol {
+        self.intern_derived(interner, name, Some)
+            .expect("a name derives itself")
+    }
+
+    /// The symbol of the name `derive` makes of `key` (none where it makes none), cached under
+    /// `key` itself: a hit neither calls `derive` nor hashes what it would make. `derive` must
+    /// depend on `key` alone (the user agents' cache keeps whole agents and interns their
+    /// product tokens).
+    pub fn intern_derived<'k>(
+        &mut self,
+        interner: &Interner,
+        key: &'k str,
+        derive: impl FnOnce(&'k str) -> Option<&'k str>,
+    ) -> Option<Symbol> {
         if self.bypass > 0 {
             self.bypass -= 1;
-            return interner.intern(name);
+            return derive(key).map(|name| interner.intern(name));
         }
         let generation = interner.generation();
         if generation != self.generation {
@@ -235,18 +250,18 @@ impl NameCache {
             }
             self.generation = generation;
         }
-        let index = self.hasher.hash_one(name) as usize & (self.slots.len() - 1);
+        let index = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
         let slot = &mut self.slots[index];
         let symbol = match slot.symbol {
-            Some(symbol) if crate::text::same(&slot.name, name) => {
+            Some(symbol) if crate::text::same(&slot.name, key) => {
                 self.hits += 1;
-                symbol
+                Some(symbol)
             }
             _ => {
-                let symbol = interner.intern(name);
-                if name.len() <= Self::MAX_NAME {
+                let symbol = derive(key).map(|name| interner.intern(name));
+                if let Some(symbol) = symbol.filter(|_| key.len() <= Self::MAX_NAME) {
                     slot.name.clear();
-                    slot.name.push_str(name);
+                    slot.name.push_str(key);
                     slot.symbol = Some(symbol);
                 }
                 symbol
@@ -312,6 +327,54 @@ mod tests {
             }
         }
         assert_eq!(&*interner.name(cache.intern(&interner, "name-3")), "name-3");
+    }
+
+    #[test]
+    fn a_derived_name_is_cached_under_its_key_and_follows_a_renumbering() {
+        let interner = Interner::default();
+        let mut cache = NameCache::new(4);
+        let derived = std::cell::Cell::new(0);
+        let head = |key: &'static str| {
+            derived.set(derived.get() + 1);
+            key.split('/').next().filter(|head| !head.is_empty())
+        };
+        let keys = [
+            "aws-cli/1.18.0",
+            "aws-cli/2.15.0",
+            "Terraform/1.7",
+            "/no-head",
+        ];
+        for _ in 0..3 {
+            for key in keys {
+                let expected = head(key).map(|name| interner.intern(name));
+                assert_eq!(
+                    cache.intern_derived(&interner, key, head),
+                    expected,
+                    "{key}"
+                );
+            }
+        }
+        // Two keys with one name share its symbol; the headless key is derived every time.
+        assert_eq!(
+            cache.intern_derived(&interner, "aws-cli/1.18.0", head),
+            Some(interner.intern("aws-cli"))
+        );
+        let before = derived.get();
+        cache.intern_derived(&interner, "Terraform/1.7", head);
+        assert_eq!(derived.get(), before, "a hit does not derive");
+        cache.intern_derived(&interner, "/no-head", head);
+        assert_eq!(
+            derived.get(),
+            before + 1,
+            "nothing cached where nothing derives"
+        );
+        // A renumbering: the cache must give the new symbols.
+        let keep = interner.intern("Terraform");
+        interner.retain(|symbol| symbol == keep);
+        for key in keys {
+            let got = cache.intern_derived(&interner, key, head);
+            assert_eq!(got, head(key).map(|name| interner.intern(name)), "{key}");
+        }
     }
 
     #[test]

@@ -237,6 +237,7 @@ impl StateStore {
 pub struct NameCaches {
     endpoints: NameCache,
     principals: NameCache,
+    /// Keyed by the whole user agent, holding its product token's symbol.
     user_agents: NameCache,
 }
 
@@ -353,12 +354,14 @@ impl StateStore {
                 .endpoint
                 .as_deref()
                 .map(|e| names.endpoints.intern(&self.endpoints, e)),
-            user_agent: event
-                .user_agent
-                .as_deref()
-                .map(product)
-                .filter(|p| !p.is_empty())
-                .map(|p| names.user_agents.intern(&self.user_agents, p)),
+            // Cached by the whole agent, so a hit skips finding its product token.
+            user_agent: event.user_agent.as_deref().and_then(|agent| {
+                names
+                    .user_agents
+                    .intern_derived(&self.user_agents, agent, |agent| {
+                        Some(product(agent)).filter(|p| !p.is_empty())
+                    })
+            }),
             principal,
             owner,
             declared_zones,
