@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{Alert, OpenWindow, Suppressor, SuppressorSnapshot};
 use crate::checkpoint::CheckpointError;
 use crate::config::Config;
-use crate::detect::{access_place, Context, Finding, Findings};
+use crate::detect::{access_place, Context, Detector, Finding, Findings};
 use crate::event::{Event, Kind};
 use crate::rules::{ExceptionSet, Rule, RuleSet};
 use crate::state::{Absorbed, Home, NameCaches, Observation, StateStore, StoreSnapshot};
@@ -101,10 +101,23 @@ pub struct EngineShare {
     pub newest: Option<Timestamp>,
 }
 
+/// An enabled rule as the per-event loop needs it, kept apart from its [`Rule`]: a `Rule` is
+/// hundreds of bytes, so the loop read every rule's flags and detector from a cache line of its
+/// own.
+struct Running {
+    /// The rule's place in the rule set.
+    index: usize,
+    detector: Arc<dyn Detector>,
+    /// Whether its scope must be checked.
+    scoped: bool,
+}
+
 /// The detection core.
 pub struct Engine {
     config: Arc<Config>,
     rules: RuleSet,
+    /// The enabled rules, in the rule set's (id) order.
+    running: Vec<Running>,
     store: Arc<StateStore>,
     suppressor: Suppressor,
     stats: EngineStats,
@@ -154,9 +167,21 @@ impl Engine {
             ..EngineStats::default()
         };
         let next_expiry = rules.exceptions().all().iter().map(|e| e.expires).min();
+        let running = rules
+            .rules()
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.enabled)
+            .map(|(index, rule)| Running {
+                index,
+                detector: Arc::clone(&rule.detector),
+                scoped: rule.scope.is_scoped(),
+            })
+            .collect();
         Engine {
             config,
             rules,
+            running,
             store: Arc::new(StateStore::new()),
             suppressor,
             stats,
@@ -243,6 +268,7 @@ impl Engine {
             user_agents: &self.store.user_agents,
         };
         let rules = self.rules.rules();
+        let running = &self.running;
         let exceptions = self.rules.exceptions();
         let home = self.home;
         let fired = &mut self.fired;
@@ -272,8 +298,9 @@ impl Engine {
                         stats,
                     )
                 };
-                for (index, rule) in rules.iter().enumerate() {
-                    if !rule.enabled || !rule.scope.matches(&observation, config) {
+                for rule in running {
+                    let index = rule.index;
+                    if rule.scoped && !rules[index].scope.matches(&observation, config) {
                         continue;
                     }
                     asking.set(index);
@@ -673,6 +700,55 @@ mod tests {
         }
         engine.finish(&mut alerts);
         (alerts, engine.stats().clone())
+    }
+
+    #[test]
+    fn disabled_rules_stay_silent_and_scoped_rules_judge_only_their_scope() {
+        let config = Config::parse("test", CONFIG).unwrap();
+        let rule = |id: &str, extra: &str| crate::rules::RuleSource {
+            name: format!("{id}.toml"),
+            text: format!(
+                "id = \"{id}\"\ntitle = \"t\"\ndescription = \"d\"\n\
+                 detector = \"unknown_credential\"\nseverity = \"low\"\n{extra}"
+            ),
+            dir: None,
+        };
+        let rules = RuleSet::from_sources(
+            vec![
+                rule("ghost-all", ""),
+                rule("ghost-off", "enabled = false\n"),
+                rule("ghost-scoped", "[scope]\ncredentials = [\"AKIAGHOST*\"]\n"),
+            ],
+            &config,
+        )
+        .unwrap();
+        let mut engine = Engine::new(config, rules);
+        let mut alerts = Vec::new();
+        let mut events = Vec::new();
+        for line in [
+            r#"{"ts":"2026-03-01T00:01:00Z","kind":"access","credential":"AKIAGHOST1"}"#,
+            r#"{"ts":"2026-03-01T00:02:00Z","kind":"access","credential":"AKIAOTHER1"}"#,
+        ] {
+            NativeDecoder::new()
+                .decode(line.as_bytes(), &mut events)
+                .unwrap();
+        }
+        for event in &events {
+            engine.process(event, &mut alerts);
+        }
+        let fired: Vec<(&str, &str)> = alerts
+            .iter()
+            .map(|a| (a.rule.as_str(), a.resources[0].uid.as_str()))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                ("ghost-all", "AKIAGHOST1"),
+                ("ghost-scoped", "AKIAGHOST1"),
+                ("ghost-all", "AKIAOTHER1"),
+            ]
+        );
+        assert_eq!(engine.stats().rules["ghost-off"], RuleCounts::default());
     }
 
     #[test]

@@ -158,6 +158,11 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Whether the scope limits the rule at all (most rules have no scope).
+    pub fn is_scoped(&self) -> bool {
+        self.scoped
+    }
+
     #[inline]
     pub fn matches(&self, observation: &Observation<'_>, config: &Config) -> bool {
         !self.scoped || self.matches_scoped(observation, config)
