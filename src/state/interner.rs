@@ -169,8 +169,10 @@ impl Interner {
 /// releases it, two atomic operations, on every lookup (the cache took the pipeline from
 /// 2.06 to 2.21 M events/s: BENCHMARKS.md, section 1).
 ///
-/// Direct-mapped: a name has one slot, by its hash, and a miss replaces what the slot held.
-/// Names longer than [`NameCache::MAX_NAME`] are not kept. The cache empties itself when the
+/// Direct-mapped: a key has one slot, by its hash, and a miss replaces what the slot held. The
+/// key is the name itself, or the text the name is derived from ([`NameCache::intern_derived`]:
+/// a whole user agent, for its product token). Keys longer than [`NameCache::MAX_NAME`] are
+/// not kept. The cache empties itself when the
 /// interner's [`Interner::generation`] changes, so a renumbering never leaves it stale.
 ///
 /// A miss costs more than the interner alone (the hash, the comparison and a copy of the
@@ -193,11 +195,11 @@ pub struct NameCache {
 #[derive(Debug, Default)]
 struct Slot {
     symbol: Option<Symbol>,
-    name: String,
+    key: String,
 }
 
 impl NameCache {
-    /// The longest name kept, in bytes: the cache holds at most this much per slot.
+    /// The longest key kept, in bytes: the cache holds at most this much per slot.
     pub const MAX_NAME: usize = 96;
 
     /// Lookups over which the hit rate is judged.
@@ -253,15 +255,15 @@ impl NameCache {
         let index = self.hasher.hash_one(key) as usize & (self.slots.len() - 1);
         let slot = &mut self.slots[index];
         let symbol = match slot.symbol {
-            Some(symbol) if crate::text::same(&slot.name, key) => {
+            Some(symbol) if crate::text::same(&slot.key, key) => {
                 self.hits += 1;
                 Some(symbol)
             }
             _ => {
                 let symbol = derive(key).map(|name| interner.intern(name));
                 if let Some(symbol) = symbol.filter(|_| key.len() <= Self::MAX_NAME) {
-                    slot.name.clear();
-                    slot.name.push_str(key);
+                    slot.key.clear();
+                    slot.key.push_str(key);
                     slot.symbol = Some(symbol);
                 }
                 symbol
