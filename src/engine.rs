@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{Alert, OpenWindow, Suppressor, SuppressorSnapshot};
 use crate::checkpoint::CheckpointError;
 use crate::config::Config;
-use crate::detect::{access_place, Context, Detector, Finding, Findings};
+use crate::detect::{access_place, AnyDetector, Context, Detector, Finding, Findings};
 use crate::event::{Event, Kind};
 use crate::rules::{ExceptionSet, Rule, RuleSet};
 use crate::state::{Absorbed, Home, NameCaches, Observation, StateStore, StoreSnapshot};
@@ -107,7 +107,7 @@ pub struct EngineShare {
 struct Running {
     /// The rule's place in the rule set.
     index: usize,
-    detector: Arc<dyn Detector>,
+    detector: Arc<AnyDetector>,
     /// Whether its scope must be checked.
     scoped: bool,
 }
@@ -298,19 +298,20 @@ impl Engine {
                         stats,
                     )
                 };
+                let mut findings = Findings::new(fired, &mut counted);
                 for rule in running {
                     let index = rule.index;
                     if rule.scoped && !rules[index].scope.matches(&observation, config) {
                         continue;
                     }
                     asking.set(index);
-                    rule.detector.evaluate(
-                        &observation,
-                        before,
-                        &context,
-                        &mut Findings::new(fired, &mut counted),
-                    );
-                    fired_by.resize(fired.len(), index);
+                    rule.detector
+                        .evaluate(&observation, before, &context, &mut findings);
+                    // Most rules find nothing: the list of whose findings they are then stays.
+                    let built = findings.built();
+                    if built > fired_by.len() {
+                        fired_by.resize(built, index);
+                    }
                 }
                 before.owner.or(observation.owner).or(observation.principal)
             },

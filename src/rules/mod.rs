@@ -24,7 +24,7 @@ pub use case::{run_cases, CaseOutcome, CaseReport, Expect, TestCase};
 pub use exception::{Exception, ExceptionSet};
 
 use crate::config::Config;
-use crate::detect::{Detector, DetectorKind};
+use crate::detect::{AnyDetector, DetectorKind};
 use crate::diagnostic::FileError;
 use crate::state::Observation;
 use crate::time::Period;
@@ -201,7 +201,7 @@ pub struct Rule {
     pub title: String,
     pub description: String,
     pub kind: DetectorKind,
-    pub detector: Arc<dyn Detector>,
+    pub detector: Arc<AnyDetector>,
     pub severity: Severity,
     pub action: Action,
     pub suppress: Period,
@@ -468,7 +468,7 @@ fn parse_rule(source: &RuleSource, config: &Config) -> Result<Rule, FileError> {
         title: raw.title,
         description: raw.description,
         kind,
-        detector: Arc::from(detector),
+        detector: Arc::new(detector),
         severity: raw.severity,
         action: raw.action,
         suppress: raw.suppress,
