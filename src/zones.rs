@@ -126,6 +126,33 @@ impl<'de> Deserialize<'de> for Prefix48 {
 }
 
 impl Network {
+    /// Appends the network as `Display` writes it (`10.1.2.0/24`). The IPv4 form is written
+    /// digit by digit, not through `fmt`: suppression keys each finding it counts by its
+    /// network's text, which `fmt` made about 1,000 instructions a finding.
+    pub fn push_to(&self, out: &mut String) {
+        match *self {
+            Network::V4(prefix) => {
+                for (i, octet) in prefix.to_be_bytes().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    if octet >= 100 {
+                        out.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        out.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    out.push(char::from(b'0' + octet % 10));
+                }
+                out.push_str("/24");
+            }
+            Network::V6(_) => {
+                use std::fmt::Write;
+                write!(out, "{self}").expect("writing to a String");
+            }
+        }
+    }
+
     pub fn of(ip: IpAddr) -> Network {
         match canonical(ip) {
             IpAddr::V4(v4) => Network::V4(u32::from(v4) & 0xFFFF_FF00),
@@ -488,6 +515,19 @@ mod tests {
             prop_assert_eq!(dotted_quad(near.as_bytes()), near.parse::<std::net::Ipv4Addr>().ok());
             let printed = std::net::Ipv4Addr::from(octets).to_string();
             prop_assert_eq!(dotted_quad(printed.as_bytes()), Some(std::net::Ipv4Addr::from(octets)));
+        }
+
+        /// `push_to` appends what `Display` writes, for both families.
+        #[test]
+        fn a_network_is_pushed_as_it_is_displayed(v4: u32, v6: u128, before in "[a-z]{0,3}") {
+            for network in [
+                Network::of(IpAddr::V4(v4.into())),
+                Network::of(IpAddr::V6(v6.into())),
+            ] {
+                let mut text = before.clone();
+                network.push_to(&mut text);
+                prop_assert_eq!(text, format!("{before}{network}"));
+            }
         }
     }
 

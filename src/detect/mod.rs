@@ -375,10 +375,9 @@ pub(crate) fn access_place<'c>(
     context: &Context<'c>,
     network: &mut String,
 ) -> &'c str {
-    use std::fmt::Write;
     network.clear();
     if let Some(n) = observation.network {
-        write!(network, "{n}").expect("writing to a String");
+        n.push_to(network);
     }
     context.config.zones.name(observation.zone)
 }
