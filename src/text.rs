@@ -27,6 +27,51 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
     }
 }
 
+/// `into.clear(); into.push_str(text)`, copied inline when `text` has from 4 to 32 bytes and
+/// fits `into`'s capacity (a recycled event's fields do): as two overlapping words, where
+/// `push_str` calls `memcpy`, whose call and size dispatch cost more than the copy for such
+/// strings. The decoders write a record's ids and names into recycled events this way.
+#[inline(always)]
+pub(crate) fn overwrite(into: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    let len = bytes.len();
+    if !(4..=32).contains(&len) || into.capacity() < len {
+        into.clear();
+        into.push_str(text);
+        return;
+    }
+    // SAFETY: `len` bytes fit the capacity; the two words written cover all `len` of them
+    // with `text`'s bytes, which are UTF-8, before the length is set to `len`.
+    unsafe {
+        let vec = into.as_mut_vec();
+        let out = vec.as_mut_ptr();
+        match len {
+            4..=8 => put_ends::<4>(bytes, out),
+            9..=16 => put_ends::<8>(bytes, out),
+            _ => put_ends::<16>(bytes, out),
+        }
+        vec.set_len(len);
+    }
+}
+
+/// Writes the first and the last `N` bytes of `bytes` (which has at least `N`) at the same
+/// places from `out`.
+///
+/// # Safety
+/// `out` must be valid for writes of `bytes.len()` bytes.
+#[inline(always)]
+unsafe fn put_ends<const N: usize>(bytes: &[u8], out: *mut u8) {
+    let (first, last) = ends::<N>(bytes);
+    // SAFETY: both words lie within the first `bytes.len()` bytes from `out` (the caller's
+    // promise), `N <= bytes.len()`.
+    unsafe {
+        out.cast::<[u8; N]>().write_unaligned(first);
+        out.add(bytes.len() - N)
+            .cast::<[u8; N]>()
+            .write_unaligned(last);
+    }
+}
+
 /// The first and the last `N` bytes of `bytes` (which has at least `N`), overlapping when it
 /// has fewer than `2 * N`.
 #[inline(always)]
@@ -47,6 +92,19 @@ mod tests {
         #[test]
         fn trim_is_str_trim(text in "[ \t\n\x0b\u{a0}\u{2003}\u{85}a.é]{0,8}") {
             prop_assert_eq!(trim(&text), text.trim());
+        }
+
+        /// `overwrite` is `clear` then `push_str`, whatever the lengths and the capacity.
+        #[test]
+        fn overwrite_is_clear_and_push_str(
+            old in "[ab]{0,40}",
+            text in "[a-zé]{0,40}",
+            spare in 0usize..40,
+        ) {
+            let mut into = String::with_capacity(old.len() + spare);
+            into.push_str(&old);
+            overwrite(&mut into, &text);
+            prop_assert_eq!(&into, &text);
         }
 
         /// `same` is `==`: on unrelated strings of every length up to 40, and on a string

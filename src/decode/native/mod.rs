@@ -22,6 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::{record_hash_id, record_hash_id_into, DecodeError, Decoder};
 use crate::decode::Format;
 use crate::event::{Event, Kind, Outcome};
+use crate::text::overwrite;
 use crate::time::Timestamp;
 
 /// Recycled events kept for reuse: many records' worth, and a whole batch of
@@ -115,11 +116,6 @@ pub fn decode_as_derived(record: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// `text` written over `into`'s buffer.
-fn overwrite(into: &mut String, text: &str) {
-    into.clear();
-    into.push_str(text);
-}
-
 fn blank() -> Event {
     Event::new(Timestamp::from_micros(0), Kind::Access, String::new())
 }

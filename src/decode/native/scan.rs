@@ -17,8 +17,9 @@
 
 use serde::de::{value, Deserialize, IntoDeserializer};
 
-use super::{overwrite, reset_unseen, Field, FIELDS, REQUIRED};
+use super::{reset_unseen, Field, FIELDS, REQUIRED};
 use crate::event::Event;
+use crate::text::overwrite;
 use crate::time::Rfc3339Reader;
 
 /// What the scanner keeps from one record to the next, for records that resemble the one
