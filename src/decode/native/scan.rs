@@ -315,17 +315,31 @@ impl Stops {
 
 /// The stop bytes of the 64 bytes of `bytes` from `start`, one bit each (bit 0 for `start`);
 /// bytes past the end count as stops.
+#[inline(always)]
 fn block_stops(bytes: &[u8], start: usize) -> u64 {
     let rest = bytes.get(start..).unwrap_or_default();
-    match rest.first_chunk::<64>() {
-        Some(block) => stops64(block),
-        None => {
-            // Zeros are control characters: the padding stops any string that runs into it.
-            let mut block = [0u8; 64];
-            block[..rest.len()].copy_from_slice(rest);
-            stops64(&block)
-        }
+    // A block past the record's end is read from the record's last 64 bytes, which end
+    // where it does: their stops shifted down to `start`, and the bits past the end set.
+    let (block, past) = match (rest.first_chunk::<64>(), bytes.last_chunk::<64>()) {
+        (Some(block), _) => (block, 0),
+        (None, Some(last)) if !rest.is_empty() => (last, 64 - rest.len()),
+        _ => return padded_stops(rest),
+    };
+    let stops = stops64(block) >> past;
+    if past == 0 {
+        stops
+    } else {
+        stops | !0u64 << (64 - past)
     }
+}
+
+/// [`block_stops`] of a record under 64 bytes (or past its end): zeros are control
+/// characters, so the padding stops any string that runs into it.
+#[cold]
+fn padded_stops(rest: &[u8]) -> u64 {
+    let mut block = [0u8; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    stops64(&block)
 }
 
 /// The stop bytes of `block`, sixteen at a time with SSE2 (every x86-64 has it).
@@ -426,6 +440,22 @@ mod tests {
             let expected = (0..64).fold(0u64, |mask, i| mask | (u64::from(is_stop(bytes[i])) << i));
             prop_assert_eq!(stops64_words(&bytes), expected);
             prop_assert_eq!(stops64(&bytes), expected);
+        }
+
+        /// A block that runs past the record's end is its bytes with every bit past the end
+        /// set, whether it is read from the record's last 64 bytes or padded (a record under
+        /// 64 bytes).
+        #[test]
+        fn a_last_block_marks_its_stops_and_the_end(
+            bytes in prop::collection::vec(byte(), 0..200),
+        ) {
+            for start in (0..=bytes.len()).step_by(64) {
+                let expected = (0..64).fold(0u64, |mask, i| {
+                    let stop = bytes.get(start + i).is_none_or(|&b| is_stop(b));
+                    mask | (u64::from(stop) << i)
+                });
+                prop_assert_eq!(block_stops(&bytes, start), expected, "start {}", start);
+            }
         }
 
         /// The scanner's search finds what a byte-by-byte one finds, from any start, across
