@@ -50,10 +50,12 @@ impl Patterns {
 
     pub fn is_match(&self, text: &str) -> bool {
         (!self.exact.is_empty() && self.exact.contains(text))
-            || self
-                .prefixes
-                .iter()
-                .any(|prefix| text.starts_with(&**prefix))
+            || self.prefixes.iter().any(|prefix| {
+                // `starts_with` calls `memcmp`; `same` compares the short prefix inline.
+                text.as_bytes()
+                    .get(..prefix.len())
+                    .is_some_and(|head| crate::text::same_bytes(head, prefix.as_bytes()))
+            })
             || self
                 .globs
                 .as_ref()
