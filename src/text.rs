@@ -35,7 +35,7 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// `into.clear(); into.push_str(text)`, copied inline when `text` has from 4 to 32 bytes and
 /// fits `into`'s capacity (a recycled event's fields do): as two overlapping words, where
 /// `push_str` calls `memcpy`, whose call and size dispatch cost more than the copy for such
-/// strings. The decoders write a record's ids and names into recycled events this way.
+/// strings. The native decoder writes a record's ids and names into recycled events this way.
 #[inline(always)]
 pub(crate) fn overwrite(into: &mut String, text: &str) {
     let bytes = text.as_bytes();

@@ -115,7 +115,6 @@ pub fn decode_as_derived(record: &[u8]) -> Result<Event, DecodeError> {
     Ok(event)
 }
 
-/// `text` written over `into`'s buffer.
 fn blank() -> Event {
     Event::new(Timestamp::from_micros(0), Kind::Access, String::new())
 }
