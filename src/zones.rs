@@ -418,13 +418,21 @@ impl ZoneTable {
     }
 }
 
-/// Exact-match maps per prefix length, probed from the longest length present.
+/// Exact-match maps per prefix length, probed from the longest length present; a table of
+/// few prefixes is scanned instead.
 #[derive(Clone, Debug, Default)]
 struct PrefixTable<A> {
     /// Prefix lengths in use, longest first.
     lengths: Vec<u8>,
     entries: HashMap<(u8, A), ZoneId, crate::state::Hashing>,
+    /// Every prefix as (length, prefix, zone), longest first.
+    listed: Vec<(u8, A, ZoneId)>,
 }
+
+/// Up to this many prefixes a lookup scans them all, longest first, rather than probing the
+/// map at each length: a typical zone file has a few networks at two or three lengths, and a
+/// probe hashes its key, where a scan entry is a mask and a compare.
+const SCANNED_PREFIXES: usize = 16;
 
 trait Address: Copy + Eq + std::hash::Hash {
     const BITS: u8;
@@ -466,10 +474,31 @@ impl<A: Address> PrefixTable<A> {
             self.lengths.push(len);
             self.lengths.sort_unstable_by(|a, b| b.cmp(a));
         }
+        // Prefixes of one length are disjoint, so their order among themselves is free.
+        self.listed.push((len, key.1, zone));
+        self.listed
+            .sort_by_key(|&(len, _, _)| std::cmp::Reverse(len));
         None
     }
 
     fn lookup(&self, addr: A) -> Option<ZoneId> {
+        if self.listed.len() <= SCANNED_PREFIXES {
+            self.scan(addr)
+        } else {
+            self.probe(addr)
+        }
+    }
+
+    /// The longest prefix holding `addr`, by a scan of every prefix.
+    fn scan(&self, addr: A) -> Option<ZoneId> {
+        self.listed
+            .iter()
+            .find(|&&(len, prefix, _)| addr.mask(len) == prefix)
+            .map(|&(_, _, zone)| zone)
+    }
+
+    /// The longest prefix holding `addr`, by a probe of the map at each length.
+    fn probe(&self, addr: A) -> Option<ZoneId> {
         self.lengths
             .iter()
             .find_map(|&len| self.entries.get(&(len, addr.mask(len))).copied())
@@ -515,6 +544,23 @@ mod tests {
             prop_assert_eq!(dotted_quad(near.as_bytes()), near.parse::<std::net::Ipv4Addr>().ok());
             let printed = std::net::Ipv4Addr::from(octets).to_string();
             prop_assert_eq!(dotted_quad(printed.as_bytes()), Some(std::net::Ipv4Addr::from(octets)));
+        }
+
+        /// A scan of the prefixes and a probe of the map at each length find the same zone,
+        /// for tables of prefixes drawn near one another (so that they nest and overlap).
+        #[test]
+        fn scanned_and_probed_prefixes_agree(
+            prefixes in proptest::collection::vec((0u32..64, 0u8..=32), 0..24),
+            addrs in proptest::collection::vec(0u32..64, 1..16),
+        ) {
+            let mut table = PrefixTable::<u32>::default();
+            for (zone, &(high, len)) in prefixes.iter().enumerate() {
+                table.insert(high << 26, len, ZoneId(zone as u8 + 2));
+            }
+            for addr in addrs {
+                let addr = addr << 26 | 0x2a;
+                prop_assert_eq!(table.scan(addr), table.probe(addr), "{:#x}", addr);
+            }
         }
 
         /// `push_to` appends what `Display` writes, for both families.
