@@ -30,16 +30,18 @@ pub(super) struct Memory {
     shape: Shape,
 }
 
-/// Reads `text` into `event` (writing or resetting every field), or `None` to hand the record
-/// to the serde reader; `event` is then in no particular state, which that reader overwrites.
+/// Reads `record` into `event` (writing or resetting every field), or `None` to hand the
+/// record to the serde reader; `event` is then in no particular state, which that reader
+/// overwrites. Every string written into `event` is UTF-8, checked here: the record as a
+/// whole is not (see [`Scanner::plain_string`]), so `None` may mean that it is not UTF-8.
 ///
 /// Each key is first compared, as a whole, with the one at the same place in the record read
 /// before (`memory`'s shape), and read byte by byte only when it is not that one; `memory`
 /// then holds this record's.
-pub(super) fn read(text: &str, event: &mut Event, memory: &mut Memory) -> Option<()> {
+pub(super) fn read(record: &[u8], event: &mut Event, memory: &mut Memory) -> Option<()> {
     let Memory { times, shape } = memory;
     let mut scanner = Scanner {
-        text,
+        bytes: record,
         at: 0,
         stops: Stops::new(),
         times,
@@ -80,7 +82,7 @@ pub(super) fn read(text: &str, event: &mut Event, memory: &mut Memory) -> Option
         scanner.at += 1;
     }
     scanner.whitespace();
-    if scanner.at != text.len() || seen & REQUIRED != REQUIRED {
+    if scanner.at != record.len() || seen & REQUIRED != REQUIRED {
         return None;
     }
     reset_unseen(event, seen);
@@ -121,7 +123,8 @@ const KEYS: [(u128, u128, usize); FIELDS.len()] = {
 };
 
 struct Scanner<'a, 't> {
-    text: &'a str,
+    /// The record; not known to be UTF-8.
+    bytes: &'a [u8],
     at: usize,
     stops: Stops,
     /// The decoder's reader of timestamps, which remembers the last one's minute.
@@ -131,7 +134,7 @@ struct Scanner<'a, 't> {
 impl<'a> Scanner<'a, '_> {
     #[inline(always)]
     fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
+        self.bytes.get(self.at).copied()
     }
 
     #[inline(always)]
@@ -152,8 +155,7 @@ impl<'a> Scanner<'a, '_> {
     fn key(&mut self, field: Field) -> bool {
         let (word, mask, len) = KEYS[field as usize];
         let next = self
-            .text
-            .as_bytes()
+            .bytes
             .get(self.at..)
             .and_then(<[u8]>::first_chunk::<16>);
         match next {
@@ -174,18 +176,32 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// The rest of a string whose opening quote was read, if it holds no escape and no control
-    /// character (which JSON forbids unescaped); the closing quote is consumed.
+    /// character (which JSON forbids unescaped) and is UTF-8; the closing quote is consumed.
+    ///
+    /// This is the scanner's only UTF-8 check: every other byte it takes is one of JSON's
+    /// ASCII tokens, compared exactly. While the blocks classified so far are all ASCII (as
+    /// in nearly every record), the check is free: the classification marks the bytes outside
+    /// ASCII beside the stops. It replaced simdutf8's check of the whole record before
+    /// scanning: decode 2,275 -> 2,213 instructions an event on the demo day.
     #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let bytes = self.text.as_bytes();
+        let bytes = self.bytes;
         let end = self.stops.string_end(bytes, start);
         if bytes.get(end) != Some(&b'"') {
             return None;
         }
         self.at = end + 1;
-        // The record is valid UTF-8 and both ends are at ASCII bytes: always a boundary.
-        self.text.get(start..end)
+        let string = bytes.get(start..end)?;
+        if self.stops.wide == 0 {
+            // SAFETY: `string_end` classified every block from `start`'s to `end`'s (each
+            // block is classified once, at the first string that reaches it, and its bytes
+            // outside ASCII are added to `wide`), so each byte of `string` lies in a block
+            // with none: `string` is ASCII, which is UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(string) })
+        } else {
+            simdutf8::basic::from_utf8(string).ok()
+        }
     }
 
     /// A quoted plain string.
@@ -197,7 +213,7 @@ impl<'a> Scanner<'a, '_> {
     /// A quoted plain string or `null`.
     fn optional_string(&mut self) -> Option<Option<&'a str>> {
         if self.peek() == Some(b'n') {
-            (self.text.as_bytes().get(self.at..self.at + 4) == Some(b"null")).then(|| {
+            (self.bytes.get(self.at..self.at + 4) == Some(b"null")).then(|| {
                 self.at += 4;
                 None
             })
@@ -277,6 +293,9 @@ struct Stops {
     /// The block `mask` is of.
     block: usize,
     mask: u64,
+    /// The bytes outside ASCII of every block classified so far, OR-ed: not 0 once any of
+    /// them holds one.
+    wide: u64,
 }
 
 impl Stops {
@@ -284,6 +303,7 @@ impl Stops {
         Stops {
             block: usize::MAX,
             mask: 0,
+            wide: 0,
         }
     }
 
@@ -307,57 +327,73 @@ impl Stops {
     fn of_block(&mut self, bytes: &[u8], block: usize) -> u64 {
         if self.block != block {
             self.block = block;
-            self.mask = block_stops(bytes, block * 64);
+            let classes = block_classes(bytes, block * 64);
+            self.mask = classes.stops;
+            self.wide |= classes.wide;
         }
         self.mask
     }
 }
 
-/// The stop bytes of the 64 bytes of `bytes` from `start`, one bit each (bit 0 for `start`);
-/// bytes past the end count as stops.
+/// What a block of 64 bytes holds, one bit per byte (bit 0 for its first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Classes {
+    /// The bytes that end a plain string.
+    stops: u64,
+    /// The bytes outside ASCII (the high bit set).
+    wide: u64,
+}
+
+/// The classes of the 64 bytes of `bytes` from `start`; bytes past the end count as stops,
+/// and as ASCII.
 #[inline(always)]
-fn block_stops(bytes: &[u8], start: usize) -> u64 {
+fn block_classes(bytes: &[u8], start: usize) -> Classes {
     let rest = bytes.get(start..).unwrap_or_default();
     // A block past the record's end is read from the record's last 64 bytes, which end
-    // where it does: their stops shifted down to `start`, and the bits past the end set.
+    // where it does: their classes shifted down to `start`, and the stops past the end set.
     let (block, past) = match (rest.first_chunk::<64>(), bytes.last_chunk::<64>()) {
         (Some(block), _) => (block, 0),
         (None, Some(last)) if !rest.is_empty() => (last, 64 - rest.len()),
-        _ => return padded_stops(rest),
+        _ => return padded_classes(rest),
     };
-    let stops = stops64(block) >> past;
-    if past == 0 {
-        stops
-    } else {
-        stops | !0u64 << (64 - past)
+    let Classes { stops, wide } = classes64(block);
+    let (stops, wide) = (stops >> past, wide >> past);
+    Classes {
+        stops: if past == 0 {
+            stops
+        } else {
+            stops | !0u64 << (64 - past)
+        },
+        wide,
     }
 }
 
-/// [`block_stops`] of a record under 64 bytes (or past its end): zeros are control
+/// [`block_classes`] of a record under 64 bytes (or past its end): zeros are control
 /// characters, so the padding stops any string that runs into it.
 #[cold]
-fn padded_stops(rest: &[u8]) -> u64 {
+fn padded_classes(rest: &[u8]) -> Classes {
     let mut block = [0u8; 64];
     block[..rest.len()].copy_from_slice(rest);
-    stops64(&block)
+    classes64(&block)
 }
 
-/// The stop bytes of `block`, sixteen at a time with SSE2 (every x86-64 has it).
+/// The classes of `block`, sixteen bytes at a time with SSE2 (every x86-64 has it).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn stops64(block: &[u8; 64]) -> u64 {
+fn classes64(block: &[u8; 64]) -> Classes {
     // SAFETY: SSE2 is enabled for this target (checked by the `cfg` above), which is all
     // `stops64_sse2` asks; it reads nothing but `block`, through safe code.
-    unsafe { stops64_sse2(block) }
+    unsafe { classes64_sse2(block) }
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
-fn stops64_sse2(block: &[u8; 64]) -> u64 {
+fn classes64_sse2(block: &[u8; 64]) -> Classes {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_set_epi64x,
     };
     let mut stops = 0u64;
+    let mut wide = 0u64;
     for (index, chunk) in block.as_chunks::<16>().0.iter().enumerate() {
         let (low, high) = chunk.split_at(8);
         let word = |half: &[u8]| {
@@ -373,20 +409,22 @@ fn stops64_sse2(block: &[u8; 64]) -> u64 {
         let control = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
         let found = _mm_or_si128(_mm_or_si128(quote, backslash), control);
         stops |= u64::from(_mm_movemask_epi8(found) as u16) << (index * 16);
+        // The high bit of each byte is what `movemask` gathers.
+        wide |= u64::from(_mm_movemask_epi8(x) as u16) << (index * 16);
     }
-    stops
+    Classes { stops, wide }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn stops64(block: &[u8; 64]) -> u64 {
-    stops64_words(block)
+fn classes64(block: &[u8; 64]) -> Classes {
+    classes64_words(block)
 }
 
-/// The stop bytes of `block`, eight at a time in a `u64`: for targets without SSE2, and the
-/// reference the SSE2 version is tested against. Each test is exact per byte (no borrow
+/// The classes of `block`, eight bytes at a time in a `u64`: for targets without SSE2, and
+/// the reference the SSE2 version is tested against. Each test is exact per byte (no borrow
 /// crosses from one byte into the next), so every stop is marked, not only the first.
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-fn stops64_words(block: &[u8; 64]) -> u64 {
+fn classes64_words(block: &[u8; 64]) -> Classes {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -394,19 +432,22 @@ fn stops64_words(block: &[u8; 64]) -> u64 {
     fn zero_bytes(x: u64) -> u64 {
         !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
     }
+    /// The eight high bits of `x` gathered into one byte, bit k for byte k.
+    fn gather(x: u64) -> u64 {
+        ((x & HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+    }
     let mut stops = 0u64;
+    let mut wide = 0u64;
     for (index, chunk) in block.as_chunks::<8>().0.iter().enumerate() {
         let x = u64::from_le_bytes(*chunk);
         let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
         let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
         // Below 0x20: high bit clear and bits 5 and 6 clear.
         let control = zero_bytes(x & (ONES * 0xe0));
-        let found = (quote | backslash | control) & HIGH;
-        // The eight high bits gathered into one byte, bit k for byte k.
-        let byte = (found >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
-        stops |= byte << (index * 8);
+        stops |= gather(quote | backslash | control) << (index * 8);
+        wide |= gather(x) << (index * 8);
     }
-    stops
+    Classes { stops, wide }
 }
 
 #[cfg(test)]
@@ -430,31 +471,40 @@ mod tests {
     }
 
     proptest! {
-        /// Both classifiers mark exactly the stop bytes.
+        /// Both classifiers mark exactly the stop bytes and the bytes outside ASCII.
         #[test]
         fn every_stop_byte_is_found_and_nothing_else(block in prop::array::uniform32(byte())
             .prop_flat_map(|low| (Just(low), prop::array::uniform32(byte())))) {
             let mut bytes = [0u8; 64];
             bytes[..32].copy_from_slice(&block.0);
             bytes[32..].copy_from_slice(&block.1);
-            let expected = (0..64).fold(0u64, |mask, i| mask | (u64::from(is_stop(bytes[i])) << i));
-            prop_assert_eq!(stops64_words(&bytes), expected);
-            prop_assert_eq!(stops64(&bytes), expected);
+            let expected = Classes {
+                stops: (0..64).fold(0u64, |mask, i| mask | (u64::from(is_stop(bytes[i])) << i)),
+                wide: (0..64).fold(0u64, |mask, i| mask | (u64::from(!bytes[i].is_ascii()) << i)),
+            };
+            prop_assert_eq!(classes64_words(&bytes), expected);
+            prop_assert_eq!(classes64(&bytes), expected);
         }
 
-        /// A block that runs past the record's end is its bytes with every bit past the end
-        /// set, whether it is read from the record's last 64 bytes or padded (a record under
-        /// 64 bytes).
+        /// A block that runs past the record's end is its bytes with every stop past the end
+        /// set and no byte there outside ASCII, whether it is read from the record's last 64
+        /// bytes or padded (a record under 64 bytes).
         #[test]
         fn a_last_block_marks_its_stops_and_the_end(
             bytes in prop::collection::vec(byte(), 0..200),
         ) {
             for start in (0..=bytes.len()).step_by(64) {
-                let expected = (0..64).fold(0u64, |mask, i| {
-                    let stop = bytes.get(start + i).is_none_or(|&b| is_stop(b));
-                    mask | (u64::from(stop) << i)
-                });
-                prop_assert_eq!(block_stops(&bytes, start), expected, "start {}", start);
+                let expected = Classes {
+                    stops: (0..64).fold(0u64, |mask, i| {
+                        let stop = bytes.get(start + i).is_none_or(|&b| is_stop(b));
+                        mask | (u64::from(stop) << i)
+                    }),
+                    wide: (0..64).fold(0u64, |mask, i| {
+                        let wide = bytes.get(start + i).is_some_and(|b| !b.is_ascii());
+                        mask | (u64::from(wide) << i)
+                    }),
+                };
+                prop_assert_eq!(block_classes(&bytes, start), expected, "start {}", start);
             }
         }
 
@@ -479,7 +529,7 @@ mod tests {
         let mut event = super::super::blank();
         let common = r#" {"ts": "2026-03-01T12:00:00Z", "kind":"access","credential":"AKIA1","source_ip":"10.0.1.7","zone":null,"allowed_zones":[],"event_id":"e"}
 "#;
-        assert!(read(common, &mut event, &mut Memory::default()).is_some());
+        assert!(read(common.as_bytes(), &mut event, &mut Memory::default()).is_some());
         assert_eq!(
             event,
             super::super::decode_as_derived(common.as_bytes()).unwrap()
@@ -501,9 +551,57 @@ mod tests {
             r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"k","allowed_zones":["a",]}"#,
         ] {
             assert!(
-                read(other, &mut event, &mut Memory::default()).is_none(),
+                read(other.as_bytes(), &mut event, &mut Memory::default()).is_none(),
                 "{other}"
             );
+        }
+    }
+
+    /// The scanner checks UTF-8 itself: a string outside ASCII is read when it is UTF-8, in
+    /// the first block or a later one, and the record is left to serde (whose reader rejects
+    /// it) when a string is not UTF-8, whether the bad bytes are in its first block or not.
+    #[test]
+    fn reads_utf8_outside_ascii_and_leaves_what_is_not_utf8_to_serde() {
+        let pad = "x".repeat(70);
+        for record in [
+            r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA1","principal":"zoë","event_id":"e"}"#.to_owned(),
+            format!(r#"{{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA1","endpoint":"/{pad}","principal":"日本","event_id":"e"}}"#),
+        ] {
+            let mut event = super::super::blank();
+            assert!(read(record.as_bytes(), &mut event, &mut Memory::default()).is_some(), "{record}");
+            assert_eq!(event, super::super::decode_as_derived(record.as_bytes()).unwrap());
+        }
+        for (before, after) in [
+            // A lone continuation byte, a cut two-byte sequence, an overlong '/', a surrogate.
+            (
+                r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA"#,
+                b"\x80".as_slice(),
+            ),
+            (
+                r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA"#,
+                b"\xc3",
+            ),
+            (
+                r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA"#,
+                b"\xc0\xaf",
+            ),
+            (
+                r#"{"ts":"2026-03-01T12:00:00Z","kind":"access","credential":"AKIA"#,
+                b"\xed\xa0\x80",
+            ),
+        ] {
+            for padding in [0, 70] {
+                let mut record = before.as_bytes().to_vec();
+                record.extend("x".repeat(padding).bytes());
+                record.extend_from_slice(after);
+                record.extend_from_slice(br#"1"}"#);
+                assert!(std::str::from_utf8(&record).is_err());
+                let mut event = super::super::blank();
+                assert!(
+                    read(&record, &mut event, &mut Memory::default()).is_none(),
+                    "{record:?}"
+                );
+            }
         }
     }
 }
