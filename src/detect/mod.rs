@@ -25,6 +25,7 @@ mod zone_violation;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
@@ -321,9 +322,9 @@ impl<T> Novelty<T> {
 /// list of a baseline that is armed (something remembered, learning period over). Entries
 /// unseen for longer than `[state] forget_after` count as forgotten, so a network that comes
 /// back after months is judged new again.
-pub(crate) fn novelty<T: PartialEq>(
+pub(crate) fn novelty<T: PartialEq + Copy>(
     key: &T,
-    seen: impl ExactSizeIterator<Item = crate::state::Seen<T>> + Clone,
+    seen: impl crate::state::SeenList<T>,
     observation: &Observation<'_>,
     before: &CredentialState,
     context: &Context<'_>,
@@ -338,13 +339,15 @@ pub(crate) fn novelty<T: PartialEq>(
     let forget_after = context.config.bounds.forget_after;
     let fresh = |s: &crate::state::Seen<T>| s.is_fresh(now, forget_after);
     let mut forgotten = None;
-    for entry in seen.clone() {
-        if entry.key == *key {
-            if fresh(&entry) {
-                return None;
-            }
-            forgotten = Some((entry.last_seen(), entry.aged_out()));
+    let remembered = seen.each_of(*key, |entry| {
+        if fresh(&entry) {
+            return ControlFlow::Break(());
         }
+        forgotten = Some((entry.last_seen(), entry.aged_out()));
+        ControlFlow::Continue(())
+    });
+    if remembered.is_break() {
+        return None;
     }
     Some(Novelty {
         known: seen.filter(fresh).collect(),

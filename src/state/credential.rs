@@ -6,6 +6,7 @@
 //! event in, in event time.
 
 use std::cmp::Reverse;
+use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
@@ -191,6 +192,30 @@ impl<K: Copy> Iterator for Sightings<'_, K> {
 
 impl<K: Copy> ExactSizeIterator for Sightings<'_, K> {}
 
+/// A list of sightings that can be searched by key without reading the other entries' times
+/// and counts: what the novelty detectors ask of every access.
+pub trait SeenList<T>: ExactSizeIterator<Item = Seen<T>> + Clone {
+    /// Calls `visit` with each sighting of `key` in list order (a record keeps at most one
+    /// per key), until it breaks.
+    fn each_of(&self, key: T, visit: impl FnMut(Seen<T>) -> ControlFlow<()>) -> ControlFlow<()>;
+}
+
+impl<K: Copy + PartialEq> SeenList<K> for Sightings<'_, K> {
+    #[inline]
+    fn each_of(
+        &self,
+        key: K,
+        mut visit: impl FnMut(Seen<K>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        for entry in self.entries.as_slice() {
+            if entry.key == key {
+                visit(entry.read(key, self.list_minute))?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// A record's networks, read out: the IPv4 ones, then the IPv6 ones.
 #[derive(Clone)]
 pub struct Networks<'a> {
@@ -215,6 +240,21 @@ impl Iterator for Networks<'_> {
 }
 
 impl ExactSizeIterator for Networks<'_> {}
+
+impl SeenList<Network> for Networks<'_> {
+    /// Only the list of the key's family is searched.
+    #[inline]
+    fn each_of(
+        &self,
+        key: Network,
+        mut visit: impl FnMut(Seen<Network>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        match key {
+            Network::V4(prefix) => self.v4.each_of(prefix, |seen| visit(seen.keyed(key))),
+            Network::V6(prefix) => self.v6.each_of(prefix, |seen| visit(seen.keyed(key))),
+        }
+    }
+}
 
 /// How a [`Seen`] is written: with its time as a [`Timestamp`].
 #[derive(Serialize, Deserialize)]
@@ -944,6 +984,43 @@ impl TryFrom<CredentialForm> for CredentialState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `each_of` visits what a search of the whole list finds, in order, and stops where
+        /// the visitor breaks: for networks of both families (duplicates too, which the
+        /// record never makes itself), with a key of either family.
+        #[test]
+        fn each_of_visits_the_sightings_a_whole_search_finds(
+            listed in prop::collection::vec((any::<bool>(), 0u64..4, 1u32..9, 0i64..100), 0..12),
+            key in (any::<bool>(), 0u64..4),
+            stop_after in 0usize..4,
+        ) {
+            let network = |(v6, bits): (bool, u64)| if v6 {
+                Network::V6(Prefix48::from_bits(bits))
+            } else {
+                Network::V4(bits as u32)
+            };
+            let seen: Vec<Seen<Network>> = listed
+                .iter()
+                .map(|&(v6, bits, count, minute)| {
+                    Seen::new(network((v6, bits)), count, Timestamp::from_minutes(minute))
+                })
+                .collect();
+            let mut state = CredentialState::default();
+            state.set_lists(&seen, &[], &[]);
+            let key = network(key);
+            let expected: Vec<Seen<Network>> = state.networks().filter(|s| s.key == key).collect();
+            let mut visited = Vec::new();
+            let flow = state.networks().each_of(key, |s| {
+                visited.push(s);
+                if visited.len() > stop_after { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            });
+            let stopped = expected.len() > stop_after;
+            prop_assert_eq!(&visited[..], &expected[..expected.len().min(stop_after + 1)]);
+            prop_assert_eq!(flow.is_break(), stopped);
+        }
+    }
 
     #[test]
     fn a_sighting_keeps_its_time_to_the_minute_and_is_written_as_before() {

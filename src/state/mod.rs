@@ -22,7 +22,7 @@ use dashmap::DashMap;
 
 pub use compaction::{next_compaction, Compacted, MIN_COMPACTION_GROWTH};
 pub use credential::{
-    AllowedFrom, CredentialState, Fields, Leak, Networks, NovelUse, Seen, Sightings,
+    AllowedFrom, CredentialState, Fields, Leak, Networks, NovelUse, Seen, SeenList, Sightings,
     MAX_ENTRY_AGE_MINUTES, MAX_NOVEL_USES, MAX_SEEN_COUNT,
 };
 pub use eviction::Evicted;
