@@ -59,6 +59,40 @@ pub(crate) fn overwrite(into: &mut String, text: &str) {
     }
 }
 
+/// The window [`overwrite_window`] copies: this many bytes from a string's start.
+pub(crate) const WINDOW: usize = 32;
+
+/// [`overwrite`] for a `text` read out of a larger buffer, given `window`, the buffer's
+/// [`WINDOW`] bytes from `text`'s start (`None` where it has fewer). A `text` of up to
+/// `WINDOW` bytes is then copied as the whole window, whatever its length: one 32-byte copy
+/// and no branch on the length, whose lengths vary from field to field and record to record.
+/// `into` keeps a capacity of at least `WINDOW` for the next time.
+#[inline(always)]
+pub(crate) fn overwrite_window(into: &mut String, text: &str, window: Option<&[u8; WINDOW]>) {
+    let len = text.len();
+    match window {
+        Some(window)
+            if std::ptr::eq(window.as_ptr(), text.as_ptr())
+                && len <= WINDOW
+                && into.capacity() >= WINDOW =>
+        {
+            // SAFETY: the window starts where `text` does and is at least as long, so its
+            // first `len` bytes are `text`'s, which are UTF-8; the capacity holds all of it.
+            unsafe {
+                let vec = into.as_mut_vec();
+                vec.as_mut_ptr()
+                    .cast::<[u8; WINDOW]>()
+                    .write_unaligned(*window);
+                vec.set_len(len);
+            }
+        }
+        _ => {
+            overwrite(into, text);
+            into.reserve(WINDOW.saturating_sub(into.len()));
+        }
+    }
+}
+
 /// Writes the first and the last `N` bytes of `bytes` (which has at least `N`) at the same
 /// places from `out`.
 ///
@@ -110,6 +144,33 @@ mod tests {
             into.push_str(&old);
             overwrite(&mut into, &text);
             prop_assert_eq!(&into, &text);
+        }
+
+        /// `overwrite_window` is `clear` then `push_str` too, for a string anywhere in a
+        /// buffer (with its window, without one, or with a window that is not its own), and
+        /// leaves room for the next string's window.
+        #[test]
+        fn overwrite_window_is_clear_and_push_str(
+            old in "[ab]{0,40}",
+            buffer in "[a-zé]{0,80}",
+            span in any::<(prop::sample::Index, prop::sample::Index)>(),
+            spare in 0usize..40,
+            own in any::<bool>(),
+        ) {
+            let bounds: Vec<usize> = (0..=buffer.len()).filter(|&i| buffer.is_char_boundary(i)).collect();
+            let (a, b) = (span.0.get(&bounds), span.1.get(&bounds));
+            let text = &buffer[*a.min(b)..*a.max(b)];
+            let start = *a.min(b);
+            let window = if own {
+                buffer.as_bytes().get(start..).and_then(<[u8]>::first_chunk::<WINDOW>)
+            } else {
+                buffer.as_bytes().first_chunk::<WINDOW>()
+            };
+            let mut into = String::with_capacity(old.len() + spare);
+            into.push_str(&old);
+            overwrite_window(&mut into, text, window);
+            prop_assert_eq!(&into, text);
+            prop_assert!(into.capacity() >= WINDOW);
         }
 
         /// `same` is `==`: on unrelated strings of every length up to 40, and on a string

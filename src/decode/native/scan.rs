@@ -19,7 +19,7 @@ use serde::de::{value, Deserialize, IntoDeserializer};
 
 use super::{reset_unseen, Field, FIELDS, REQUIRED};
 use crate::event::Event;
-use crate::text::overwrite;
+use crate::text::{overwrite_window, WINDOW};
 use crate::time::Rfc3339Reader;
 
 /// What the scanner keeps from one record to the next, for records that resemble the one
@@ -229,8 +229,14 @@ impl<'a> Scanner<'a, '_> {
                 event.ts = self.times.parse(text).ok()?;
             }
             Field::Kind => event.kind = variant(self.string()?)?,
-            Field::Credential => overwrite(&mut event.credential, self.string()?),
-            Field::EventId => overwrite(&mut event.event_id, self.string()?),
+            Field::Credential => {
+                let text = self.string()?;
+                self.put(&mut event.credential, text);
+            }
+            Field::EventId => {
+                let text = self.string()?;
+                self.put(&mut event.event_id, text);
+            }
             Field::Outcome => event.outcome = variant(self.string()?)?,
             Field::Format => event.format = variant(self.string()?)?,
             Field::ExpiresAt => {
@@ -243,12 +249,26 @@ impl<'a> Scanner<'a, '_> {
             _ => {
                 let slot = field.optional_string(event)?;
                 match self.optional_string()? {
-                    Some(text) => overwrite(slot.get_or_insert_with(String::new), text),
+                    Some(text) => self.put(slot.get_or_insert_with(String::new), text),
                     None => *slot = None,
                 }
             }
         }
         Some(())
+    }
+
+    /// `text`, a string of the record, written over `into` (see [`overwrite_window`]).
+    #[inline(always)]
+    fn put(&self, into: &mut String, text: &str) {
+        let start = text
+            .as_ptr()
+            .addr()
+            .wrapping_sub(self.bytes.as_ptr().addr());
+        let window = self
+            .bytes
+            .get(start..)
+            .and_then(<[u8]>::first_chunk::<WINDOW>);
+        overwrite_window(into, text, window);
     }
 
     /// An array of plain strings, written over `into`'s strings.
@@ -262,7 +282,7 @@ impl<'a> Scanner<'a, '_> {
             loop {
                 let text = self.string()?;
                 match into.get_mut(count) {
-                    Some(slot) => overwrite(slot, text),
+                    Some(slot) => self.put(slot, text),
                     None => into.push(text.to_owned()),
                 }
                 count += 1;
