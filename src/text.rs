@@ -87,8 +87,12 @@ pub(crate) fn overwrite_window(into: &mut String, text: &str, window: Option<&[u
             }
         }
         _ => {
+            // Room for the next window first, so a new string is allocated once.
+            if into.capacity() < WINDOW {
+                into.clear();
+                into.reserve(WINDOW.max(len));
+            }
             overwrite(into, text);
-            into.reserve(WINDOW.saturating_sub(into.len()));
         }
     }
 }
