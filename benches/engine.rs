@@ -271,9 +271,56 @@ fn names(c: &mut Criterion) {
 
 criterion_group!(benches, stages, cloudtrail_stages, names);
 
+/// `ENGINE_ROUNDS=n`: the native group's three stages, interleaved (parse, decode, pipeline,
+/// then again) `n` times in one process, printing each stage's fastest and median pass and the
+/// pipeline's share of the parse rate by each. On a shared VM whose neighbours steal time in
+/// bursts, a burst slows one pass, not a whole criterion sample of one stage; the fastest pass
+/// is the least disturbed, and interleaving keeps drift out of the ratio.
+fn rounds(n: usize) {
+    use std::time::Instant;
+    let lines = common::demo_lines(100);
+    let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..n {
+        let start = Instant::now();
+        once_parse_ignored(&lines);
+        times[0].push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        once_decode(&lines);
+        times[1].push(start.elapsed().as_secs_f64() * 1e3);
+        let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
+        let start = Instant::now();
+        std::hint::black_box(once_pipeline(&lines, engine));
+        times[2].push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut summary = [(0.0, 0.0); 3];
+    for (stage, passes) in times.iter_mut().enumerate() {
+        passes.sort_by(f64::total_cmp);
+        summary[stage] = (passes[0], passes[passes.len() / 2]);
+    }
+    println!("{} events a pass, {n} interleaved passes, ms", lines.len());
+    for (name, (fastest, median)) in ["parse_ignored", "decode", "pipeline"].iter().zip(summary) {
+        println!("  {name:14} fastest {fastest:7.2}  median {median:7.2}");
+    }
+    let ((parse_min, parse_median), (pipeline_min, pipeline_median)) = (summary[0], summary[2]);
+    println!(
+        "  pipeline's share of the parse rate: {:.3} by the fastest passes, {:.3} by the medians",
+        parse_min / pipeline_min,
+        parse_median / pipeline_median
+    );
+}
+
 fn main() {
     if std::env::var_os("ENGINE_ONCE").is_some() {
         once();
+        return;
+    }
+    if let Some(n) = std::env::var("ENGINE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        rounds(n);
         return;
     }
     benches();
