@@ -130,10 +130,20 @@ impl<'a> Findings<'a> {
     /// A finding: built by `build` unless the engine counts it without. Once one is built,
     /// the rest are too: a later one may fold into the window the first one's alert opens,
     /// or lose its own when that alert closes windows past the limit.
+    #[inline(always)]
     pub fn push(&mut self, build: impl FnOnce() -> Finding) {
         if !self.found.is_empty() || !(self.counted)() {
-            self.found.push(build());
+            self.build(build);
         }
+    }
+
+    /// Builds a finding, out of line: the text and JSON a detector builds are many times the
+    /// size of its checks, and inlined they made its every call pay for a frame they need
+    /// (callee-saved registers and hundreds of bytes of stack) on events that find nothing.
+    #[cold]
+    #[inline(never)]
+    fn build(&mut self, build: impl FnOnce() -> Finding) {
+        self.found.push(build());
     }
 
     /// How many findings the list holds (from every detector that has written to it).
