@@ -26,6 +26,7 @@ impl Canary {
 }
 
 impl Detector for Canary {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

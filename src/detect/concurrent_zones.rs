@@ -40,6 +40,7 @@ impl ConcurrentZones {
 }
 
 impl Detector for ConcurrentZones {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

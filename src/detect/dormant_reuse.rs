@@ -47,6 +47,7 @@ impl DormantReuse {
 }
 
 impl Detector for DormantReuse {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

@@ -43,6 +43,7 @@ impl LeakLookback {
 }
 
 impl Detector for LeakLookback {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

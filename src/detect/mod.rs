@@ -199,7 +199,10 @@ macro_rules! detector_kinds {
 
         /// A detector of any kind, as a rule holds it. The engine calls a rule's detector once
         /// per event: through this `match` the call is direct, and the compiler may inline it
-        /// into the engine's loop, which a call through `dyn Detector` prevents.
+        /// into the engine's loop, which a call through `dyn Detector` prevents. Detectors
+        /// mark `evaluate` `#[inline(always)]`: what they check on every event is small once
+        /// building a finding is out of line ([`Findings::push`], [`novelty`]), and a call
+        /// saved and restored registers on every event (BENCHMARKS.md, section 1).
         #[derive(Debug)]
         pub enum AnyDetector {
             $($variant($module::$type),)*
@@ -332,6 +335,7 @@ impl<T> Novelty<T> {
 /// list of a baseline that is armed (something remembered, learning period over). Entries
 /// unseen for longer than `[state] forget_after` count as forgotten, so a network that comes
 /// back after months is judged new again.
+#[inline(always)]
 pub(crate) fn novelty<T: PartialEq + Copy>(
     key: &T,
     seen: impl crate::state::SeenList<T>,
@@ -359,10 +363,23 @@ pub(crate) fn novelty<T: PartialEq + Copy>(
     if remembered.is_break() {
         return None;
     }
-    Some(Novelty {
-        known: seen.filter(fresh).collect(),
+    Some(novel(seen, now, forget_after, forgotten))
+}
+
+/// What [`novelty`] reports of a novel key, out of line: it lists the list (an allocation),
+/// which most events, finding their key, never do.
+#[cold]
+#[inline(never)]
+fn novel<T: PartialEq + Copy>(
+    seen: impl crate::state::SeenList<T>,
+    now: crate::time::Timestamp,
+    forget_after: crate::time::Period,
+    forgotten: Option<(crate::time::Timestamp, bool)>,
+) -> Novelty<T> {
+    Novelty {
+        known: seen.filter(|s| s.is_fresh(now, forget_after)).collect(),
         forgotten,
-    })
+    }
 }
 
 /// The observed side of an access, as evidence.

@@ -24,6 +24,7 @@ impl NewEndpoint {
 }
 
 impl Detector for NewEndpoint {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

@@ -25,6 +25,7 @@ impl NewNetwork {
 }
 
 impl Detector for NewNetwork {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

@@ -45,6 +45,7 @@ pub fn automation(user_agent: &str) -> Option<&'static str> {
 }
 
 impl Detector for NewUserAgent {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

@@ -65,6 +65,7 @@ impl RateSpike {
 }
 
 impl Detector for RateSpike {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

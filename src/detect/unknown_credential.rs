@@ -25,6 +25,7 @@ impl UnknownCredential {
 }
 
 impl Detector for UnknownCredential {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

@@ -31,6 +31,7 @@ impl UseAfterExpiry {
 }
 
 impl Detector for UseAfterExpiry {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

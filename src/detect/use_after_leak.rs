@@ -31,6 +31,7 @@ impl UseAfterLeak {
 }
 
 impl Detector for UseAfterLeak {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

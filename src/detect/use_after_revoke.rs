@@ -31,6 +31,7 @@ impl UseAfterRevoke {
 }
 
 impl Detector for UseAfterRevoke {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,

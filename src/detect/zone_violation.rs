@@ -42,6 +42,7 @@ impl ZoneViolation {
 }
 
 impl Detector for ZoneViolation {
+    #[inline(always)]
     fn evaluate(
         &self,
         observation: &Observation<'_>,
