@@ -24,7 +24,6 @@ use credwatch::decode::{CloudTrailDecoder, Decoder, NativeDecoder};
 use credwatch::demo;
 use credwatch::engine::Engine;
 use credwatch::event::{Event, Kind};
-use credwatch::rules::RuleSet;
 use credwatch::state::{Interner, NameCache, NameCaches};
 
 /// One native event as the CloudTrail record AWS would log for it: accesses as API calls,
@@ -128,7 +127,7 @@ fn group_of(c: &mut Criterion, name: &str, lines: &[Vec<u8>], mut decoder: impl 
     let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
     group.bench_function("pipeline", |b| {
         b.iter_batched(
-            || Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules")),
+            || common::builtin_engine(&config),
             |mut engine| {
                 let mut events = Vec::with_capacity(1);
                 let mut alerts = Vec::new();
@@ -179,7 +178,7 @@ fn stages(c: &mut Criterion) {
 fn once() {
     let lines = common::demo_lines(100);
     let config = Config::parse("demo", demo::DEMO_CONFIG).expect("demo config");
-    let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
+    let engine = common::builtin_engine(&config);
     once_parse_ignored(&lines);
     once_decode(&lines);
     let (alerts, suppressed) = once_pipeline(&lines, engine);
@@ -288,7 +287,7 @@ fn rounds(n: usize) {
         let start = Instant::now();
         once_decode(&lines);
         times[1].push(start.elapsed().as_secs_f64() * 1e3);
-        let engine = Engine::new(config.clone(), RuleSet::builtin(&config).expect("rules"));
+        let engine = common::builtin_engine(&config);
         let start = Instant::now();
         std::hint::black_box(once_pipeline(&lines, engine));
         times[2].push(start.elapsed().as_secs_f64() * 1e3);

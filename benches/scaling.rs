@@ -31,10 +31,8 @@ use credwatch::alerts::{Alert, AlertSink};
 use credwatch::config::Config;
 use credwatch::decode::{Decoder, Format, NativeDecoder};
 use credwatch::demo;
-use credwatch::engine::Engine;
 use credwatch::event::Event;
 use credwatch::replay::{DeadLetters, Replay};
-use credwatch::rules::RuleSet;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -62,7 +60,7 @@ fn shard(lines: &[Vec<u8>], workers: usize) -> Vec<Vec<&[u8]>> {
 
 /// One worker: decodes and processes its lines with its own engine; returns its alerts.
 fn work(lines: &[&[u8]], config: &Config) -> Vec<Alert> {
-    let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
+    let mut engine = common::builtin_engine(config);
     let mut decoder = NativeDecoder::new();
     let mut events = Vec::with_capacity(1);
     let mut alerts = Vec::new();
@@ -102,7 +100,7 @@ fn pipelined(lines: &[Vec<u8>], config: &Config) -> (f64, Vec<Alert>) {
                 }
             }
         });
-        let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
+        let mut engine = common::builtin_engine(config);
         let mut alerts = Vec::new();
         for batch in filled {
             for event in &batch {
@@ -192,7 +190,7 @@ impl AlertSink for Keep {
 /// returns the seconds and the alerts.
 fn replay(path: &Path, config: &Config, two_threads: bool) -> (f64, Vec<Alert>) {
     let started = Instant::now();
-    let mut engine = Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"));
+    let mut engine = common::builtin_engine(config);
     let mut sink = Keep(Vec::new());
     let mut replay = Replay::new(&mut engine, &mut sink, DeadLetters::Discard, Format::Native)
         .with_decode_thread(two_threads);

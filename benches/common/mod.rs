@@ -1,6 +1,15 @@
-//! What more than one bench needs: the demo's traffic as native JSON lines.
+//! What more than one bench needs: the demo's traffic as native JSON lines, and an engine with
+//! the built-in rules.
 
+use credwatch::config::Config;
 use credwatch::demo::{self, DemoOptions};
+use credwatch::engine::Engine;
+use credwatch::rules::RuleSet;
+
+/// An engine under `config` with the built-in rules.
+pub fn builtin_engine(config: &Config) -> Engine {
+    Engine::new(config.clone(), RuleSet::builtin(config).expect("rules"))
+}
 
 /// Native JSON lines of one demo day (seed 7) of `credentials` credentials: 100 give about
 /// 270k events.
