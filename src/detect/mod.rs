@@ -363,7 +363,7 @@ pub(crate) fn novelty<T: PartialEq + Copy>(
     if remembered.is_break() {
         return None;
     }
-    Some(novel(seen, now, forget_after, forgotten))
+    Some(novel(seen, fresh, forgotten))
 }
 
 /// What [`novelty`] reports of a novel key, out of line: it lists the list (an allocation),
@@ -372,12 +372,11 @@ pub(crate) fn novelty<T: PartialEq + Copy>(
 #[inline(never)]
 fn novel<T: PartialEq + Copy>(
     seen: impl crate::state::SeenList<T>,
-    now: crate::time::Timestamp,
-    forget_after: crate::time::Period,
+    fresh: impl Fn(&crate::state::Seen<T>) -> bool,
     forgotten: Option<(crate::time::Timestamp, bool)>,
 ) -> Novelty<T> {
     Novelty {
-        known: seen.filter(|s| s.is_fresh(now, forget_after)).collect(),
+        known: seen.filter(fresh).collect(),
         forgotten,
     }
 }
