@@ -930,4 +930,54 @@ mod tests {
         assert_eq!(first, second);
         assert!(!first.is_empty());
     }
+
+    #[test]
+    fn a_restored_engine_checks_its_bounds_on_the_same_events_as_one_that_never_stopped() {
+        // 100 credentials at most: the count bound is checked every 5th event, and a check
+        // past it evicts down to 95. Each event brings a new credential.
+        let config = format!("{CONFIG}[state]\nmax_credentials = 100\n");
+        let engine = || {
+            let config = Config::parse("test", &config).unwrap();
+            let rules = RuleSet::builtin(&config).unwrap();
+            Engine::new(config, rules)
+        };
+        let start = Timestamp::from_secs(1_772_323_200);
+        let event = |i: i64| {
+            let mut event = Event::new(
+                Timestamp::from_micros(start.micros() + i * 1_000_000),
+                Kind::Access,
+                format!("AKIA{i:016}"),
+            );
+            event.source_ip = Some("10.0.1.5".to_owned());
+            event
+        };
+        let mut alerts = Vec::new();
+        let mut whole = engine();
+        for i in 0..248 {
+            whole.process(&event(i), &mut alerts);
+        }
+        // Stopped after 123 events (not a multiple of 5) or 125, restored, and fed the rest.
+        for stop in [123, 125] {
+            let mut first = engine();
+            for i in 0..stop {
+                first.process(&event(i), &mut alerts);
+            }
+            let mut resumed = engine();
+            resumed.restore(first.snapshot().unwrap()).unwrap();
+            for i in stop..248 {
+                resumed.process(&event(i), &mut alerts);
+            }
+            assert_eq!(resumed.stats().events, 248);
+            assert_eq!(
+                resumed.stats().evicted,
+                whole.stats().evicted,
+                "stopped at {stop}"
+            );
+            // The last check was before the 245th event's credential came in: 95 then, and
+            // four since. Checks counted from the restore, not from the first event, would
+            // have come before the 248th (stopped at 123), leaving 96.
+            assert_eq!(whole.state().len(), 99);
+            assert_eq!(resumed.state().len(), 99, "stopped at {stop}");
+        }
+    }
 }
