@@ -685,10 +685,15 @@ mod tests {
 
     const CONFIG: &str = "[[zones]]\nname = \"prod\"\ncidrs = [\"10.0.0.0/16\"]\n";
 
-    fn run(lines: &[&str]) -> (Vec<Alert>, EngineStats) {
-        let config = Config::parse("test", CONFIG).unwrap();
+    /// An engine under the config `text`, with the built-in rules.
+    fn builtin_engine(text: &str) -> Engine {
+        let config = Config::parse("test", text).unwrap();
         let rules = RuleSet::builtin(&config).unwrap();
-        let mut engine = Engine::new(config, rules);
+        Engine::new(config, rules)
+    }
+
+    fn run(lines: &[&str]) -> (Vec<Alert>, EngineStats) {
+        let mut engine = builtin_engine(CONFIG);
         let mut alerts = Vec::new();
         let mut events = Vec::new();
         for line in lines {
@@ -871,9 +876,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_distinct_names_is_compacted_and_memory_stays_bounded() {
-        let config = Config::parse("test", CONFIG).unwrap();
-        let rules = RuleSet::builtin(&config).unwrap();
-        let mut engine = Engine::new(config, rules);
+        let mut engine = builtin_engine(CONFIG);
         let mut alerts = Vec::new();
         let start = Timestamp::from_secs(1_772_323_200);
         let mut issue = Event::new(start, Kind::Issue, "AKIAFLOODED".to_owned());
@@ -936,11 +939,7 @@ mod tests {
         // 100 credentials at most: the count bound is checked every 5th event, and a check
         // past it evicts down to 95. Each event brings a new credential.
         let config = format!("{CONFIG}[state]\nmax_credentials = 100\n");
-        let engine = || {
-            let config = Config::parse("test", &config).unwrap();
-            let rules = RuleSet::builtin(&config).unwrap();
-            Engine::new(config, rules)
-        };
+        let engine = || builtin_engine(&config);
         let start = Timestamp::from_secs(1_772_323_200);
         let event = |i: i64| {
             let mut event = Event::new(
