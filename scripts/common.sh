@@ -24,7 +24,7 @@ claim_target() {
     case "$(cd "$dir" && pwd -P)/" in "$here"/*) return 0 ;; esac
     stamp="$dir/credwatch-checkout"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$here" ]; then
-        echo "$(basename "$0"): $dir was last built from $(cat "$stamp"); removing credwatch's own artifacts there, to build them from $here" >&2
+        echo "scripts/$(basename "$0"): $dir was last built from $(cat "$stamp"); removing credwatch's own artifacts there, to build them from $here" >&2
         cargo clean -p credwatch >/dev/null 2>&1 || true
         cargo clean --release -p credwatch >/dev/null 2>&1 || true
     fi
