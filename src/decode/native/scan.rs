@@ -401,7 +401,7 @@ fn padded_classes(rest: &[u8]) -> Classes {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 fn classes64(block: &[u8; 64]) -> Classes {
     // SAFETY: SSE2 is enabled for this target (checked by the `cfg` above), which is all
-    // `stops64_sse2` asks; it reads nothing but `block`, through safe code.
+    // `classes64_sse2` asks; it reads nothing but `block`'s 64 bytes.
     unsafe { classes64_sse2(block) }
 }
 
