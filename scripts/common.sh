@@ -10,9 +10,9 @@ reuse_shared_target() {
     export CARGO_TARGET_DIR="$shared"
 }
 
-# Notes which checkout builds into $CARGO_TARGET_DIR (when set and outside this checkout) and,
-# when another one did last, removes credwatch's own artifacts there (its dependencies stay;
-# the crate is rebuilt in minutes). Cargo tells the same crate in two checkouts apart by its
+# Notes which checkout builds into $CARGO_TARGET_DIR (when set) and, when another one did
+# last, removes credwatch's own artifacts there (its dependencies stay; the crate is rebuilt
+# in minutes). Cargo tells the same crate in two checkouts apart by its
 # files' times alone: both build into the same file names, so a checkout whose files are older
 # than the other's last build would take that build as fresh, and its tests, benches and
 # binary would run the other checkout's code (seen: after building another commit in a
@@ -21,7 +21,6 @@ claim_target() {
     local dir="${CARGO_TARGET_DIR:-}" here stamp
     here=$(pwd -P)
     [ -n "$dir" ] && [ -d "$dir" ] || return 0
-    case "$(cd "$dir" && pwd -P)/" in "$here"/*) return 0 ;; esac
     stamp="$dir/credwatch-checkout"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$here" ]; then
         echo "scripts/$(basename "$0"): $dir was last built from $(cat "$stamp"); removing credwatch's own artifacts there, to build them from $here" >&2
