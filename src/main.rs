@@ -158,8 +158,8 @@ struct ReplayArgs {
     checkpoints: CheckpointArgs,
     /// Threads: 2 decodes JSON lines on a second thread while the engine runs the events
     /// before them; 1 keeps both on one. The output is the same either way. Default: 2 where
-    /// at least two cores are available (1.7 times the events/s of 1 from a file, for 5%
-    /// more CPU; BENCHMARKS.md, section 7), else 1.
+    /// at least two cores are available (1.3 to 1.7 times the events/s of 1 from a file in
+    /// the runs so far; BENCHMARKS.md, section 7), else 1.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
     /// Input files, read in order; `-` reads stdin (which cannot be checkpointed).
@@ -318,13 +318,13 @@ struct RunArgs {
     /// Threads: 2 decodes messages on a second thread, up to 32 messages ahead of the
     /// engine, which runs on the first and sees every message in order; 1 (the default)
     /// keeps both on one. The output is the same either way. Experimental: no faster where
-    /// the broker is the limit, as tansu on loopback is (BENCHMARKS.md, section 7).
+    /// the broker is the limit, as tansu on loopback is (BENCHMARKS.md, section 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
     threads: Option<u8>,
 }
 
 /// `replay --threads`, or its default: 2 where two cores are available. Reading a file, the
-/// engine and the decoding split the work about evenly (BENCHMARKS.md, section 7).
+/// engine and the decoding split the work about evenly (docs/performance-log.md, section 7).
 fn replay_threads(requested: Option<u8>) -> u8 {
     requested.unwrap_or_else(|| default_replay_threads(cores()))
 }
@@ -342,7 +342,7 @@ fn cores() -> usize {
 }
 
 /// `run --threads`, or its default: 1. From Kafka the consumer, not decoding, is the limit,
-/// and a second thread was slightly slower (BENCHMARKS.md, section 7).
+/// and a second thread was slightly slower (BENCHMARKS.md, section 2).
 fn run_threads(requested: Option<u8>) -> u8 {
     requested.unwrap_or(1)
 }

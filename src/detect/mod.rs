@@ -202,7 +202,7 @@ macro_rules! detector_kinds {
         /// into the engine's loop, which a call through `dyn Detector` prevents. Detectors
         /// mark `evaluate` `#[inline(always)]`: what they check on every event is small once
         /// building a finding is out of line ([`Findings::push`], [`novelty`]), and a call
-        /// saved and restored registers on every event (BENCHMARKS.md, section 1).
+        /// saved and restored registers on every event (docs/performance-log.md, section 1).
         #[derive(Debug)]
         pub enum AnyDetector {
             $($variant($module::$type),)*

@@ -167,7 +167,7 @@ impl Interner {
 /// names repeat from event to event (endpoints, user agents, a credential's principal), and a
 /// hit costs a hash and a comparison, where the interner's shared map takes a lock and
 /// releases it, two atomic operations, on every lookup (the cache took the pipeline from
-/// 2.06 to 2.21 M events/s: BENCHMARKS.md, section 1).
+/// 2.06 to 2.21 M events/s: docs/performance-log.md, section 1).
 ///
 /// Direct-mapped: a key has one slot, by its hash, and a miss replaces what the slot held. The
 /// key is the name itself, or the text the name is derived from ([`NameCache::intern_derived`]:
