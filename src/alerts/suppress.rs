@@ -108,7 +108,8 @@ pub struct SuppressorSnapshot {
 pub struct Suppressor {
     /// Boxed: a window holds its whole first alert, and when the map grows it moves every
     /// entry; with values inline, growing past some 30,000 windows moved tens of MB into
-    /// freshly faulted pages and held one event for up to 100 ms (docs/performance-log.md, section 3).
+    /// freshly faulted pages and held one event for up to 100 ms (docs/performance-log.md,
+    /// section 3).
     open: HashMap<(String, String), Box<Open>, foldhash::fast::RandomState>,
     closing: BTreeSet<(Timestamp, String, String)>,
     watermark: Option<Timestamp>,

@@ -475,7 +475,8 @@ impl StateStore {
     /// Estimated bytes of the credential records (keys, records and their lists), what
     /// `[state] max_state_mib` bounds; kept as records change, so reading it costs nothing.
     /// Not counted: the map's spare capacity, the allocator's rounding, and the interned
-    /// names, which the records share (resident memory is about a quarter more; BENCHMARKS.md, section 4).
+    /// names, which the records share (resident memory is about a quarter more; BENCHMARKS.md,
+    /// section 4).
     pub fn approx_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
